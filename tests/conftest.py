@@ -1,0 +1,82 @@
+"""Shared fixtures: the real embedder (loaded once), and builders for real documents of every format."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+from ingest.embedding import Embedder
+
+
+class CountingEmbedder(Embedder):
+    """The real embedder, counting how many texts it was asked to embed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts_embedded = 0
+
+    def encode(self, texts):
+        self.texts_embedded += len(texts)
+        return super().encode(texts)
+
+
+@pytest.fixture(scope="session")
+def _shared_embedder() -> CountingEmbedder:
+    embedder = CountingEmbedder()
+    embedder.model  # load once per session
+    return embedder
+
+
+@pytest.fixture
+def embedder(_shared_embedder: CountingEmbedder) -> CountingEmbedder:
+    _shared_embedder.texts_embedded = 0
+    return _shared_embedder
+
+
+def make_pdf(path: Path, pages: list[str], password: str | None = None) -> Path:
+    """A real PDF with one text page per entry (reportlab), optionally encrypted (pypdf)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    c = canvas.Canvas(str(path), pagesize=A4, invariant=1)
+    for text in pages:
+        y = 800
+        for line in text.split("\n"):
+            c.drawString(50, y, line)
+            y -= 16
+        c.showPage()
+    c.save()
+    if password:
+        from pypdf import PdfReader, PdfWriter
+
+        writer = PdfWriter(clone_from=PdfReader(path))
+        writer.encrypt(user_password=password, owner_password=password, algorithm="AES-256")
+        with open(path, "wb") as handle:
+            writer.write(handle)
+    return path
+
+
+def make_docx(path: Path, title: str, sections: list[tuple[str, list[str]]], table: list[list[str]] | None = None) -> Path:
+    """A real DOCX with Heading styles, paragraphs and optionally a table after the first section."""
+    import docx
+
+    document = docx.Document()
+    document.add_heading(title, level=1)
+    for i, (heading, paragraphs) in enumerate(sections):
+        document.add_heading(heading, level=2)
+        for paragraph in paragraphs:
+            document.add_paragraph(paragraph)
+        if table and i == 0:
+            grid = document.add_table(rows=len(table), cols=len(table[0]))
+            for r, row in enumerate(table):
+                for col, value in enumerate(row):
+                    grid.cell(r, col).text = value
+    document.save(str(path))
+    return path
