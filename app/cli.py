@@ -46,7 +46,7 @@ def ingest(
     acl: Optional[Path] = typer.Option(None, "--acl", help="ACL rules (TOML); default: the rules stored in the index."),
     embedder: str = typer.Option("all-MiniLM-L6-v2", "--embedder", help="Embedding model name or folder."),
     max_file_mb: float = typer.Option(50.0, "--max-file-mb", help="Skip files larger than this."),
-    batch_chunks: int = typer.Option(256, "--batch-chunks", help="Chunks embedded and saved together."),
+    batch_chunks: int = typer.Option(64, "--batch-chunks", help="Chunks embedded and saved together."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Index documents (PDF, DOCX, HTML, Markdown, text, CSV); only new or changed files are re-embedded."""

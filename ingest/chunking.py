@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from langchain_text_splitters import RecursiveCharacterTextSplitter
-
 from ingest.documents import SECTION_SEPARATOR, Chunk, LoadedDocument
 
 
@@ -24,6 +22,8 @@ class Chunker:
     """Cuts a LoadedDocument into Chunks counted in the embedder's own tokens."""
 
     def __init__(self, tokenizer, options: ChunkingOptions = ChunkingOptions()) -> None:
+        from langchain_text_splitters import RecursiveCharacterTextSplitter  # slow import: only when chunking
+
         self.options = options
         self._splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
             tokenizer,

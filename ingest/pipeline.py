@@ -33,7 +33,7 @@ class IngestOptions:
     embedder: str = DEFAULT_EMBEDDER  # model name, local folder, or cached Hugging Face id
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
     max_file_mb: float = 50.0  # larger files are skipped with a reason
-    batch_chunks: int = 256  # chunks embedded together before their files are saved
+    batch_chunks: int = 64  # chunks embedded together before their files are saved
     show_progress: bool = True  # tqdm bars on stderr
 
 
