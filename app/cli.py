@@ -15,12 +15,17 @@ from typing import List, Optional
 
 import typer
 
-DEFAULT_INDEX = Path(os.environ.get("GROUNDWORK_INDEX", "groundwork-data/index"))
+DATA_DIR = Path(os.environ.get("GROUNDWORK_DATA", "groundwork-data"))
+DEFAULT_INDEX = Path(os.environ.get("GROUNDWORK_INDEX", DATA_DIR / "index"))
+DEFAULT_USERS = DATA_DIR / "users.json"
+DEFAULT_GUARDRAILS = DATA_DIR / "guardrails.json"
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Groundwork: answers from your company's documents, with citations.")
 index_cli = typer.Typer(no_args_is_help=True, help="Inspect an index.")
 cli.add_typer(index_cli, name="index")
+users_cli = typer.Typer(no_args_is_help=True, help="Manage the users who may ask questions, and their groups.")
+cli.add_typer(users_cli, name="users")
 
 _debug = False
 
@@ -93,14 +98,106 @@ def index_stats(index: Path = typer.Option(DEFAULT_INDEX, "--index", help="Index
             typer.echo(f"  failed:  {problem['path']}: {problem['reason']}")
 
 
+@cli.command()
+def ask(
+    question: str = typer.Argument(..., help="The question."),
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", help="Index directory."),
+    user: Optional[str] = typer.Option(None, "--user", help="Answer as this user (their groups); default: only "
+                                                              "documents open to everyone."),
+    users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file."),
+    model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model name, HF id or folder."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter folder."),
+    no_quantize: bool = typer.Option(False, "--no-quantize", help="Load the model in bf16 instead of 4-bit."),
+    top_k: int = typer.Option(5, "--top-k", help="Passages given to the model."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole answer as one JSON object."),
+) -> None:
+    """Answer a question from the indexed documents, with cited sources."""
+    import json
+
+    from app.engine import AnswerOptions, Engine, EngineConfig
+    from app.guardrails import GuardrailConfig
+    from app.retrieval import RetrievalOptions
+    from app.users import ANONYMOUS, UserStore
+
+    who = UserStore(users_file).get(user) if user else ANONYMOUS
+    guardrails = (GuardrailConfig.from_dict(json.loads(DEFAULT_GUARDRAILS.read_text()))
+                  if DEFAULT_GUARDRAILS.exists() else GuardrailConfig())
+    engine = Engine(EngineConfig(index_dir=index, model=model, quantize=not no_quantize, adapter=adapter,
+                                 guardrails=guardrails))
+    options = AnswerOptions(retrieval=RetrievalOptions(top_k=top_k))
+    if as_json:
+        typer.echo(json.dumps(engine.answer(question, who, options).to_dict(), ensure_ascii=False))
+        return
+    shown = ""
+    result = None
+    for item in engine.stream(question, who, options):
+        if isinstance(item, str):
+            if item.startswith(shown):
+                sys.stdout.write(item[len(shown):])
+                sys.stdout.flush()
+            shown = item
+        else:
+            result = item
+    if result.answer != shown:  # verification rewrote citations, or the answer was refused
+        typer.echo(("\n\n" if shown else "") + result.answer)
+    else:
+        typer.echo()
+    for citation in result.citations:
+        where = f"page {citation.page}" if citation.page else (citation.heading or "")
+        typer.echo(f"  [{citation.n}] {citation.source}" + (f" ({where})" if where else ""))
+    for flag in result.flags:
+        typer.echo(f"  guardrail {flag['guard']}: {flag['action']} — {flag['detail']}", err=True)
+    timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+    typer.echo(f"  ({timings})", err=True)
+
+
+@users_cli.command("add")
+def users_add(
+    name: str = typer.Argument(...),
+    groups: str = typer.Option("", "--groups", help="Comma-separated groups (everyone is always included)."),
+    role: str = typer.Option("employee", "--role", help="employee or admin."),
+    password: Optional[str] = typer.Option(None, "--password", help="Default: asked for at the prompt.",
+                                           envvar="GROUNDWORK_PASSWORD"),
+    replace: bool = typer.Option(False, "--replace", help="Change an existing user."),
+    users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file."),
+) -> None:
+    """Add a user (the password is stored as a scrypt hash)."""
+    from app.users import UserStore
+
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    user = UserStore(users_file).add(name, password, role=role, groups=groups.split(","), replace=replace)
+    typer.echo(f"{'Updated' if replace else 'Added'} {user.name} ({user.role}; groups: {', '.join(user.groups)})")
+
+
+@users_cli.command("list")
+def users_list(users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file.")) -> None:
+    """List users with their role and groups."""
+    from app.users import UserStore
+
+    for user in UserStore(users_file).list():
+        typer.echo(f"{user.name:<20} {user.role:<9} {', '.join(user.groups)}")
+
+
+@users_cli.command("remove")
+def users_remove(name: str = typer.Argument(...),
+                 users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file.")) -> None:
+    """Remove a user."""
+    from app.users import UserStore
+
+    UserStore(users_file).remove(name)
+    typer.echo(f"Removed {name}")
+
+
 def main() -> None:
+    from app.users import UserError
     from ingest.acl import AclError
     from ingest.pipeline import IngestError
     from ingest.store import IndexError_
 
     try:
         cli()
-    except (IngestError, IndexError_, AclError) as exc:
+    except (IngestError, IndexError_, AclError, UserError) as exc:
         if _debug:
             raise
         typer.echo(f"error: {exc}", err=True)

@@ -1,0 +1,107 @@
+"""Citation verification: parse [n] markers, drop impossible ones, check each cited passage supports its sentence.
+
+Support is checked without any external model: the share of the sentence's content words found in the
+passage (lexical) or, failing that, the embedding similarity between sentence and passage.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
+_WORD = re.compile(r"[a-z0-9][a-z0-9'’\-]*")
+_STOPWORDS = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been being it its
+this that these those there their they them you your we our us he she his her i me my not no do does did can could
+will would shall should may might must have has had about into over under than then so such per each any all""".split())
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """When a passage counts as supporting a sentence."""
+
+    min_word_overlap: float = 0.5  # share of the sentence's content words that appear in the passage
+    min_similarity: float = 0.55  # or: cosine similarity of sentence and passage embeddings
+    add_missing: bool = True  # cite the best supporting passage for a sentence the model left uncited
+
+
+@dataclass
+class SentenceCheck:
+    text: str
+    cited: list[int]  # numbers the model wrote
+    supported: list[int]  # numbers kept after the check (possibly added)
+    unsupported: list[int]  # cited numbers whose passage does not support the sentence
+    invalid: list[int]  # numbers with no such passage
+
+
+@dataclass
+class Verification:
+    text: str  # the answer with invalid and unsupported markers removed and missing ones added
+    cited: list[int]  # passage numbers the final text cites, in order of first use
+    sentences: list[SentenceCheck] = field(default_factory=list)
+
+    @property
+    def invalid(self) -> list[int]:
+        return sorted({n for s in self.sentences for n in s.invalid})
+
+    @property
+    def unsupported(self) -> list[int]:
+        return sorted({n for s in self.sentences for n in s.unsupported})
+
+
+def content_words(text: str) -> set[str]:
+    return {w.strip("'’-") for w in _WORD.findall(text.lower())} - _STOPWORDS - {""}
+
+
+def _numbers(marker: str) -> list[int]:
+    return [int(n) for n in re.split(r"\s*[,;]\s*", marker)]
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(text.strip())) if s]
+
+
+def verify(answer: str, passages: list[str], embed=None, options: VerifyOptions = VerifyOptions()) -> Verification:
+    """Check every [n] in `answer` against `passages` (1-based); `embed(texts) -> unit vectors` is optional."""
+    sentences = split_sentences(answer)
+    passage_words = [content_words(p) for p in passages]
+    passage_vectors = embed(passages) if embed is not None and passages else None
+    sentence_texts = [_MARKER.sub("", s).strip() for s in sentences]
+    sentence_vectors = embed(sentence_texts) if embed is not None and sentence_texts else None
+
+    def support(i: int, n: int) -> bool:
+        words = content_words(sentence_texts[i])
+        if words and len(words & passage_words[n - 1]) / len(words) >= options.min_word_overlap:
+            return True
+        if passage_vectors is not None:
+            return float(sentence_vectors[i] @ passage_vectors[n - 1]) >= options.min_similarity
+        return False
+
+    checks: list[SentenceCheck] = []
+    rebuilt: list[str] = []
+    for i, sentence in enumerate(sentences):
+        cited = [n for m in _MARKER.findall(sentence) for n in _numbers(m)]
+        invalid = [n for n in cited if not 1 <= n <= len(passages)]
+        valid = list(dict.fromkeys(n for n in cited if 1 <= n <= len(passages)))
+        supported = [n for n in valid if support(i, n)]
+        unsupported = [n for n in valid if n not in supported]
+        if not supported and options.add_missing and content_words(sentence_texts[i]):
+            candidates = [n for n in range(1, len(passages) + 1) if support(i, n)]
+            if candidates and passage_vectors is not None:
+                candidates.sort(key=lambda n: -float(sentence_vectors[i] @ passage_vectors[n - 1]))
+            supported = candidates[:1]
+        checks.append(SentenceCheck(sentence_texts[i], cited, supported, unsupported, invalid))
+        body = sentence_texts[i]
+        if supported:
+            end = body[-1] if body and body[-1] in ".!?" else ""
+            body = (body[:-1] if end else body).rstrip() + " " + "".join(f"[{n}]" for n in supported) + end
+        rebuilt.append(body)
+    order = list(dict.fromkeys(n for c in checks for n in c.supported))
+    return Verification(text=" ".join(r for r in rebuilt if r), cited=order, sentences=checks)
+
+
+def cosine_embedder(embedder):
+    """Adapt an ingest Embedder to verify()'s embed callable."""
+    return lambda texts: np.asarray(embedder.encode(list(texts)))

@@ -1,0 +1,186 @@
+"""The answering engine: guardrails → ACL-filtered retrieval → grounded prompt → generation → citation check.
+
+Everything that answers a question (the CLI, the web UI, the batch evaluation) goes through Engine.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from app.citations import VerifyOptions, cosine_embedder, verify
+from app.generator import GenerationOptions, Generator, TransformersGenerator
+from app.guardrails import GuardrailConfig, Guardrails
+from app.prompt import NOT_FOUND, PromptPassage, build_messages, fit_passages, passage_label
+from app.retrieval import Passage, RetrievalOptions, Retriever
+from app.users import User
+from ingest.embedding import Embedder
+from ingest.reader import IndexReader
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    """Per-question settings."""
+
+    retrieval: RetrievalOptions = field(default_factory=RetrievalOptions)
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
+    verification: VerifyOptions = field(default_factory=VerifyOptions)
+    require_support: bool = True  # refuse when no sentence of the answer is supported by a passage
+    disabled_guards: frozenset[str] = frozenset()  # guards the user switched off (only those the admin allows)
+
+
+@dataclass
+class Citation:
+    n: int
+    source: str
+    page: int | None
+    heading: str | None
+    text: str
+    score: float
+
+
+@dataclass
+class RetrievedPassage:
+    n: int
+    source: str
+    page: int | None
+    heading: str | None
+    anchor: str | None
+    text: str
+    score: float
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    refused: bool
+    refusal_reason: str | None
+    citations: list[Citation]
+    retrieved: list[RetrievedPassage]
+    flags: list[dict]
+    timings: dict[str, float]
+    user: str = ""
+    model: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Which index and models the engine uses."""
+
+    index_dir: Path = Path("groundwork-data/index")
+    model: str = "smollm2-135m-instruct"  # registry name, Hugging Face id or local folder
+    quantize: bool = True  # 4-bit NF4 (bitsandbytes); False loads bf16
+    adapter: str | None = None  # LoRA adapter folder
+    guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
+
+
+class Engine:
+    """Answers questions for users from one index. The model loads on the first question that needs it."""
+
+    def __init__(self, config: EngineConfig = EngineConfig(), embedder: Embedder | None = None,
+                 generator: Generator | None = None) -> None:
+        self.config = config
+        self.reader = IndexReader(config.index_dir)
+        self.embedder = embedder or Embedder(self.reader.embedder)
+        self.retriever = Retriever(self.reader, self.embedder)
+        self.guardrails = Guardrails(config.guardrails)
+        self._generator = generator
+
+    @property
+    def generator(self) -> Generator:
+        if self._generator is None:
+            from finetune.models import get_model
+
+            self._generator = TransformersGenerator(
+                get_model(self.config.model, quantize=self.config.quantize, adapter=self.config.adapter))
+        return self._generator
+
+    def answer(self, question: str, user: User, options: AnswerOptions = AnswerOptions()) -> Answer:
+        final = None
+        for final in self.stream(question, user, options):
+            pass
+        assert isinstance(final, Answer)
+        return final
+
+    def stream(self, question: str, user: User, options: AnswerOptions = AnswerOptions()) -> Iterator[str | Answer]:
+        """Yield the answer text so far (PII-redacted) as it is generated, then the final Answer."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        flags: list[dict] = []
+
+        def finish(text: str, refused: bool, reason: str | None, citations=(), retrieved=()) -> Answer:
+            timings["total"] = time.perf_counter() - started
+            return Answer(question=question, answer=text, refused=refused, refusal_reason=reason,
+                          citations=list(citations), retrieved=list(retrieved), flags=flags, timings=timings,
+                          user=user.name, model=self.config.model)
+
+        checked = self.guardrails.check_question(question, disabled=set(options.disabled_guards))
+        flags += [e.to_dict() for e in checked.events]
+        if checked.refusal:
+            yield finish(checked.refusal, True, "guardrail")
+            return
+
+        passages = self.retriever.retrieve(checked.text, set(user.groups), options.retrieval)
+        timings["retrieve"] = time.perf_counter() - started
+        passages, events = self.guardrails.filter_passages(passages, text_of=lambda p: p.chunk.text,
+                                                           source_of=lambda p: p.chunk.source)
+        flags += [e.to_dict() for e in events]
+        if not passages:
+            yield finish(NOT_FOUND, True, "no relevant passages")
+            return
+
+        generator = self.generator
+        shown = [PromptPassage(p.chunk.text, passage_label(p.chunk.source, p.chunk.heading, p.chunk.page))
+                 for p in passages]
+        shown = fit_passages(checked.text, shown, generator.count_tokens, generator.context_tokens,
+                             options.generation.max_new_tokens)
+        passages = passages[: len(shown)]
+        retrieved = [_retrieved(i, p, shown[i - 1].text) for i, p in enumerate(passages, start=1)]
+
+        generation_started = time.perf_counter()
+        text = ""
+        for piece in generator.stream(build_messages(checked.text, shown), options.generation):
+            if not text:
+                timings["first_token"] = time.perf_counter() - started
+            text += piece
+            yield self.guardrails.check_answer(text)[0]
+        timings["generate"] = time.perf_counter() - generation_started
+
+        if _is_refusal(text):
+            yield finish(NOT_FOUND, True, "model found no answer in the passages", retrieved=retrieved)
+            return
+        checked_citations = verify(text, [s.text for s in shown], cosine_embedder(self.embedder),
+                                   options.verification)
+        if options.require_support and not checked_citations.cited:
+            flags.append({"guard": "citations", "stage": "answer", "action": "blocked",
+                          "detail": "no sentence of the answer is supported by the passages", "source": None})
+            yield finish(NOT_FOUND, True, "answer not supported by the passages", retrieved=retrieved)
+            return
+        if checked_citations.invalid or checked_citations.unsupported:
+            flags.append({"guard": "citations", "stage": "answer", "action": "redacted",
+                          "detail": f"removed citations of missing passages {checked_citations.invalid} and "
+                                    f"unsupported citations {checked_citations.unsupported}", "source": None})
+        final_text, events = self.guardrails.check_answer(checked_citations.text)
+        flags += [e.to_dict() for e in events]
+        citations = [Citation(n=n, source=r.source, page=r.page, heading=r.heading, text=r.text, score=r.score)
+                     for n in checked_citations.cited for r in retrieved if r.n == n]
+        yield finish(final_text, False, None, citations, retrieved)
+
+
+def _retrieved(n: int, passage: Passage, text: str) -> RetrievedPassage:
+    chunk = passage.chunk
+    return RetrievedPassage(n=n, source=chunk.source, page=chunk.page, heading=chunk.heading, anchor=chunk.anchor,
+                            text=text, score=round(passage.score, 4))
+
+
+def _is_refusal(text: str) -> bool:
+    lowered = " ".join(text.lower().split())
+    return not lowered or any(s in lowered for s in (
+        "could not find this in the documents", "couldn't find this in the documents",
+        "not in the documents", "do not contain the answer", "don't contain the answer",
+        "does not contain the answer", "no information about"))

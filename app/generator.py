@@ -1,0 +1,71 @@
+"""Text generation behind a small protocol; the default runs a transformers model in-process, streamed."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How the model writes its answer."""
+
+    max_new_tokens: int = 200  # longest answer
+    temperature: float = 0.0  # 0 = greedy (reproducible)
+    repetition_penalty: float = 1.1  # small models loop without it
+
+
+class Generator(Protocol):
+    context_tokens: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[str]:
+        """Yield pieces of the answer as they are generated."""
+
+
+class TransformersGenerator:
+    """A causal LM from finetune.models, one generation at a time per instance."""
+
+    def __init__(self, loaded) -> None:
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        config = loaded.model.config
+        self.context_tokens = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[str]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                    return_dict=True).to(self.loaded.model.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        kwargs = dict(**inputs, streamer=streamer, max_new_tokens=options.max_new_tokens,
+                      repetition_penalty=options.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id)
+        if options.temperature > 0:
+            kwargs.update(do_sample=True, temperature=options.temperature)
+        else:
+            kwargs.update(do_sample=False)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.loaded.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                errors.append(exc)
+                streamer.end()
+
+        with self._lock:
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            for piece in streamer:
+                if piece:
+                    yield piece
+            worker.join()
+        if errors:
+            raise errors[0]
