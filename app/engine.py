@@ -119,7 +119,8 @@ class Engine:
                           citations=list(citations), retrieved=list(retrieved), flags=flags, timings=timings,
                           user=user.name, model=self.config.model)
 
-        checked = self.guardrails.check_question(question, disabled=set(options.disabled_guards))
+        disabled = options.disabled_guards
+        checked = self.guardrails.check_question(question, disabled=disabled)
         flags += [e.to_dict() for e in checked.events]
         if checked.refusal:
             yield finish(checked.refusal, True, "guardrail")
@@ -128,7 +129,7 @@ class Engine:
         passages = self.retriever.retrieve(checked.text, set(user.groups), options.retrieval)
         timings["retrieve"] = time.perf_counter() - started
         passages, events = self.guardrails.filter_passages(passages, text_of=lambda p: p.chunk.text,
-                                                           source_of=lambda p: p.chunk.source)
+                                                           source_of=lambda p: p.chunk.source, disabled=disabled)
         flags += [e.to_dict() for e in events]
         if not passages:
             yield finish(NOT_FOUND, True, "no relevant passages")
@@ -148,7 +149,7 @@ class Engine:
             if not text:
                 timings["first_token"] = time.perf_counter() - started
             text += piece
-            yield self.guardrails.check_answer(text)[0]
+            yield self.guardrails.partial_answer(text, disabled)
         timings["generate"] = time.perf_counter() - generation_started
 
         if _is_refusal(text):
@@ -165,7 +166,7 @@ class Engine:
             flags.append({"guard": "citations", "stage": "answer", "action": "redacted",
                           "detail": f"removed citations of missing passages {checked_citations.invalid} and "
                                     f"unsupported citations {checked_citations.unsupported}", "source": None})
-        final_text, events = self.guardrails.check_answer(checked_citations.text)
+        final_text, events = self.guardrails.check_answer(checked_citations.text, disabled)
         flags += [e.to_dict() for e in events]
         citations = [Citation(n=n, source=r.source, page=r.page, heading=r.heading, text=r.text, score=r.score)
                      for n in checked_citations.cited for r in retrieved if r.n == n]
