@@ -1,0 +1,261 @@
+"""GGUF → safetensors conversion cache, done once per GGUF file and reused afterwards.
+
+Building a tokenizer and dequantizing weights from a GGUF file takes tens of seconds on a small CPU;
+loading the same model from a safetensors folder takes a couple. `ensure_converted` turns a GGUF file
+into a normal Hugging Face folder (config, bf16 `model.safetensors`, tokenizer with its chat template)
+and records the GGUF file's sha256 in a marker, `groundwork-conversion.json`, written last.
+
+A folder counts as a valid cache only if its marker names the same sha256 and format version. The
+conversion is written into a temporary folder next to the target and renamed into place, under a file
+lock, so a crash at any point leaves either the previous state or nothing — never a half folder that
+is taken as valid — and two processes converting at once do the work only once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+logger = logging.getLogger(__name__)
+
+MARKER_NAME = "groundwork-conversion.json"
+FORMAT_VERSION = 1
+_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
+
+
+class ConversionError(Exception):
+    """The GGUF file could not be converted into a safetensors folder."""
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """Where the converted folder is, which GGUF it came from, and whether this call did the work."""
+
+    path: Path  # the safetensors folder
+    gguf_sha256: str  # sha256 of the GGUF file it was made from
+    converted: bool  # True if this call converted; False if a valid cache was reused
+    seconds: float  # time spent in ensure_converted
+
+
+# --------------------------------------------------------------------------------------------- hashing
+
+_hash_memo: dict[tuple[str, int, int], str] = {}
+_hash_lock = threading.Lock()
+
+
+def file_sha256(path: Path, *, chunk_size: int = 1 << 20) -> str:
+    """sha256 of a file, memoised per process on (path, size, mtime) — ~0.1 s for the 98 MB SmolLM2 GGUF."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _hash_lock:
+        if key in _hash_memo:
+            return _hash_memo[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    value = digest.hexdigest()
+    with _hash_lock:
+        _hash_memo[key] = value
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- marker
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The conversion marker of a folder, or None if it is missing or unreadable."""
+    try:
+        with open(folder / MARKER_NAME, encoding="utf-8") as handle:
+            marker = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def is_valid_cache(folder: Path, gguf_sha256: str) -> bool:
+    """True if `folder` holds a finished conversion of the GGUF file with this sha256."""
+    marker = read_marker(folder)
+    if marker is None:
+        return False
+    if marker.get("format_version") != FORMAT_VERSION or marker.get("gguf_sha256") != gguf_sha256:
+        return False
+    return all((folder / name).is_file() for name in _REQUIRED_FILES)
+
+
+# ------------------------------------------------------------------------------------------ conversion
+
+
+def _export(gguf_path: Path, out_dir: Path) -> None:
+    """Load the GGUF with transformers (dequantized to bf16) and save model + tokenizer into `out_dir`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils.quantization_config import GgufConfig
+
+    directory, filename = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
+    # dequantize=True: plain nn.Linear weights (transformers 5 otherwise keeps GGUF blocks packed, and may
+    # try to fetch a matmul kernel from the Hub); a packed model cannot be saved as safetensors.
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, gguf_file=filename, dtype=torch.bfloat16, quantization_config=GgufConfig(dequantize=True)
+    )
+    # save_pretrained refuses a GGUF-loaded model while it still carries the GGUF quantizer.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    model.config.name_or_path = ""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it (os.umask would, briefly, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _publish_permissions(folder: Path) -> None:
+    """mkdtemp makes 0700 folders (and some writers 0600 files); give the cache the usual umask modes."""
+    mask = _current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_marker(folder: Path, marker: dict) -> None:
+    path = folder / MARKER_NAME
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(marker, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def ensure_converted(gguf_path: Path, target: Path, *, lock_timeout: float = 1800.0) -> ConversionResult:
+    """Convert `gguf_path` into the safetensors folder `target` unless a valid conversion is already there.
+
+    A folder without a matching marker (a crash, a different GGUF, an older format) is replaced.
+    """
+    started = time.perf_counter()
+    gguf_path = Path(gguf_path)
+    target = Path(target)
+    if not gguf_path.is_file():
+        raise ConversionError(f"{gguf_path}: GGUF file not found")
+    sha = file_sha256(gguf_path)
+
+    def build(out_dir: Path) -> None:
+        logger.info("Converting %s into %s (once; later loads reuse it)", gguf_path.name, target)
+        try:
+            _export(gguf_path, out_dir)
+        except ConversionError:
+            raise
+        except Exception as exc:
+            first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            raise ConversionError(f"{gguf_path}: conversion failed: {type(exc).__name__}: {first_line}") from exc
+
+    marker = {
+        "format_version": FORMAT_VERSION,
+        "gguf_file": gguf_path.name,
+        "gguf_sha256": sha,
+        "gguf_size": gguf_path.stat().st_size,
+        "dtype": "bfloat16",
+        "transformers_version": _transformers_version(),
+    }
+    converted = build_atomically(target, build, marker, lambda folder: is_valid_cache(folder, sha),
+                                 lock_timeout=lock_timeout)
+    return ConversionResult(target, sha, converted, time.perf_counter() - started)
+
+
+def build_atomically(
+    target: Path,
+    build: Callable[[Path], None],
+    marker: dict,
+    is_valid: Callable[[Path], bool],
+    *,
+    lock_timeout: float = 1800.0,
+) -> bool:
+    """Make `target` a valid folder, building it with `build(temp_dir)` unless `is_valid(target)` already.
+
+    The build happens in a temporary folder next to `target`, under a file lock; the marker is written
+    last, everything is fsynced, and the folder is renamed into place. Returns True if this call built it.
+    """
+    from filelock import FileLock, Timeout
+
+    if is_valid(target):
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.parent / f".{target.name}.lock"))
+    try:
+        lock.acquire(timeout=lock_timeout)
+    except Timeout as exc:
+        raise ConversionError(f"{target}: another process holds the lock for too long") from exc
+    try:
+        if is_valid(target):  # another process built it while we waited
+            return False
+        _sweep_leftovers(target)
+        temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            build(temporary)
+            _write_marker(temporary, {**marker, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            _publish_permissions(temporary)
+            _fsync_tree(temporary)
+            if target.exists():  # stale or broken: move aside first, so the rename below is atomic
+                stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                os.replace(target, stale / "folder")
+                shutil.rmtree(stale, ignore_errors=True)
+            os.replace(temporary, target)
+            _fsync_dir(target.parent)
+        finally:
+            if temporary.exists():
+                shutil.rmtree(temporary, ignore_errors=True)
+    finally:
+        lock.release()
+    return True
+
+
+def _sweep_leftovers(target: Path) -> None:
+    """Remove temporary folders of conversions that crashed (we hold the lock, so none is in progress)."""
+    for prefix in (f".{target.name}.tmp-", f".{target.name}.old-"):
+        for leftover in target.parent.glob(prefix + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
