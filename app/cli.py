@@ -191,13 +191,14 @@ def users_remove(name: str = typer.Argument(...),
 
 def main() -> None:
     from app.users import UserError
+    from finetune.models import ModelLoadError
     from ingest.acl import AclError
     from ingest.pipeline import IngestError
     from ingest.store import IndexError_
 
     try:
         cli()
-    except (IngestError, IndexError_, AclError, UserError) as exc:
+    except (IngestError, IndexError_, AclError, UserError, ModelLoadError) as exc:
         if _debug:
             raise
         typer.echo(f"error: {exc}", err=True)

@@ -80,3 +80,16 @@ def make_docx(path: Path, title: str, sections: list[tuple[str, list[str]]], tab
                     grid.cell(r, col).text = value
     document.save(str(path))
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    """Converted models go to a per-session folder, never into the working tree."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get("GROUNDWORK_CACHE")
+    os.environ["GROUNDWORK_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("GROUNDWORK_CACHE", None)
+    else:
+        os.environ["GROUNDWORK_CACHE"] = previous
