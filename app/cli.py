@@ -138,8 +138,10 @@ def ask(
             shown = item
         else:
             result = item
-    if result.answer != shown:  # verification rewrote citations, or the answer was refused
-        typer.echo(("\n\n" if shown else "") + result.answer)
+    if result.refused and shown:
+        typer.echo(f"\n[answer withdrawn: {result.refusal_reason}]\n{result.answer}")
+    elif result.answer != shown:  # the citation check rewrote the markers
+        typer.echo(("\n\nChecked: " if shown else "") + result.answer)
     else:
         typer.echo()
     for citation in result.citations:
