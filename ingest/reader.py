@@ -31,6 +31,15 @@ class IndexStats:
     last_run: dict | None
 
 
+def _locked(method):
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    wrapper.__doc__, wrapper.__name__ = method.__doc__, method.__name__
+    return wrapper
+
+
 class IndexReader:
     """Opens a committed index read-only and answers searches restricted to a user's groups."""
 
@@ -39,7 +48,7 @@ class IndexReader:
         if not (self.index_dir / DB_NAME).exists():
             raise IndexError_(f"no index at {self.index_dir}: run `groundwork ingest PATH --index {self.index_dir}` first")
         self.conn = _connect(self.index_dir)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # one SQLite connection and FAISS index shared by server threads
         self._allowed_cache: dict[frozenset[str], np.ndarray] = {}
         self._load()
 
@@ -71,6 +80,7 @@ class IndexReader:
             return True
 
     # --- permissions -------------------------------------------------------------------------------
+    @_locked
     def allowed_chunk_ids(self, groups: set[str] | frozenset[str]) -> np.ndarray:
         """Sorted ids of the published chunks a user in `groups` may read (cached per generation)."""
         key = frozenset(groups)
@@ -90,6 +100,7 @@ class IndexReader:
         return ids
 
     # --- search ------------------------------------------------------------------------------------
+    @_locked
     def search(self, queries: np.ndarray, k: int, groups: set[str] | None = None) -> list[list[Hit]]:
         """Top-k inner-product hits per query; with groups, only chunks those groups may read.
 
@@ -109,6 +120,7 @@ class IndexReader:
         return [[Hit(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
                 for row_ids, row_scores in zip(ids, scores)]
 
+    @_locked
     def chunks(self, ids: list[int], groups: set[str] | None = None) -> list[ChunkRecord]:
         """Chunk records for ids, in the given order; with groups, re-checks the ACL against current data."""
         if not ids:
@@ -127,10 +139,12 @@ class IndexReader:
         return records
 
     # --- inspection --------------------------------------------------------------------------------
+    @_locked
     def documents(self) -> list[DocumentRecord]:
         rows = self.conn.execute(f"SELECT {_DOCUMENT_COLUMNS} FROM documents ORDER BY source").fetchall()
         return [_document_from_row(r) for r in rows]
 
+    @_locked
     def stats(self) -> IndexStats:
         docs = self.documents()
         by_type: dict[str, int] = {}

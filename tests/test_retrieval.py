@@ -72,3 +72,17 @@ def test_new_generation_is_picked_up_after_a_reingest(retriever: Retriever, tmp_
     ingest([tmp_path / "docs"], IngestOptions(index_dir=tmp_path / "index", show_progress=False), embedder)
     passages = retriever.retrieve("When is ramen served?", {"everyone"}, RetrievalOptions(top_k=1))
     assert passages[0].chunk.source == "new.md"
+
+
+def test_searches_keep_working_during_a_reingest_and_then_switch_to_it(retriever: Retriever, tmp_path: Path, embedder) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(i: int) -> str:
+        return retriever.retrieve("where can staff park", {"everyone"}, RetrievalOptions(top_k=1))[0].chunk.source
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(ask, i) for i in range(40)]
+        (tmp_path / "docs" / "public-9.md").write_text("# Canteen\n\nThe canteen serves ramen on Fridays.")
+        ingest([tmp_path / "docs"], IngestOptions(index_dir=tmp_path / "index", show_progress=False), embedder)
+        assert {f.result() for f in futures} == {"public-0.md"}
+    assert retriever.reader.generation == 2
