@@ -22,9 +22,11 @@ will would shall should may might must have has had about into over under than t
 class VerifyOptions:
     """When a passage counts as supporting a sentence."""
 
+    min_words: int = 3  # a sentence with fewer content words ("1 [2].", "Yes [3].") makes no checkable claim
     min_word_overlap: float = 0.5  # share of the sentence's content words that appear in the passage
     min_similarity: float = 0.55  # or: cosine similarity of sentence and passage embeddings
     add_missing: bool = True  # cite the best supporting passage for a sentence the model left uncited
+    drop_unsupported: bool = True  # leave out sentences that no passage supports
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Verification:
     text: str  # the answer with invalid and unsupported markers removed and missing ones added
     cited: list[int]  # passage numbers the final text cites, in order of first use
     sentences: list[SentenceCheck] = field(default_factory=list)
+    drop_unsupported: bool = False  # whether text leaves out sentences no passage supports
 
     @property
     def invalid(self) -> list[int]:
@@ -49,6 +52,11 @@ class Verification:
     @property
     def unsupported(self) -> list[int]:
         return sorted({n for s in self.sentences for n in s.unsupported})
+
+    @property
+    def dropped(self) -> list[str]:
+        """Sentences left out of text because no passage supports them."""
+        return [s.text for s in self.sentences if self.drop_unsupported and s.text and not s.supported]
 
 
 def content_words(text: str) -> set[str]:
@@ -68,12 +76,14 @@ def verify(answer: str, passages: list[str], embed=None, options: VerifyOptions 
     sentences = split_sentences(answer)
     passage_words = [content_words(p) for p in passages]
     passage_vectors = embed(passages) if embed is not None and passages else None
-    sentence_texts = [_MARKER.sub("", s).strip() for s in sentences]
+    sentence_texts = [re.sub(r"\s+([.!?,;:])", r"\1", _MARKER.sub("", s)).strip() for s in sentences]
     sentence_vectors = embed(sentence_texts) if embed is not None and sentence_texts else None
 
     def support(i: int, n: int) -> bool:
         words = content_words(sentence_texts[i])
-        if words and len(words & passage_words[n - 1]) / len(words) >= options.min_word_overlap:
+        if len(words) < options.min_words:
+            return False
+        if len(words & passage_words[n - 1]) / len(words) >= options.min_word_overlap:
             return True
         if passage_vectors is not None:
             return float(sentence_vectors[i] @ passage_vectors[n - 1]) >= options.min_similarity
@@ -94,12 +104,15 @@ def verify(answer: str, passages: list[str], embed=None, options: VerifyOptions 
             supported = candidates[:1]
         checks.append(SentenceCheck(sentence_texts[i], cited, supported, unsupported, invalid))
         body = sentence_texts[i]
+        if options.drop_unsupported and not supported:
+            continue
         if supported:
             end = body[-1] if body and body[-1] in ".!?" else ""
             body = (body[:-1] if end else body).rstrip() + " " + "".join(f"[{n}]" for n in supported) + end
         rebuilt.append(body)
     order = list(dict.fromkeys(n for c in checks for n in c.supported))
-    return Verification(text=" ".join(r for r in rebuilt if r), cited=order, sentences=checks)
+    return Verification(text=" ".join(r for r in rebuilt if r), cited=order, sentences=checks,
+                        drop_unsupported=options.drop_unsupported)
 
 
 def cosine_embedder(embedder):

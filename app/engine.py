@@ -162,6 +162,10 @@ class Engine:
                           "detail": "no sentence of the answer is supported by the passages", "source": None})
             yield finish(NOT_FOUND, True, "answer not supported by the passages", retrieved=retrieved)
             return
+        if checked_citations.dropped:
+            flags.append({"guard": "citations", "stage": "answer", "action": "redacted",
+                          "detail": f"left out {len(checked_citations.dropped)} sentence(s) that no passage supports",
+                          "source": None})
         if checked_citations.invalid or checked_citations.unsupported:
             flags.append({"guard": "citations", "stage": "answer", "action": "redacted",
                           "detail": f"removed citations of missing passages {checked_citations.invalid} and "

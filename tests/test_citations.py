@@ -51,3 +51,18 @@ def test_embedding_similarity_supports_a_paraphrase(embedder) -> None:
     lexical_only = verify(paraphrase, PASSAGES, options=VerifyOptions(add_missing=False))
     with_embeddings = verify(paraphrase, PASSAGES, embed=embedder.encode, options=VerifyOptions(add_missing=False))
     assert lexical_only.cited == [] and with_embeddings.cited == [1]
+
+
+def test_sentences_no_passage_supports_are_left_out() -> None:
+    answer = "Sure, here is what I think. You get 27 days of annual leave per year [1]. The CEO likes jazz [2]."
+    result = verify(answer, PASSAGES)
+    assert result.text == "You get 27 days of annual leave per year [1]."
+    assert result.dropped == ["Sure, here is what I think.", "The CEO likes jazz."]
+    kept = verify(answer, PASSAGES, options=VerifyOptions(drop_unsupported=False))
+    assert kept.dropped == [] and kept.text.startswith("Sure, here is what I think.")
+
+
+def test_fragments_without_a_claim_are_not_counted_as_supported() -> None:
+    result = verify("1 [1]. 2 [3]. Yes [1]. You get 27 days of annual leave [1].", PASSAGES)
+    assert result.text == "You get 27 days of annual leave [1]."
+    assert len(result.dropped) == 3

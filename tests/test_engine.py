@@ -87,6 +87,13 @@ def test_citations_are_verified_and_only_cited_passages_become_sources(index_dir
     assert set(answer.timings) >= {"retrieve", "first_token", "generate", "total"}
 
 
+def test_unsupported_sentences_are_left_out_and_reported(index_dir, embedder) -> None:
+    generator = ScriptedGenerator("Sure, I can help with that. Expense claims must be submitted within 30 days.")
+    answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE)
+    assert answer.answer == "Expense claims must be submitted within 30 days [1]."
+    assert any("left out 1 sentence" in f["detail"] for f in answer.flags)
+
+
 def test_unsupported_answer_is_refused(index_dir, embedder) -> None:
     generator = ScriptedGenerator("The CEO drives a red tractor to the office every Friday [1].")
     answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE)
