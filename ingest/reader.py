@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 
 from ingest.store import (DB_NAME, ChunkRecord, DocumentRecord, Hit, IndexError_, _connect, _document_from_row,
-                          _DOCUMENT_COLUMNS, _read_meta, load_or_rebuild_vectors)
+                          _DOCUMENT_COLUMNS, _empty_faiss, _read_meta, load_or_rebuild_vectors)
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class IndexReader:
             self.embedder = meta["embedder"]
             self.dimension = int(meta.get("dimension", "0"))
             if self.generation == 0:
-                self.vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(max(self.dimension, 1)))
+                self.vectors = _empty_faiss(max(self.dimension, 1))
             else:
                 self.vectors = load_or_rebuild_vectors(self.index_dir, self.conn, self.generation, self.dimension)
         finally:
