@@ -191,6 +191,11 @@ def users_remove(name: str = typer.Argument(...),
     typer.echo(f"Removed {name}")
 
 
+from eval.cli import eval_cli  # noqa: E402  (import-light: heavy imports happen inside its commands)
+
+cli.add_typer(eval_cli, name="eval")
+
+
 def main() -> None:
     from app.users import UserError
     from finetune.models import ModelLoadError

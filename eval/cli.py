@@ -1,0 +1,118 @@
+"""`groundwork eval`: run a QA set through the engine or a baseline, and compare runs. A thin shell over eval.runner
+and eval.report; heavy imports happen inside the commands so `groundwork --help` stays fast."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+eval_cli = typer.Typer(invoke_without_command=True, pretty_exceptions_enable=False,
+                       help="Batch evaluation: answer every question of a QA set, score the answers, compare runs.")
+
+def _default_out(qa: Path, split: str, mode: str, adapter: str | None, limit: int | None) -> Path:
+    data_dir = Path(os.environ.get("GROUNDWORK_DATA", "groundwork-data"))
+    parts = [qa.stem if qa.stem != "qa" else qa.resolve().parent.name, split, mode]
+    if adapter and mode != "extractive":
+        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "_", Path(adapter).name or adapter))
+    if limit:
+        parts.append(f"first{limit}")
+    return data_dir / "eval" / "-".join(parts)
+
+
+@eval_cli.callback()
+def run(
+    ctx: typer.Context,
+    qa: Annotated[Path | None, typer.Option(
+        "--qa", help="QA set (JSONL: id, question, answer, gold_passage, gold_source, answerable, user).")] = None,
+    index: Annotated[Path | None, typer.Option(
+        "--index", help="Index directory (default: as `groundwork ask`).")] = None,
+    adapter: Annotated[str | None, typer.Option(
+        "--adapter", help="LoRA adapter: registry name, folder, or 'none' for the base model; default: the promoted "
+                          "one.")] = None,
+    closed_book: Annotated[bool, typer.Option(
+        "--closed-book", help="Baseline: the model answers with no passages.")] = False,
+    extractive: Annotated[bool, typer.Option(
+        "--extractive", help="Baseline: the top retrieved passage is the answer, no model.")] = False,
+    mode: Annotated[str, typer.Option("--mode", help="rag, closed-book or extractive.")] = "rag",
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Run folder (results.jsonl, summary.json); re-running with the same folder resumes. Default: "
+                      "groundwork-data/eval/<qa>-<split>-<mode>[-<adapter>].")] = None,
+    split: Annotated[str, typer.Option("--split", help="train, validation, test (held out) or all.")] = "all",
+    users_file: Annotated[Path | None, typer.Option(
+        "--users", help="Users file for the QA set's `user` names (default: as `groundwork ask`).")] = None,
+    model: Annotated[str, typer.Option("--model", help="Base model name, HF id or folder.")] = "smollm2-135m-instruct",
+    no_quantize: Annotated[bool, typer.Option("--no-quantize", help="Load the model in bf16, not 4-bit.")] = False,
+    top_k: Annotated[int, typer.Option("--top-k", help="Passages given to the model.")] = 5,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = 200,
+    workers: Annotated[int, typer.Option("--workers", help="Questions answered at once (one engine each).")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="torch threads (default: 1 per worker when workers > 1, else torch's default).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions of the split.")] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="The run's label in reports (default: the folder's name).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run every question of a QA set and write results.jsonl and summary.json."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if qa is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0 if ctx.args == [] else 2)
+    import json
+
+    from app import cli as app_cli
+    from eval.errors import EvalError
+    from eval.runner import EvalConfig, run_eval
+
+    if closed_book and extractive:
+        raise EvalError("--closed-book and --extractive exclude each other")
+    mode = "closed-book" if closed_book else "extractive" if extractive else mode
+    index = index or app_cli.DEFAULT_INDEX
+    users_file = users_file or app_cli.DEFAULT_USERS
+    out = out or _default_out(qa, split, mode, adapter, limit)
+    guardrails = None
+    if app_cli.DEFAULT_GUARDRAILS.exists():
+        from app.guardrails import GuardrailConfig
+
+        guardrails = GuardrailConfig.from_dict(json.loads(app_cli.DEFAULT_GUARDRAILS.read_text()))
+    if threads or workers > 1:
+        import torch
+
+        torch.set_num_threads(threads or 1)
+    config = EvalConfig(qa_file=qa, index_dir=index, out_dir=out, mode=mode, adapter=adapter, model=model,
+                        quantize=not no_quantize, split=split, users_file=users_file, top_k=top_k,
+                        max_new_tokens=max_new_tokens, workers=workers, limit=limit, name=name, progress=not quiet,
+                        guardrails=guardrails)
+    try:
+        result = run_eval(config)
+    except KeyboardInterrupt:
+        raise EvalError(f"interrupted: the answers so far are in {out}/results.jsonl; re-run the same command "
+                        f"to resume") from None
+    if result.leaks:
+        leaky = ", ".join(leak["id"] for leak in result.summary["leaks"])
+        typer.secho(f"PERMISSION LEAKS: {result.leaks} passage(s) from documents the asking user may not read "
+                    f"(questions: {leaky}); details in {out}/summary.json", err=True, fg="red", bold=True)
+    typer.echo(f"Evaluated {result.one_line()}")
+    if result.leaks:
+        raise typer.Exit(3)
+
+
+@eval_cli.command("compare")
+def compare(
+    runs: Annotated[list[Path], typer.Argument(
+        help="Run folders (each with summary.json and results.jsonl); the first is the baseline for the "
+             "differences.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Report folder (default: groundwork-data/eval/report).")] = None,
+) -> None:
+    """Compare runs: every metric per run and its difference, charts, and the questions whose outcome changed."""
+    from eval.report import build_report
+
+    data_dir = Path(os.environ.get("GROUNDWORK_DATA", "groundwork-data"))
+    report = build_report(runs, out or data_dir / "eval" / "report")
+    typer.echo(report.markdown)
+    typer.echo(f"Report: {report.html_path} ({len(report.images)} charts, {len(report.changed)} changed "
+               f"question(s))")

@@ -1,0 +1,415 @@
+"""The batch runner: every question of a QA set through the engine (or a baseline), one results.jsonl line each.
+
+Modes: `rag` (the Engine: retrieval, prompt, model, citation check), `closed-book` (the same model with no
+passages), `extractive` (the top retrieved passage as the answer, cited [1], no model).
+
+results.jsonl is appended one line per question (flushed and fsynced), so an interrupted run resumes where it
+stopped: a re-run with the same output folder skips the ids already there, after checking in run.json that
+the settings that shape the answers are the same. summary.json is written at the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from eval.errors import EvalError
+from eval.metrics import CORRECT_THRESHOLD, DocumentAccess, question_metrics, summarize
+from eval.qa import QAItem, load_qa, resolve_users, select_split
+
+Mode = Literal["rag", "closed-book", "extractive"]
+MODES = ("rag", "closed-book", "extractive")
+RESULTS = "results.jsonl"
+SUMMARY = "summary.json"
+RUN = "run.json"
+RANKING_DEPTH = 10  # passages in the evaluator's own ranking, for hit@10 and MRR
+
+CLOSED_BOOK_PROMPT = (
+    "You are a company assistant. Answer the employee's question from what you know, in one to three "
+    "sentences. If you do not know the answer, reply exactly: I could not find this in the documents."
+)
+_REFUSALS = ("could not find this in the documents", "couldn't find this in the documents", "not in the documents",
+             "i don't know", "i do not know")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation run."""
+
+    qa_file: Path  # the QA set (JSONL)
+    index_dir: Path  # the index the questions are asked against
+    out_dir: Path  # results.jsonl, summary.json and run.json go here
+    mode: Mode = "rag"  # rag, closed-book (no passages) or extractive (top passage, no model)
+    adapter: str | None = None  # passed to EngineConfig(adapter=...): a registry name, a folder, "none"
+    model: str = "smollm2-135m-instruct"  # base model name, Hugging Face id or folder
+    quantize: bool = True  # 4-bit NF4; False loads bf16
+    split: str = "all"  # train, validation, test (the held-out split) or all
+    users_file: Path | None = None  # resolves the QA set's `user` names
+    top_k: int = 5  # passages given to the model (as `groundwork ask --top-k`)
+    max_new_tokens: int = 200  # longest answer
+    workers: int = 1  # questions answered at once (one engine each; the model's weights are shared)
+    limit: int | None = None  # only the first N selected questions (quick runs)
+    threshold: float = CORRECT_THRESHOLD  # correctness_score at or above which an answer counts as correct
+    name: str | None = None  # the run's label in reports; default: the output folder's name
+    progress: bool = True  # a progress bar on stderr
+    guardrails: object | None = None  # app.guardrails.GuardrailConfig; None = defaults
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the one-line summary."""
+
+    out_dir: Path
+    summary: dict
+    answered_now: int
+    resumed: int
+    seconds: float
+    leaks: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def one_line(self) -> str:
+        m = self.summary["metrics"]
+
+        def fmt(key: str) -> str:
+            value = m.get(key)
+            return "n/a" if value is None else f"{value:.3f}"
+
+        resumed = f" ({self.resumed} resumed)" if self.resumed else ""
+        return (f"{self.summary['counts']['questions']} questions{resumed} in {self.seconds:.0f}s: grounded "
+                f"accuracy {fmt('grounded_accuracy')}, correct {fmt('correct')}, hit@5 {fmt('hit@5')}, "
+                f"answerable refused {fmt('answerable_refused')}, unanswerable refused "
+                f"{fmt('unanswerable_refused')}, permission leaks {self.leaks} -> {self.out_dir / SUMMARY}")
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _fingerprint(config: EvalConfig, index_generation: int) -> dict:
+    """The settings that shape the answers: a resumed run must have the same ones."""
+    return {"mode": config.mode, "index_dir": str(Path(config.index_dir).resolve()),
+            "index_generation": index_generation, "model": config.model if config.mode != "extractive" else None,
+            "adapter": config.adapter if config.mode != "extractive" else None,
+            "quantize": config.quantize if config.mode != "extractive" else None, "top_k": config.top_k,
+            "max_new_tokens": config.max_new_tokens if config.mode != "extractive" else None,
+            "guardrails": _guardrails_dict(config.guardrails)}
+
+
+def _guardrails_dict(guardrails) -> dict:
+    if guardrails is None:
+        from app.guardrails import GuardrailConfig
+
+        guardrails = GuardrailConfig()
+    to_dict = getattr(guardrails, "to_dict", None)
+    return to_dict() if to_dict else asdict(guardrails)
+
+
+def read_results(path: Path, repair: bool = False) -> list[dict]:
+    """The complete lines of a results file; with repair, a torn last line (a crash mid-write) is cut off."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records, good_end = [], 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise EvalError(f"{path}: line {len(records) + 1} is not valid JSON; the results file is damaged") \
+                from None
+        good_end += len(line)
+    if repair and good_end < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(good_end)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return records
+
+
+def _write_json(path: Path, data: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _passage_dict(n: int, passage, text: str | None = None) -> dict:
+    chunk = passage.chunk
+    return {"n": n, "source": chunk.source, "page": chunk.page, "heading": chunk.heading, "anchor": chunk.anchor,
+            "text": chunk.text if text is None else text, "score": round(float(passage.score), 4)}
+
+
+def _is_refusal(text: str) -> bool:
+    lowered = " ".join(text.lower().split())
+    return not lowered or any(s in lowered for s in _REFUSALS)
+
+
+class _Asker:
+    """Answers one question in the configured mode with its own engine (one per worker thread)."""
+
+    def __init__(self, config: EvalConfig, engine) -> None:
+        self.config = config
+        self.engine = engine
+        from app.engine import AnswerOptions
+        from app.generator import GenerationOptions
+        from app.retrieval import RetrievalOptions
+
+        self.options = AnswerOptions(retrieval=RetrievalOptions(top_k=config.top_k),
+                                     generation=GenerationOptions(max_new_tokens=config.max_new_tokens))
+
+    def ranking(self, question: str, user) -> tuple[list, list[dict]]:
+        """The evaluator's own top-10 retrieval (same settings as the engine's), after the question guardrails."""
+        checked = self.engine.guardrails.check_question(question)
+        if checked.refusal:
+            return [], []
+        options = replace(self.options.retrieval, top_k=max(RANKING_DEPTH, self.config.top_k))
+        passages = self.engine.retriever.retrieve(checked.text, set(user.groups), options)
+        return passages, [{k: v for k, v in _passage_dict(i, p).items() if k != "text"}
+                          for i, p in enumerate(passages, start=1)]
+
+    def ask(self, item: QAItem, user) -> dict:
+        mode = self.config.mode
+        if mode == "rag":
+            raw, final = "", None
+            for final in self.engine.stream(item.question, user, self.options):
+                if isinstance(final, str):
+                    raw = final
+            answer = final.to_dict()
+            answer["raw_answer"] = raw  # the model's text before the citation check (PII-redacted)
+            answer["ranking"] = self.ranking(item.question, user)[1]
+        elif mode == "extractive":
+            answer = self._extractive(item.question, user)
+        else:
+            answer = self._closed_book(item.question, user)
+            answer["ranking"] = None  # no retrieval: no retrieval metrics
+        return answer
+
+    def _finish(self, question: str, user, text: str, refused: bool, reason: str | None, started: float,
+                timings: dict, flags: list, citations=(), retrieved=(), model: str = "") -> dict:
+        timings["total"] = time.perf_counter() - started
+        return {"question": question, "answer": text, "refused": refused, "refusal_reason": reason,
+                "citations": list(citations), "retrieved": list(retrieved), "flags": flags, "timings": timings,
+                "user": user.name, "model": model}
+
+    def _extractive(self, question: str, user) -> dict:
+        from app.engine import NOT_FOUND
+
+        started = time.perf_counter()
+        guardrails = self.engine.guardrails
+        checked = guardrails.check_question(question)
+        flags = [e.to_dict() for e in checked.events]
+        timings: dict[str, float] = {}
+        if checked.refusal:
+            result = self._finish(question, user, checked.refusal, True, "guardrail", started, timings, flags)
+            result["ranking"] = []
+            return result
+        options = replace(self.options.retrieval, top_k=max(RANKING_DEPTH, self.config.top_k))
+        ranked = self.engine.retriever.retrieve(checked.text, set(user.groups), options)
+        timings["retrieve"] = time.perf_counter() - started
+        kept, events = guardrails.filter_passages(ranked[: self.config.top_k], text_of=lambda p: p.chunk.text,
+                                                  source_of=lambda p: p.chunk.source)
+        flags += [e.to_dict() for e in events]
+        ranking = [{k: v for k, v in _passage_dict(i, p).items() if k != "text"} for i, p in enumerate(ranked, 1)]
+        if not kept:
+            result = self._finish(question, user, NOT_FOUND, True, "no relevant passages", started, timings, flags)
+        else:
+            retrieved = [_passage_dict(i, p) for i, p in enumerate(kept, start=1)]
+            top = retrieved[0]
+            citation = {k: top[k] for k in ("n", "source", "page", "heading", "text", "score")}
+            text, events = guardrails.check_answer(f"{top['text']} [1]")
+            flags += [e.to_dict() for e in events]
+            result = self._finish(question, user, text, False, None, started, timings, flags, [citation], retrieved,
+                                  model="extractive")
+        result["ranking"] = ranking
+        return result
+
+    def _closed_book(self, question: str, user) -> dict:
+        from app.engine import NOT_FOUND
+
+        started = time.perf_counter()
+        guardrails = self.engine.guardrails
+        checked = guardrails.check_question(question)
+        flags = [e.to_dict() for e in checked.events]
+        timings: dict[str, float] = {}
+        model = getattr(self.engine.config, "model", "")
+        if checked.refusal:
+            return self._finish(question, user, checked.refusal, True, "guardrail", started, timings, flags,
+                                model=model)
+        messages = [{"role": "system", "content": CLOSED_BOOK_PROMPT}, {"role": "user", "content": checked.text}]
+        generator = self.engine.generator
+        generation_started = time.perf_counter()
+        text = ""
+        for piece in generator.stream(messages, self.options.generation):
+            if not text:
+                timings["first_token"] = time.perf_counter() - started
+            text += piece
+        timings["generate"] = time.perf_counter() - generation_started
+        if _is_refusal(text):
+            return self._finish(question, user, NOT_FOUND, True, "model does not know", started, timings, flags,
+                                model=model)
+        text, events = guardrails.check_answer(text.strip())
+        flags += [e.to_dict() for e in events]
+        return self._finish(question, user, text, False, None, started, timings, flags, model=model)
+
+
+def _default_engine_factory(config: EvalConfig, embedder):
+    def build():
+        from app.engine import Engine, EngineConfig
+        from app.guardrails import GuardrailConfig
+
+        engine_config = EngineConfig(index_dir=Path(config.index_dir), model=config.model, quantize=config.quantize,
+                                     adapter=config.adapter, guardrails=config.guardrails or GuardrailConfig())
+        return Engine(engine_config, embedder=embedder)
+
+    return build
+
+
+def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = None, embedder=None) -> RunSummary:
+    """Run (or resume) an evaluation and write results.jsonl, summary.json and run.json into config.out_dir.
+
+    engine_factory builds one engine per worker (tests pass engines with scripted generators); by default an
+    app.engine.Engine for config's index and model, all sharing one embedder and the process's model cache.
+    """
+    if config.mode not in MODES:
+        raise EvalError(f"unknown mode '{config.mode}': use one of {', '.join(MODES)}")
+    if config.workers < 1:
+        raise EvalError("--workers must be at least 1")
+    items = select_split(load_qa(config.qa_file), config.split)
+    if config.limit is not None:
+        items = items[: config.limit]
+    if not items:
+        raise EvalError(f"{config.qa_file}: no questions in split '{config.split}'")
+    users = resolve_users(items, config.users_file)
+    from ingest.reader import IndexReader
+    from ingest.store import IndexError_
+
+    try:
+        reader = IndexReader(config.index_dir)
+    except (IndexError_, sqlite3.Error) as exc:
+        raise EvalError(str(exc).splitlines()[0]) from None
+    try:
+        access = DocumentAccess(reader.documents())
+        generation, reader_embedder = reader.generation, reader.embedder
+    finally:
+        reader.close()
+
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(config, generation)
+    run_path, results_path = out / RUN, out / RESULTS
+    if run_path.exists():
+        previous = json.loads(run_path.read_text(encoding="utf-8"))
+        different = [k for k in fingerprint if previous.get("fingerprint", {}).get(k) != fingerprint[k]]
+        if different:
+            key = different[0]
+            raise EvalError(f"{out} holds a run with {key}={previous.get('fingerprint', {}).get(key)!r}, not "
+                            f"{fingerprint[key]!r}: use another --out folder or delete this one")
+    elif results_path.exists() and results_path.stat().st_size:
+        raise EvalError(f"{results_path} exists without {RUN}: use another --out folder or delete it")
+    name = config.name or (json.loads(run_path.read_text())["name"] if run_path.exists() else out.resolve().name)
+    _write_json(run_path, {"name": name, "fingerprint": fingerprint, "qa_file": str(config.qa_file),
+                           "qa_sha256": _file_sha256(config.qa_file), "split": config.split,
+                           "users_file": str(config.users_file) if config.users_file else None,
+                           "threshold": config.threshold})
+
+    by_id = {item.id: item for item in items}
+    done = {r["id"]: r for r in read_results(results_path, repair=True) if r["id"] in by_id}
+    for qid, record in done.items():
+        if record["question"] != by_id[qid].question or record["user"] != users[by_id[qid].user].name:
+            raise EvalError(f"{results_path}: question '{qid}' has changed since it was answered: use another "
+                            f"--out folder or delete this one")
+    todo = [item for item in items if item.id not in done]
+
+    if embedder is None and todo:
+        from ingest.embedding import Embedder
+
+        embedder = Embedder(reader_embedder)
+    embed = (lambda texts: embedder.encode(list(texts))) if embedder is not None else None
+    factory = engine_factory or _default_engine_factory(config, embedder)
+
+    local = threading.local()
+    askers: list[_Asker] = []
+    askers_lock = threading.Lock()
+
+    def asker() -> _Asker:
+        if not hasattr(local, "asker"):
+            local.asker = _Asker(config, factory())
+            with askers_lock:
+                askers.append(local.asker)
+        return local.asker
+
+    write_lock = threading.Lock()
+    counts = {"answered": 0, "refused": 0, "leaks": 0}
+
+    def answer_one(item: QAItem) -> dict:
+        user = users[item.user]
+        result = asker().ask(item, user)
+        record = {"id": item.id, "mode": config.mode, **result, **item.gold_dict(), "user_groups": list(user.groups)}
+        record["metrics"] = question_metrics(item, record, embed)
+        record["metrics"]["leaks"] = access.leaks(record, user.groups)
+        return record
+
+    started = time.perf_counter()
+    bar = None
+    if config.progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), initial=len(done), unit="q", desc=f"eval {config.mode}", dynamic_ncols=True)
+    try:
+        with open(results_path, "a", encoding="utf-8") as handle:
+            def save(record: dict) -> None:
+                with write_lock:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    done[record["id"]] = record
+                    counts["answered"] += 1
+                    counts["refused"] += record["refused"]
+                    counts["leaks"] += len(record["metrics"]["leaks"])
+                    if bar is not None:
+                        bar.set_postfix(refused=counts["refused"], leaks=counts["leaks"], refresh=False)
+                        bar.update(1)
+
+            if config.workers == 1:
+                for item in todo:
+                    save(answer_one(item))
+            else:
+                pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="eval")
+                try:
+                    for future in as_completed([pool.submit(answer_one, item) for item in todo]):
+                        save(future.result())
+                finally:  # on an error or Ctrl-C, questions not started yet are dropped, not answered
+                    pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if bar is not None:
+            bar.close()
+        for a in askers:
+            close = getattr(getattr(a.engine, "reader", None), "close", None)
+            if close:
+                close()
+    seconds = time.perf_counter() - started
+
+    records = [done[item.id] for item in items]
+    summary = summarize(records, config.threshold)
+    summary = {"name": name, "mode": config.mode, "adapter": config.adapter,
+               "model": next((r["model"] for r in records if r.get("model")), None),
+               "split": config.split, "qa_file": str(config.qa_file), "index_dir": str(config.index_dir),
+               "ids": [item.id for item in items], **summary,
+               "run": {"seconds_this_invocation": round(seconds, 2), "answered_this_invocation": len(todo),
+                       "workers": config.workers, "fingerprint": fingerprint}}
+    _write_json(out / SUMMARY, summary)
+    leaked = summary["metrics"]["leaked_passages"]
+    return RunSummary(out_dir=out, summary=summary, answered_now=len(todo), resumed=len(items) - len(todo),
+                      seconds=seconds, leaks=leaked)

@@ -1,0 +1,276 @@
+"""Evaluation metrics on hand-made cases whose right values are known."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.errors import EvalError
+from eval.metrics import (
+    DocumentAccess,
+    agreement,
+    anchor_rank,
+    correctness_score,
+    gold_rank,
+    is_correct,
+    is_grounded,
+    normalize_answer,
+    outcome,
+    passage_coverage,
+    percentile,
+    question_metrics,
+    strip_citations,
+    summarize,
+    token_f1,
+    unsupported_citations,
+)
+from eval.qa import QAItem, load_qa, resolve_users, select_split
+
+T = 0.6  # threshold used in these hand-made cases
+
+
+def record(qid: str, *, answerable: bool = True, refused: bool = False, score: float | None = 0.0,
+           rank: int | None = None, ranking: bool = True, coverage: float | None = None, citations=(),
+           gold_source: str | None = "a.md", unsupported=(), leaks=(), total: float = 1.0,
+           first_token: float | None = None) -> dict:
+    """A results.jsonl line with the metrics already filled in."""
+    cited = [{"n": i + 1, "source": s, "text": "", "score": 0.5} for i, s in enumerate(citations)]
+    timings = {"total": total, **({"first_token": first_token} if first_token is not None else {})}
+    return {"id": qid, "mode": "rag", "question": f"question {qid}", "answer": "x", "refused": refused,
+            "citations": cited, "retrieved": [], "ranking": [] if ranking else None, "flags": [],
+            "timings": timings, "user": "alice", "answerable": answerable,
+            "gold_source": gold_source if answerable else None,
+            "metrics": {"gold_rank": rank, "gold_passage_coverage": coverage,
+                        "f1": score if answerable else None, "similarity": score if answerable else None,
+                        "cited_sources": list(dict.fromkeys(citations)),
+                        "cites_gold": bool(gold_source) and gold_source in citations,
+                        "citations_from_gold": sum(1 for s in citations if s == gold_source) if gold_source else None,
+                        "unsupported_citations": list(unsupported), "leaks": list(leaks)}}
+
+
+# --- text scores ----------------------------------------------------------------------------------------------
+
+
+def test_squad_normalisation_and_token_f1() -> None:
+    assert normalize_answer("The  Cat, sat (on) a mat!") == "cat sat on mat"
+    assert token_f1("The cat sat", "cat sat down") == pytest.approx(0.8)  # P = 2/2, R = 2/3
+    assert token_f1("30 days", "within 30 days of the purchase") == pytest.approx(2 * 0.4 / 1.4)  # R = 2/5
+    assert token_f1("dog", "cat") == 0.0
+    assert token_f1("the", "") == 1.0  # both empty after normalisation
+    assert token_f1("days days", "days") == pytest.approx(2 * 0.5 * 1 / 1.5)  # counts, not sets
+
+
+def test_citation_markers_are_stripped_before_scoring() -> None:
+    assert strip_citations("Claims are due in 30 days [1] [2, 3]. Ask HR [4].") == "Claims are due in 30 days. Ask HR."
+
+
+def test_gold_passage_coverage_counts_word_4grams_across_passages() -> None:
+    gold = "one two three four five six"  # 3 shingles: 1-4, 2-5, 3-6
+    assert passage_coverage(gold, ["zero one two three four five six seven"]) == 1.0
+    assert passage_coverage(gold, ["one two three four five", "three four five six"]) == 1.0  # split over chunks
+    assert passage_coverage(gold, ["one two three four"]) == pytest.approx(1 / 3)
+    assert passage_coverage(gold, ["six five four three two one"]) == 0.0
+    assert passage_coverage("Short one", ["a short ONE."]) == 1.0  # shorter than 4 words: the whole text
+
+
+def test_correctness_score_is_the_mean_of_f1_and_similarity() -> None:
+    assert correctness_score(0.4, 0.8) == pytest.approx(0.6)
+
+
+def test_unsupported_and_invalid_citations_are_found() -> None:
+    passages = ["Expense claims must be submitted within 30 days of the purchase.",
+                "The meal allowance in Austin is 60 USD per day."]
+    answer = ("Expense claims must be submitted within 30 days [1]. The CEO drives a red tractor every Friday [2]. "
+              "Meals in Austin are paid 60 USD per day [7].")
+    assert unsupported_citations(answer, passages) == [2, 7]
+    assert unsupported_citations("Expense claims must be submitted within 30 days [1].", passages) == []
+    # a verbatim quotation is supported even when it is too short to be a claim on its own
+    assert unsupported_citations("Per day [1].", ["Per day."]) == []
+
+
+# --- retrieval ------------------------------------------------------------------------------------------------
+
+
+def test_gold_rank_and_anchor_rank() -> None:
+    ranking = [{"source": "b.html", "anchor": "x"}, {"source": "a.html", "anchor": "y"},
+               {"source": "a.html", "anchor": "z"}]
+    assert gold_rank(ranking, "a.html#z") == 2  # the file matches at rank 2
+    assert anchor_rank(ranking, "a.html#z") == 3  # file and anchor at rank 3
+    assert gold_rank(ranking, "c.html") is None
+    assert anchor_rank(ranking, "a.html") is None
+
+
+def test_hit_at_k_and_mrr() -> None:
+    records = [record("1", rank=1), record("2", rank=3), record("3", rank=None), record("4", rank=7),
+               record("5", answerable=False), record("6", gold_source=None)]  # 5 and 6 are not ranked
+    m = summarize(records, T)["metrics"]
+    assert m["hit@1"] == 0.25 and m["hit@5"] == 0.5 and m["hit@10"] == 0.75
+    assert m["mrr"] == pytest.approx(round((1 + 1 / 3 + 0 + 1 / 7) / 4, 4))
+    closed = summarize([record("1", rank=None, ranking=False)], T)["metrics"]
+    assert closed["hit@1"] is None and closed["mrr"] is None  # closed-book: no retrieval, no retrieval metrics
+
+
+def test_gold_passage_in_context_uses_the_documented_cutoff() -> None:
+    records = [record("1", coverage=1.0), record("2", coverage=0.8), record("3", coverage=0.79), record("4")]
+    m = summarize(records, T)
+    assert m["metrics"]["gold_passage_in_context"] == round(2 / 3, 4)
+    assert m["counts"]["with_gold_passage"] == 3
+
+
+# --- answers, grounding, citations, refusals ----------------------------------------------------------------
+
+
+def test_correct_and_grounded_accuracy() -> None:
+    records = [
+        record("grounded", score=0.9, citations=["a.md"]),
+        record("correct-other-source", score=0.9, citations=["b.md"]),
+        record("correct-unsupported", score=0.9, citations=["a.md", "a.md"], unsupported=[2]),
+        record("wrong", score=0.3, citations=["a.md"]),
+        record("refused", score=0.0, refused=True),
+        record("at-threshold", score=T, citations=["b.md", "a.md"]),
+        record("unanswerable", answerable=False, refused=True),
+    ]
+    m = summarize(records, T)["metrics"]
+    assert m["correct"] == pytest.approx(round(4 / 6, 4))
+    assert m["grounded_accuracy"] == pytest.approx(round(2 / 6, 4))  # "grounded" and "at-threshold"
+    assert [outcome(r, T) for r in records] == ["grounded correct", "correct, not grounded", "correct, not grounded",
+                                                "wrong", "refused", "grounded correct", "refused (right)"]
+    no_gold = record("no-gold-source", score=0.9, citations=["z.md"], gold_source=None)
+    assert is_correct(no_gold, T) and is_grounded(no_gold, T)  # without a gold source: any citation grounds it
+
+
+def test_citation_precision_recall_and_unsupported_rate() -> None:
+    records = [
+        record("1", score=0.9, citations=["a.md", "b.md"]),  # precision 1/2, cites gold
+        record("2", score=0.9, citations=["b.md"]),  # precision 0, does not cite gold
+        record("3", score=0.9, citations=["a.md", "a.md", "a.md"], unsupported=[3]),  # precision 1
+        record("4", score=0.9),  # answered without citations: recall 0, no precision
+        record("5", refused=True),  # refused: neither
+    ]
+    m = summarize(records, T)["metrics"]
+    assert m["citation_precision"] == pytest.approx(round((0.5 + 0 + 1) / 3, 4))
+    assert m["citation_recall"] == 0.5  # 2 of the 4 answered questions cite the gold source
+    assert m["unsupported_citation_rate"] == pytest.approx(round(1 / 6, 4))
+
+
+def test_refusal_rates() -> None:
+    records = [record("a1", refused=True), record("a2"), record("a3"), record("a4", refused=True),
+               record("u1", answerable=False, refused=True), record("u2", answerable=False)]
+    m = summarize(records, T)["metrics"]
+    assert m["answerable_refused"] == 0.5 and m["unanswerable_refused"] == 0.5
+    assert outcome(records[-1], T) == "answered unanswerable"
+
+
+def test_latency_percentiles() -> None:
+    records = [record(str(i), total=float(i), first_token=i / 10) for i in range(1, 6)]
+    summary = summarize(records, T)
+    assert summary["metrics"]["latency_p50"] == 3.0 and summary["metrics"]["latency_p90"] == pytest.approx(4.6)
+    assert summary["metrics"]["latency_max"] == 5.0 and summary["metrics"]["first_token_p50"] == pytest.approx(0.3)
+    assert summary["latency"]["total"]["p99"] == pytest.approx(4.96)
+    assert percentile([], 50) is None
+
+
+def test_agreement_rate() -> None:
+    result = agreement([0.9, 0.7, 0.5, 0.2], [True, False, False, False], 0.6)
+    assert (result.n, result.agree, result.rate) == (4, 3, 0.75)
+
+
+# --- permission leaks -------------------------------------------------------------------------------------------
+
+
+class _Doc:
+    def __init__(self, source: str, groups: tuple[str, ...]) -> None:
+        self.source, self.groups = source, groups
+
+
+def test_leak_detector_flags_passages_the_user_may_not_read() -> None:
+    access = DocumentAccess([_Doc("policy.md", ("everyone",)), _Doc("hr/bands.md", ("hr",)),
+                             _Doc("twin.md", ("hr",)), _Doc("twin.md", ("everyone",))])
+    result = {"retrieved": [{"n": 1, "source": "policy.md"}, {"n": 2, "source": "hr/bands.md"}],
+              "citations": [{"n": 2, "source": "hr/bands.md"}],
+              "ranking": [{"n": 1, "source": "twin.md"}, {"n": 2, "source": "gone.md"}]}
+    leaks = access.leaks(result, ("everyone",))
+    assert [(x["where"], x["source"]) for x in leaks] == [("retrieved", "hr/bands.md"), ("citations", "hr/bands.md"),
+                                                           ("ranking", "gone.md")]
+    assert leaks[0]["document_groups"] == ["hr"] and leaks[2]["reason"] == "not in the index"
+    assert [x["source"] for x in access.leaks(result, ("everyone", "hr"))] == ["gone.md"]
+    summary = summarize([record("1", leaks=leaks), record("2")], T)
+    assert summary["metrics"]["leaked_passages"] == 3 and summary["counts"]["leak_questions"] == 1
+    assert summary["leaks"][0]["id"] == "1" and outcome(record("1", leaks=leaks), T) == "LEAK"
+
+
+# --- per question, with the real embedder ---------------------------------------------------------------------
+
+
+def test_question_metrics_take_the_better_of_gold_answer_and_gold_passage(embedder) -> None:
+    item = QAItem(id="q", question="When are claims due?", answer="Within 30 days.",
+                  gold_passage="Expense claims must be submitted within 30 days of the purchase.",
+                  gold_source="expenses.md#deadline")
+    passage = {"n": 1, "source": "expenses.md", "anchor": "deadline", "text": item.gold_passage, "score": 0.8}
+    result = {"mode": "rag", "answer": f"{item.gold_passage} [1]", "refused": False,
+              "citations": [dict(passage)], "retrieved": [passage], "ranking": [passage]}
+    m = question_metrics(item, result, lambda texts: embedder.encode(list(texts)))
+    assert m["f1_passage"] == 1.0 and m["f1"] == 1.0 and m["f1_answer"] < 1.0
+    assert m["similarity"] == pytest.approx(1.0, abs=1e-3)
+    assert m["gold_rank"] == 1 and m["anchor_rank"] == 1 and m["gold_passage_coverage"] == 1.0
+    assert m["cites_gold"] and m["unsupported_citations"] == []
+    refused = question_metrics(item, {**result, "answer": "I could not find this.", "refused": True,
+                                      "citations": []}, lambda texts: embedder.encode(list(texts)))
+    assert refused["f1"] == 0.0 and refused["similarity"] == 0.0 and refused["score"] == 0.0
+    unanswerable = question_metrics(QAItem(id="u", question="?", answerable=False), result, None)
+    assert unanswerable["score"] is None and unanswerable["gold_rank"] is None
+
+
+# --- the QA file ----------------------------------------------------------------------------------------------
+
+
+def _qa(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"question": "x"}', "qa.jsonl:2: missing 'id'"),
+    ('{"id": "a", "question": "y"}', "qa.jsonl:2: duplicate id 'a' (first on line 1)"),
+    ('{"id": "b"}', "qa.jsonl:2: missing 'question'"),
+    ('{"id": "b", "question": "y", "answerable": "yes"}', "qa.jsonl:2: 'answerable' must be true or false"),
+    ('{"id": "b", "question": "y", "gold_sorce": "a.md"}', "qa.jsonl:2: unknown field(s) gold_sorce"),
+    ('{"id": "b", "question": "y", "answerable": false, "gold_source": "a.md"}', "qa.jsonl:2: an unanswerable"),
+    ('{"id": "b", "question": "y",', "qa.jsonl:2: not valid JSON"),
+    ('["b"]', "qa.jsonl:2: each line must be a JSON object"),
+])
+def test_bad_qa_lines_fail_with_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    path = _qa(tmp_path, '{"id": "a", "question": "x"}', line)
+    with pytest.raises(EvalError) as info:
+        load_qa(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_qa_defaults_empty_gold_fields_and_splits(tmp_path: Path) -> None:
+    from finetune.splits import split_of
+
+    lines = [json.dumps({"id": f"q{i}", "question": f"question {i}?"}) for i in range(40)]
+    lines.append(json.dumps({"id": "u", "question": "?", "answerable": False, "gold_source": "", "answer": "n/a"}))
+    items = load_qa(_qa(tmp_path, *lines))
+    assert items[0].answerable and items[0].user is None and items[-1].gold_source is None
+    test = select_split(items, "test")
+    assert test and [i.id for i in test] == [i.id for i in items if split_of(i.id) == "test"]
+    assert len(select_split(items, "all")) == 41
+    with pytest.raises(EvalError, match="unknown split 'dev'"):
+        select_split(items, "dev")
+
+
+def test_unknown_users_fail_up_front_naming_them(tmp_path: Path) -> None:
+    from app.users import UserStore
+
+    users = tmp_path / "users.json"
+    UserStore(users).add("alice", "password123")
+    items = [QAItem("1", "q", user="alice"), QAItem("2", "q", user="zoe"), QAItem("3", "q", user="bob"),
+             QAItem("4", "q")]
+    with pytest.raises(EvalError, match=r"not in .*users.json: bob, zoe$"):
+        resolve_users(items, users)
+    resolved = resolve_users(items[:1] + items[3:], users)
+    assert resolved["alice"].groups == ("everyone",) and resolved[None].name == "anonymous"
+

@@ -1,0 +1,241 @@
+"""The batch runner end to end on a small real index: modes, results.jsonl, resume, the leak detector, the CLI."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.engine import NOT_FOUND, Engine, EngineConfig
+from app.users import UserStore
+from eval.errors import EvalError
+from eval.runner import EvalConfig, read_results, run_eval
+from ingest.pipeline import IngestOptions, ingest
+
+ANSWERS = {  # question keyword -> what the scripted model says
+    "expense claims": "Expense claims must be submitted within 30 days of the purchase.",
+    "annual leave": "Employees get 27 days of annual leave per year.",
+    "salary band": "The salary band E4 pays 78,000 EUR per year.",
+}
+QUESTIONS = [
+    {"id": "q-expenses", "question": "When are expense claims due?", "answer": "Within 30 days of the purchase.",
+     "gold_passage": "Expense claims must be submitted within 30 days of the purchase.",
+     "gold_source": "expenses.md", "user": "alice"},
+    {"id": "q-leave", "question": "How many days of annual leave do employees get?",
+     "answer": "27 days of annual leave per year.", "gold_source": "leave.md"},
+    {"id": "q-band", "question": "How much does salary band E4 pay?", "answer": "78,000 EUR per year.",
+     "gold_passage": "The salary band E4 pays 78,000 EUR per year.", "gold_source": "hr/bands.md",
+     "user": "hannah"},
+    {"id": "q-band-outsider", "question": "How much does salary band E4 pay?", "answerable": False,
+     "user": "alice"},
+    {"id": "q-triton", "question": "What is the orbital period of Neptune's moon Triton?", "answerable": False},
+]
+
+
+class ScriptedModel:
+    """Stands in for the model: answers from ANSWERS by a keyword of the question, counts its calls."""
+
+    context_tokens = 4096
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls: list[list[dict]] = []
+        self.fail_after = fail_after
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, messages, options):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise RuntimeError("the model crashed")
+        self.calls.append(messages)
+        question = messages[-1]["content"].rsplit("Question:", 1)[-1].lower()
+        answer = next((a for k, a in ANSWERS.items() if k in question), NOT_FOUND)
+        for word in answer.split(" "):
+            yield word + " "
+
+
+class LeakyRetriever:
+    """A broken retriever that ignores the user's groups: searches as if the user were in every group."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def retrieve(self, question, groups, options):
+        return self.inner.retrieve(question, {"everyone", "hr"}, options)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, _shared_embedder) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    docs = root / "docs"
+    (docs / "hr").mkdir(parents=True)
+    (docs / "expenses.md").write_text(
+        "# Expense policy\n\n## Deadline\n\nExpense claims must be submitted within 30 days of the purchase.\n\n"
+        "## Meals\n\nThe meal allowance in Austin is 60 USD per day.\n")
+    (docs / "leave.md").write_text("# Leave\n\nEmployees get 27 days of annual leave per year.\n")
+    (docs / "hr" / "bands.md").write_text("# Salary bands\n\nThe salary band E4 pays 78,000 EUR per year.\n")
+    (root / "acl.toml").write_text('default = ["everyone"]\n[[rules]]\nglob = "hr/*"\ngroups = ["hr"]\n')
+    ingest([docs], IngestOptions(index_dir=root / "index", acl_file=root / "acl.toml", show_progress=False),
+           _shared_embedder)
+    (root / "qa.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    store = UserStore(root / "users.json")
+    store.add("alice", "password123")
+    store.add("hannah", "password123", groups=["hr"])
+    return root
+
+
+def _config(corpus: Path, out: Path, **kwargs) -> EvalConfig:
+    return EvalConfig(qa_file=corpus / "qa.jsonl", index_dir=corpus / "index", out_dir=out,
+                      users_file=corpus / "users.json", progress=False, **kwargs)
+
+
+def _factory(corpus: Path, embedder, model: ScriptedModel, leaky: bool = False):
+    def build() -> Engine:
+        engine = Engine(EngineConfig(index_dir=corpus / "index"), embedder=embedder, generator=model)
+        if leaky:
+            engine.retriever = LeakyRetriever(engine.retriever)
+        return engine
+
+    return build
+
+
+def test_rag_run_writes_one_line_per_question_and_a_summary(corpus, tmp_path, embedder) -> None:
+    model = ScriptedModel()
+    result = run_eval(_config(corpus, tmp_path / "run"), _factory(corpus, embedder, model), embedder)
+    records = read_results(tmp_path / "run" / "results.jsonl")
+    assert [r["id"] for r in records] == [q["id"] for q in QUESTIONS]
+    by_id = {r["id"]: r for r in records}
+    answer_keys = {"question", "answer", "refused", "refusal_reason", "citations", "retrieved", "flags", "timings",
+                   "user", "model"}
+    assert answer_keys | {"id", "mode", "gold_answer", "gold_passage", "gold_source", "answerable", "ranking",
+                          "metrics"} <= set(by_id["q-expenses"])
+    expenses = by_id["q-expenses"]
+    assert not expenses["refused"] and expenses["citations"][0]["source"] == "expenses.md"
+    assert expenses["retrieved"][0]["text"] and "score" in expenses["retrieved"][0]
+    assert expenses["metrics"]["gold_rank"] == 1 and expenses["metrics"]["cites_gold"]
+    assert by_id["q-band"]["user"] == "hannah" and not by_id["q-band"]["refused"]
+    assert by_id["q-band-outsider"]["refused"] and all(p["source"] != "hr/bands.md"
+                                                        for p in by_id["q-band-outsider"]["retrieved"])
+    assert by_id["q-triton"]["refused"] and by_id["q-triton"]["user"] == "anonymous"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["ids"] == [q["id"] for q in QUESTIONS] and summary["split"] == "all"
+    m = summary["metrics"]
+    assert m["grounded_accuracy"] == 1.0 and m["correct"] == 1.0 and m["hit@1"] == 1.0
+    assert m["unanswerable_refused"] == 1.0 and m["answerable_refused"] == 0.0 and m["leaked_passages"] == 0
+    assert m["latency_p50"] > 0 and result.leaks == 0 and "grounded accuracy 1.000" in result.one_line()
+
+
+def test_extractive_and_closed_book_baselines(corpus, tmp_path, embedder) -> None:
+    model = ScriptedModel()
+    run_eval(_config(corpus, tmp_path / "extractive", mode="extractive"), _factory(corpus, embedder, model),
+             embedder)
+    assert model.calls == []  # no model
+    extractive = {r["id"]: r for r in read_results(tmp_path / "extractive" / "results.jsonl")}
+    top = extractive["q-expenses"]["retrieved"][0]
+    assert extractive["q-expenses"]["answer"] == f"{top['text']} [1]"
+    assert [c["n"] for c in extractive["q-expenses"]["citations"]] == [1]
+    assert extractive["q-triton"]["refused"]  # nothing relevant enough to quote
+
+    run_eval(_config(corpus, tmp_path / "closed", mode="closed-book"), _factory(corpus, embedder, model), embedder)
+    closed = {r["id"]: r for r in read_results(tmp_path / "closed" / "results.jsonl")}
+    assert len(model.calls) == len(QUESTIONS)
+    assert all("Passages" not in m["content"] for call in model.calls for m in call)  # no passages at all
+    assert closed["q-expenses"]["retrieved"] == [] and closed["q-expenses"]["ranking"] is None
+    summary = json.loads((tmp_path / "closed" / "summary.json").read_text())
+    assert summary["metrics"]["hit@5"] is None and summary["metrics"]["grounded_accuracy"] == 0.0
+    assert summary["metrics"]["correct"] > 0  # the scripted model knows the answers without passages
+
+
+def test_interrupted_run_resumes_without_answering_again(corpus, tmp_path, embedder) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="crashed"):
+        run_eval(_config(corpus, out), _factory(corpus, embedder, ScriptedModel(fail_after=1)), embedder)
+    saved = read_results(out / "results.jsonl")
+    assert [r["id"] for r in saved] == ["q-expenses"]  # the answered question was saved before the crash
+    with open(out / "results.jsonl", "a") as handle:  # and a line torn by a crash mid-write
+        handle.write('{"id": "q-leave", "question": "How many')
+    model = ScriptedModel()
+    result = run_eval(_config(corpus, out), _factory(corpus, embedder, model), embedder)
+    assert result.resumed == 1 and result.answered_now == len(QUESTIONS) - 1
+    assert not any("expense claims" in call[-1]["content"].lower() for call in model.calls)
+    ids = [r["id"] for r in read_results(out / "results.jsonl")]
+    assert sorted(ids) == sorted(q["id"] for q in QUESTIONS) and len(ids) == len(set(ids))
+    again = ScriptedModel()
+    run_eval(_config(corpus, out), _factory(corpus, embedder, again), embedder)
+    assert again.calls == []  # all done: nothing is asked again, the summary is rewritten
+
+
+def test_resuming_with_other_settings_is_refused(corpus, tmp_path, embedder) -> None:
+    out = tmp_path / "run"
+    run_eval(_config(corpus, out, limit=1), _factory(corpus, embedder, ScriptedModel()), embedder)
+    with pytest.raises(EvalError) as info:
+        run_eval(_config(corpus, out, mode="extractive"), _factory(corpus, embedder, ScriptedModel()), embedder)
+    assert "holds a run with mode='rag', not 'extractive'" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(EvalError, match="top_k=5, not 3"):
+        run_eval(_config(corpus, out, top_k=3), _factory(corpus, embedder, ScriptedModel()), embedder)
+
+
+def test_planted_leak_is_caught(corpus, tmp_path, embedder) -> None:
+    result = run_eval(_config(corpus, tmp_path / "leaky"), _factory(corpus, embedder, ScriptedModel(), leaky=True),
+                      embedder)
+    summary = json.loads((tmp_path / "leaky" / "summary.json").read_text())
+    leaked = {leak["id"] for leak in summary["leaks"]}
+    assert "q-band-outsider" in leaked and "q-band" not in leaked  # hannah may read hr/bands.md; alice may not
+    assert result.leaks == summary["metrics"]["leaked_passages"] > 0
+    outsider = next(r for r in read_results(tmp_path / "leaky" / "results.jsonl") if r["id"] == "q-band-outsider")
+    wheres = {(leak["where"], leak["source"]) for leak in outsider["metrics"]["leaks"]}
+    assert {("retrieved", "hr/bands.md"), ("citations", "hr/bands.md"), ("ranking", "hr/bands.md")} <= wheres
+
+
+def test_two_workers_give_the_same_results(corpus, tmp_path, embedder) -> None:
+    run_eval(_config(corpus, tmp_path / "one"), _factory(corpus, embedder, ScriptedModel()), embedder)
+    run_eval(_config(corpus, tmp_path / "two", workers=2), _factory(corpus, embedder, ScriptedModel()), embedder)
+
+    def answers(folder: str) -> dict:
+        return {r["id"]: (r["answer"], r["refused"], [c["source"] for c in r["citations"]])
+                for r in read_results(tmp_path / folder / "results.jsonl")}
+
+    assert answers("one") == answers("two")
+
+
+def test_split_is_recorded_with_its_ids(corpus, tmp_path, embedder) -> None:
+    from finetune.splits import split_of
+
+    expected = [q["id"] for q in QUESTIONS if split_of(q["id"]) == "test"]
+    if not expected:
+        pytest.skip("no question of this set falls in the test split")
+    run_eval(_config(corpus, tmp_path / "test", split="test", mode="extractive"),
+             _factory(corpus, embedder, ScriptedModel()), embedder)
+    summary = json.loads((tmp_path / "test" / "summary.json").read_text())
+    assert summary["split"] == "test" and summary["ids"] == expected
+
+
+def test_cli_runs_compares_and_reports_leaks_loudly(corpus, tmp_path, embedder, monkeypatch) -> None:
+    import eval.runner
+    import ingest.embedding
+    from app.cli import cli
+
+    monkeypatch.setattr(ingest.embedding, "Embedder", lambda *args, **kwargs: embedder)  # no second model load
+    runner = CliRunner()
+    common = ["eval", "--qa", str(corpus / "qa.jsonl"), "--index", str(corpus / "index"), "--users",
+              str(corpus / "users.json"), "--quiet"]
+    result = runner.invoke(cli, [*common, "--extractive", "--out", str(tmp_path / "ext")])
+    assert result.exit_code == 0, result.output
+    assert "Evaluated 5 questions" in result.output and "permission leaks 0" in result.output
+
+    monkeypatch.setattr(eval.runner, "_default_engine_factory",
+                        lambda config, emb: _factory(corpus, embedder, ScriptedModel(), leaky=True))
+    result = runner.invoke(cli, [*common, "--out", str(tmp_path / "leaky"), "--name", "leaky rag"])
+    assert result.exit_code == 3 and "PERMISSION LEAKS" in result.output
+
+    result = runner.invoke(cli, ["eval", "compare", str(tmp_path / "ext"), str(tmp_path / "leaky"), "--out",
+                                 str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert "| grounded-answer accuracy |" in result.output and "PERMISSION LEAKS" in result.output
+    assert (tmp_path / "report" / "report.html").exists()
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "question": "x"}\n{"id": "a", "question": "y"}\n')
+    result = runner.invoke(cli, ["eval", "--qa", str(bad), "--index", str(corpus / "index")])
+    assert isinstance(result.exception, EvalError) and "bad.jsonl:2: duplicate id 'a'" in str(result.exception)
