@@ -12,7 +12,7 @@ from typing import Iterator
 from app.citations import VerifyOptions, cosine_embedder, verify
 from app.generator import GenerationOptions, Generator, TransformersGenerator
 from app.guardrails import GuardrailConfig, Guardrails
-from app.prompt import NOT_FOUND, PromptPassage, build_messages, fit_passages, passage_label
+from finetune.prompt import NOT_FOUND, PromptPassage, build_messages, fit_passages, passage_label
 from app.retrieval import Passage, RetrievalOptions, Retriever
 from app.users import User
 from ingest.embedding import Embedder

@@ -137,15 +137,15 @@ def _publish_permissions(folder: Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # e.g. Windows: directories cannot be opened
@@ -233,13 +233,13 @@ def build_atomically(
             build(temporary)
             _write_marker(temporary, {**marker, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             _publish_permissions(temporary)
-            _fsync_tree(temporary)
+            fsync_tree(temporary)
             if target.exists():  # stale or broken: move aside first, so the rename below is atomic
                 stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
                 os.replace(target, stale / "folder")
                 shutil.rmtree(stale, ignore_errors=True)
             os.replace(temporary, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         finally:
             if temporary.exists():
                 shutil.rmtree(temporary, ignore_errors=True)

@@ -389,7 +389,7 @@ def _from_pretrained(folder: Path, **kwargs: Any) -> Any:
         raise ModelLoadError(f"{folder}: could not load the model: {_one_line(exc)}") from exc
 
 
-def _load_weights(resolved: _Resolved, quantize: bool, device: str) -> tuple[Any, Path]:
+def _load_weights(resolved: _Resolved, quantize: bool, device: str, dtype: str = "bfloat16") -> tuple[Any, Path]:
     """The model in bf16 or 4-bit NF4, and the folder its weights came from.
 
     bitsandbytes quantizes on CPU in pure torch (~10-20 s for SmolLM2 on 2 cores), so for GGUF
@@ -400,6 +400,7 @@ def _load_weights(resolved: _Resolved, quantize: bool, device: str) -> tuple[Any
 
     placement = {"dtype": torch.bfloat16, "device_map": {"": device}}
     if not quantize:
+        placement["dtype"] = getattr(torch, dtype)
         return _from_pretrained(resolved.folder, **placement), resolved.folder
     _import_bitsandbytes()
     if not resolved.cache_nf4:
@@ -429,11 +430,13 @@ def load_model(
     adapter: str | os.PathLike | None = None,
     device: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    dtype: str = "bfloat16",
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer, optionally in 4-bit NF4 and with a LoRA adapter.
 
     name_or_path: registry name, local model folder, local .gguf file or Hugging Face Hub id.
-    quantize: 4-bit NF4 + double quantization (bf16 compute) via bitsandbytes; False loads bf16.
+    quantize: 4-bit NF4 + double quantization (bf16 compute) via bitsandbytes; False loads `dtype`.
+    dtype: weights dtype when not quantized ("bfloat16", or "float32" e.g. to merge an adapter exactly).
     adapter: folder of a peft LoRA adapter to attach (its declared base must match this model).
     device: "cuda", "cuda:N" or "cpu"; default CUDA when available, else CPU.
     cache_dir: where GGUF conversions live; default `$GROUNDWORK_CACHE` or `groundwork-data/models`.
@@ -456,7 +459,7 @@ def load_model(
 
     from transformers import AutoTokenizer
 
-    model, weights_folder = _load_weights(resolved, quantize, device_name)
+    model, weights_folder = _load_weights(resolved, quantize, device_name, dtype)
     # peft records this as the adapter's base_model_name_or_path: make it the name users load the model by.
     model.config.name_or_path = resolved.display_name
     model.name_or_path = resolved.display_name

@@ -140,6 +140,13 @@ class IndexReader:
 
     # --- inspection --------------------------------------------------------------------------------
     @_locked
+    def chunk_ids(self, source: str | None = None) -> list[int]:
+        """Ids of the published chunks (of one document when `source` is given), in reading order."""
+        query = ("SELECT c.id FROM chunks c JOIN documents d ON d.path = c.path AND d.sha256 = c.sha256"
+                 + (" WHERE d.source = ?" if source is not None else "") + " ORDER BY d.source, c.ordinal")
+        return [r[0] for r in self.conn.execute(query, (source,) if source is not None else ()).fetchall()]
+
+    @_locked
     def documents(self) -> list[DocumentRecord]:
         rows = self.conn.execute(f"SELECT {_DOCUMENT_COLUMNS} FROM documents ORDER BY source").fetchall()
         return [_document_from_row(r) for r in rows]

@@ -1,0 +1,255 @@
+"""Training examples for a grounded-answer adapter, built the way the engine prompts at answer time.
+
+Each example is the engine's prompt (numbered passages + question) and the target reply:
+- answer: the gold passage among retrieved distractors, in shuffled order; the target is the gold answer
+  citing the gold passage's number;
+- refusal: the same question with every passage of the gold document withheld (or a question the documents
+  cannot answer); the target is the engine's "not in the documents" reply, so the adapter learns to refuse
+  rather than to guess from whatever passage it sees.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from finetune.prompt import NOT_FOUND, PromptPassage, build_messages, passage_label
+from finetune.splits import DEFAULT_FRACTIONS, split_of
+
+_WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_STOP = frozenset("a an and are as at be by can do does for from has have how i if in is it its may must of on "
+                  "or the this to was what when where which who why will with you your".split())
+
+
+class DataError(Exception):
+    """Bad training data; the message is one line naming the file and the problem."""
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """One question of a QA set (the JSONL format the evaluation also reads)."""
+
+    id: str
+    question: str
+    answer: str | None = None
+    gold_passage: str | None = None
+    gold_source: str | None = None  # path relative to the ingested root, optionally "#anchor"
+    answerable: bool = True
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class ExampleOptions:
+    """How examples are built from questions and the index."""
+
+    passages: int = 5  # passages per prompt, as the engine's top_k
+    refusal_fraction: float = 0.5  # share of answerable questions that also get a gold-withheld refusal example
+    groups: frozenset[str] = frozenset({"everyone"})  # train only on passages these groups may read
+    max_prompt_tokens: int = 1400  # distractors are dropped (never the gold passage) to stay under this
+    seed: int = 0
+
+
+@dataclass
+class TrainingExample:
+    """A prompt (chat messages) and the reply the model should learn."""
+
+    id: str
+    question_id: str
+    kind: str  # "answer" or "refusal"
+    messages: list[dict[str, str]]
+    target: str
+    sources: list[str] = field(default_factory=list)  # the passages' documents, in prompt order
+
+
+@dataclass
+class BuildReport:
+    """What happened to each question while building examples."""
+
+    examples: dict[str, int] = field(default_factory=dict)  # per kind
+    skipped: dict[str, str] = field(default_factory=dict)  # question id -> reason
+
+
+def load_qa(path: Path) -> list[QAItem]:
+    """Read a QA JSONL file; a bad line raises DataError naming file:line."""
+    items: list[QAItem] = []
+    seen: set[str] = set()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+            qid, question = str(row["id"]), str(row["question"]).strip()
+        except (ValueError, KeyError) as exc:
+            missing = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise DataError(f"{path}:{number}: bad QA line ({missing})") from None
+        if not question:
+            raise DataError(f"{path}:{number}: empty question")
+        if qid in seen:
+            raise DataError(f"{path}:{number}: duplicate id {qid!r}")
+        seen.add(qid)
+        items.append(QAItem(id=qid, question=question, answer=row.get("answer"), gold_passage=row.get("gold_passage"),
+                            gold_source=row.get("gold_source"), answerable=bool(row.get("answerable", True)),
+                            user=row.get("user")))
+    if not items:
+        raise DataError(f"{path}: no questions")
+    return items
+
+
+def select_split(items: Iterable[QAItem], split: str,
+                 fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> list[QAItem]:
+    return [item for item in items if split_of(item.id, fractions) == split]
+
+
+def data_fingerprint(items: Iterable[QAItem]) -> str:
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(json.dumps(asdict(item), sort_keys=True).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------- from the index
+def questions_from_index(reader, groups: frozenset[str] = frozenset({"everyone"}), max_words: int = 60) -> list[QAItem]:
+    """Question/answer pairs derived from the documents' structure, for a company without a QA set.
+
+    Each section (a heading and its first chunk) gives one pair: a heading that is a question is asked as
+    is, any other heading as "What does <document> say about <heading>?"; the answer is the section's first
+    sentences. Only documents the given groups may read are used.
+    """
+    chunks = reader.chunks(reader.chunk_ids(), groups=set(groups))
+    seen_sections: set[tuple[str, str]] = set()
+    items: list[QAItem] = []
+    for chunk in chunks:
+        if not chunk.heading or (chunk.source, chunk.heading) in seen_sections:
+            continue
+        seen_sections.add((chunk.source, chunk.heading))
+        heading = chunk.heading.split(" > ")[-1].strip()
+        answer = _first_sentences(_strip_heading(chunk.text, heading), max_words)
+        if len(_WORD.findall(answer.lower())) < 6 or len(heading) < 4:
+            continue
+        document = chunk.title or Path(chunk.source).stem.replace("-", " ")
+        if heading.endswith("?"):
+            question = heading
+        elif heading.lower() == document.lower():
+            question = f"What is the {heading}?"
+        else:
+            question = f"What does the {document} say about {heading}?"
+        anchor = f"#{chunk.anchor}" if chunk.anchor else ""
+        items.append(QAItem(id=f"index:{chunk.source}{anchor}:{chunk.ordinal}", question=question, answer=answer,
+                            gold_passage=answer, gold_source=f"{chunk.source}{anchor}"))
+    return items
+
+
+def _strip_heading(text: str, heading: str) -> str:
+    stripped = text.lstrip("# ").strip()
+    return stripped[len(heading):].strip() if stripped.startswith(heading) else text.strip()
+
+
+def _first_sentences(text: str, max_words: int) -> str:
+    out: list[str] = []
+    for sentence in _SENTENCE_END.split(" ".join(text.split())):
+        if out and len(" ".join(out + [sentence]).split()) > max_words:
+            break
+        out.append(sentence)
+        if len(" ".join(out).split()) >= max_words // 2:
+            break
+    words = " ".join(out).split()
+    return " ".join(words[:max_words])
+
+
+# --------------------------------------------------------------------------------------- examples
+def build_examples(items: list[QAItem], reader, embedder, count_tokens: Callable[[str], int],
+                   options: ExampleOptions = ExampleOptions()) -> tuple[list[TrainingExample], BuildReport]:
+    """Retrieval-augmented examples for these questions (see the module docstring)."""
+    rng = random.Random(options.seed)
+    report = BuildReport()
+    allowed = set(options.groups)
+    vectors = embedder.encode([item.question for item in items]) if items else []
+    hits_per_question = reader.search(vectors, k=options.passages * 4, groups=allowed) if items else []
+    examples: list[TrainingExample] = []
+    for item, hits in zip(items, hits_per_question):
+        retrieved = reader.chunks([h.chunk_id for h in hits], groups=allowed)
+        if not item.answerable:
+            examples.append(_example(item, "refusal", retrieved[: options.passages], None, rng, count_tokens, options))
+            continue
+        if not item.answer or not item.gold_source:
+            report.skipped[item.id] = "answerable but has no answer or gold_source"
+            continue
+        gold_source = item.gold_source.split("#", 1)[0]
+        gold = _gold_chunk(item, reader, gold_source, allowed)
+        if gold is None:
+            report.skipped[item.id] = f"gold source {gold_source} is not in the index or not readable by {sorted(allowed)}"
+            continue
+        distractors = [c for c in retrieved if c.id != gold.id][: options.passages - 1]
+        examples.append(_example(item, "answer", distractors, gold, rng, count_tokens, options))
+        if rng.random() < options.refusal_fraction:
+            withheld = [c for c in retrieved if c.source != gold.source][: options.passages]
+            if withheld:
+                examples.append(_example(item, "refusal", withheld, None, rng, count_tokens, options))
+    for example in examples:
+        report.examples[example.kind] = report.examples.get(example.kind, 0) + 1
+    return examples, report
+
+
+def _gold_chunk(item: QAItem, reader, source: str, groups: set[str]):
+    """The chunk of the gold document that best holds the gold answer (and the start of the gold passage)."""
+    candidates = reader.chunks(reader.chunk_ids(source), groups=groups)
+    if not candidates:
+        return None
+    answer_words = _content_words(item.answer or "")
+    passage_words = _content_words(" ".join((item.gold_passage or "").split()[:60]))
+
+    def score(chunk) -> float:
+        words = _content_words(chunk.text)
+        recall = lambda target: len(target & words) / len(target) if target else 0.0  # noqa: E731
+        return recall(answer_words) + recall(passage_words)
+
+    return max(candidates, key=score)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+
+
+def _example(item: QAItem, kind: str, distractors: list, gold, rng: random.Random,
+             count_tokens: Callable[[str], int], options: ExampleOptions) -> TrainingExample:
+    chosen = list(distractors)
+    rng.shuffle(chosen)
+    position = rng.randrange(len(chosen) + 1) if gold is not None else None
+    if gold is not None:
+        chosen.insert(position, gold)
+    shown = [PromptPassage(c.text, passage_label(c.source, c.heading, c.page)) for c in chosen]
+    while len(shown) > 1 and count_tokens(_prompt_text(item.question, shown)) > options.max_prompt_tokens:
+        drop = next(i for i in range(len(chosen) - 1, -1, -1) if chosen[i] is not gold)
+        del chosen[drop], shown[drop]
+    if gold is not None:
+        target = cite_sentences(item.answer or "", chosen.index(gold) + 1)
+    else:
+        target = NOT_FOUND
+    return TrainingExample(id=f"{item.id}:{kind}", question_id=item.id, kind=kind,
+                           messages=build_messages(item.question, shown), target=target,
+                           sources=[c.source for c in chosen])
+
+
+def _prompt_text(question: str, shown: list[PromptPassage]) -> str:
+    return "\n".join(m["content"] for m in build_messages(question, shown))
+
+
+def cite_sentences(answer: str, n: int) -> str:
+    """Put the citation [n] at the end of every sentence of the answer, before its final punctuation."""
+    out = []
+    for sentence in _SENTENCE_END.split(" ".join(answer.split())):
+        match = re.match(r"^(.*?)([.!?]*)$", sentence, flags=re.S)
+        body, end = match.group(1), match.group(2) or "."
+        out.append(f"{body} [{n}]{end}")
+    return " ".join(out)
