@@ -64,6 +64,7 @@ class TrainingExample:
     messages: list[dict[str, str]]
     target: str
     sources: list[str] = field(default_factory=list)  # the passages' documents, in prompt order
+    gold: int | None = None  # the number of the gold passage in the prompt (None for refusals)
 
 
 @dataclass
@@ -232,13 +233,11 @@ def _example(item: QAItem, kind: str, distractors: list, gold, rng: random.Rando
     while len(shown) > 1 and count_tokens(_prompt_text(item.question, shown)) > options.max_prompt_tokens:
         drop = next(i for i in range(len(chosen) - 1, -1, -1) if chosen[i] is not gold)
         del chosen[drop], shown[drop]
-    if gold is not None:
-        target = cite_sentences(item.answer or "", chosen.index(gold) + 1)
-    else:
-        target = NOT_FOUND
+    gold_n = chosen.index(gold) + 1 if gold is not None else None
+    target = cite_sentences(item.answer or "", gold_n) if gold_n else NOT_FOUND
     return TrainingExample(id=f"{item.id}:{kind}", question_id=item.id, kind=kind,
                            messages=build_messages(item.question, shown), target=target,
-                           sources=[c.source for c in chosen])
+                           sources=[c.source for c in chosen], gold=gold_n)
 
 
 def _prompt_text(question: str, shown: list[PromptPassage]) -> str:
