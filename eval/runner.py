@@ -382,13 +382,17 @@ def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = N
                         bar.set_postfix(refused=counts["refused"], leaks=counts["leaks"], refresh=False)
                         bar.update(1)
 
-            if config.workers == 1:
+            if config.workers == 1 or len(todo) == 1:
                 for item in todo:
                     save(answer_one(item))
             else:
+                # the first question alone: the model loads (and bitsandbytes repacks its CPU weights) exactly once,
+                # before two threads use it at the same time
+                save(answer_one(todo[0]))
+                todo_rest = todo[1:]
                 pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="eval")
                 try:
-                    for future in as_completed([pool.submit(answer_one, item) for item in todo]):
+                    for future in as_completed([pool.submit(answer_one, item) for item in todo_rest]):
                         save(future.result())
                 finally:  # on an error or Ctrl-C, questions not started yet are dropped, not answered
                     pool.shutdown(wait=True, cancel_futures=True)
