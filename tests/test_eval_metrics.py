@@ -16,6 +16,8 @@ from eval.metrics import (
     is_correct,
     is_grounded,
     normalize_answer,
+    numbers,
+    numbers_agree,
     outcome,
     passage_coverage,
     percentile,
@@ -76,6 +78,23 @@ def test_gold_passage_coverage_counts_word_4grams_across_passages() -> None:
 
 def test_correctness_score_is_the_mean_of_f1_and_similarity() -> None:
     assert correctness_score(0.4, 0.8) == pytest.approx(0.6)
+
+
+def test_numbers_of_the_gold_answer_must_appear_in_the_answer() -> None:
+    assert numbers("USD 120,000 at 09:30, 4.4 million, five days, a 3-year plan") == {
+        "120000", "9:30", "4.4", "5", "3"}
+    assert numbers("Modula-3, eu-west-3, Q3 and python2 are names, not numbers; so is the 3rd") == set()
+    assert not numbers_agree("The minimum is 12 characters.", "At least 14 characters.")
+    assert numbers_agree("Fourteen? No: 14 characters.", "At least 14 characters.")
+    assert numbers_agree("Up to five unused days.", "Up to 5 unused days, by 31 March.")  # one of them is enough
+    assert numbers_agree("Any text at all.", "The idea was borrowed from Modula-3.")  # no number in the gold answer
+    assert numbers_agree("Anything.", None)
+    wrong_number = record("q", score=0.9, citations=["a.md"])
+    wrong_number.update(answer="FleetView allows 1000 API requests per minute [1].",
+                        gold_answer="The FleetView REST API allows 600 requests per minute per tenant.")
+    assert not is_correct(wrong_number, T) and outcome(wrong_number, T) == "wrong"
+    wrong_number["answer"] = "It allows 600 requests per minute [1]."
+    assert is_correct(wrong_number, T) and is_grounded(wrong_number, T)
 
 
 def test_unsupported_and_invalid_citations_are_found() -> None:
@@ -274,3 +293,22 @@ def test_unknown_users_fail_up_front_naming_them(tmp_path: Path) -> None:
     resolved = resolve_users(items[:1] + items[3:], users)
     assert resolved["alice"].groups == ("everyone",) and resolved[None].name == "anonymous"
 
+
+
+def test_calibration_check_reports_agreement_with_the_labels(tmp_path: Path) -> None:
+    from eval.calibrate import DEFAULT_FILE, check
+
+    rows = [{"run": "r", "id": "1", "answer": "30 days", "gold_answer": "30 days", "f1": 1.0, "similarity": 1.0,
+             "label": True},
+            {"run": "r", "id": "2", "answer": "60 days", "gold_answer": "30 days", "f1": 0.5, "similarity": 0.9,
+             "label": False},  # caught by the number check, not by the score
+            {"run": "r", "id": "3", "answer": "about a month", "gold_answer": "30 days", "f1": 0.0,
+             "similarity": 0.6, "label": True},  # missed: a disagreement
+            {"run": "r", "id": "4", "answer": "unlabelled", "gold_answer": "x", "f1": 0, "similarity": 0,
+             "label": None}]
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = check(path, 0.55)
+    assert "3 hand-labelled answers (2 correct)" in report and "agreement 2/3 = 66.7%" in report
+    assert "disagrees: r/3" in report
+    assert DEFAULT_FILE.exists() and "agreement" in check(DEFAULT_FILE)  # the shipped labels parse
