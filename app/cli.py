@@ -86,8 +86,8 @@ def index_stats(index: Path = typer.Option(DEFAULT_INDEX, "--index", help="Index
     typer.echo(f"Documents:  {stats.documents}")
     typer.echo(f"Chunks:     {stats.chunks}")
     typer.echo(f"Embedder:   {stats.embedder} ({stats.dimension} dims)")
-    typer.echo(f"Formats:    " + ", ".join(f"{k} {v}" for k, v in stats.by_type.items()))
-    typer.echo(f"Groups:     " + ", ".join(f"{k} {v}" for k, v in stats.by_group.items()))
+    typer.echo("Formats:    " + ", ".join(f"{k} {v}" for k, v in stats.by_type.items()))
+    typer.echo("Groups:     " + ", ".join(f"{k} {v}" for k, v in stats.by_group.items()))
     typer.echo(f"On disk:    {stats.disk_bytes / 1e6:.1f} MB, generation {stats.generation}, updated {updated}")
     if stats.last_run:
         run = stats.last_run
@@ -106,7 +106,9 @@ def ask(
                                                               "documents open to everyone."),
     users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file."),
     model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model name, HF id or folder."),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter folder."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter: NAME, NAME@vN, a folder, or none "
+                                                                  "(default: the most recently promoted adapter)."),
+    adapters: Path = typer.Option(DATA_DIR / "adapters", "--adapters", help="Adapter registry directory."),
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Load the model in bf16 instead of 4-bit."),
     top_k: int = typer.Option(5, "--top-k", help="Passages given to the model."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole answer as one JSON object."),
@@ -123,7 +125,7 @@ def ask(
     guardrails = (GuardrailConfig.from_dict(json.loads(DEFAULT_GUARDRAILS.read_text()))
                   if DEFAULT_GUARDRAILS.exists() else GuardrailConfig())
     engine = Engine(EngineConfig(index_dir=index, model=model, quantize=not no_quantize, adapter=adapter,
-                                 guardrails=guardrails))
+                                 adapters_dir=adapters, guardrails=guardrails))
     options = AnswerOptions(retrieval=RetrievalOptions(top_k=top_k))
     if as_json:
         typer.echo(json.dumps(engine.answer(question, who, options).to_dict(), ensure_ascii=False))
@@ -150,7 +152,7 @@ def ask(
     for flag in result.flags:
         typer.echo(f"  guardrail {flag['guard']}: {flag['action']} — {flag['detail']}", err=True)
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-    typer.echo(f"  ({timings})", err=True)
+    typer.echo(f"  ({result.model}{' + ' + result.adapter if result.adapter else ''}; {timings})", err=True)
 
 
 @users_cli.command("add")
@@ -191,6 +193,11 @@ def users_remove(name: str = typer.Argument(...),
     typer.echo(f"Removed {name}")
 
 
+from app.finetune_cli import adapters_cli, finetune_command  # noqa: E402
+
+cli.command("finetune")(finetune_command)
+cli.add_typer(adapters_cli, name="adapters")
+
 from eval.cli import eval_cli  # noqa: E402  (import-light: heavy imports happen inside its commands)
 
 cli.add_typer(eval_cli, name="eval")
@@ -198,14 +205,18 @@ cli.add_typer(eval_cli, name="eval")
 
 def main() -> None:
     from app.users import UserError
+    from finetune.adapters import AdapterError
+    from finetune.data import DataError
     from finetune.models import ModelLoadError
+    from finetune.train import TrainingError
     from ingest.acl import AclError
     from ingest.pipeline import IngestError
     from ingest.store import IndexError_
 
     try:
         cli()
-    except (IngestError, IndexError_, AclError, UserError, ModelLoadError) as exc:
+    except (IngestError, IndexError_, AclError, UserError, ModelLoadError, AdapterError, DataError,
+            TrainingError) as exc:
         if _debug:
             raise
         typer.echo(f"error: {exc}", err=True)

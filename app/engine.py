@@ -4,6 +4,7 @@ Everything that answers a question (the CLI, the web UI, the batch evaluation) g
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ class AnswerOptions:
     verification: VerifyOptions = field(default_factory=VerifyOptions)
     require_support: bool = True  # refuse when no sentence of the answer is supported by a passage
     disabled_guards: frozenset[str] = frozenset()  # guards the user switched off (only those the admin allows)
+    adapter: str | None = None  # this question only: NAME, NAME@vN, a folder or "none"; None = the engine's choice
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Answer:
     timings: dict[str, float]
     user: str = ""
     model: str = ""
+    adapter: str | None = None  # the LoRA adapter that wrote the answer (NAME@vN or folder), None = base model
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,7 +78,8 @@ class EngineConfig:
     index_dir: Path = Path("groundwork-data/index")
     model: str = "smollm2-135m-instruct"  # registry name, Hugging Face id or local folder
     quantize: bool = True  # 4-bit NF4 (bitsandbytes); False loads bf16
-    adapter: str | None = None  # LoRA adapter folder
+    adapter: str | None = None  # NAME, NAME@vN, folder or "none"; None = the most recently promoted adapter, if any
+    adapters_dir: Path = Path("groundwork-data/adapters")  # the adapter registry
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
 
 
@@ -89,16 +93,35 @@ class Engine:
         self.embedder = embedder or Embedder(self.reader.embedder)
         self.retriever = Retriever(self.reader, self.embedder)
         self.guardrails = Guardrails(config.guardrails)
-        self._generator = generator
+        self._fixed_generator = generator
+        self._generators: dict[str | None, Generator] = {}
+        self._generators_lock = threading.Lock()
 
     @property
     def generator(self) -> Generator:
-        if self._generator is None:
-            from finetune.models import get_model
+        """The generator for the engine's configured adapter (resolved now)."""
+        return self.generator_for(self.config.adapter)[0]
 
-            self._generator = TransformersGenerator(
-                get_model(self.config.model, quantize=self.config.quantize, adapter=self.config.adapter))
-        return self._generator
+    def generator_for(self, adapter: str | None) -> tuple[Generator, str | None]:
+        """The generator for an adapter reference, and the adapter's label.
+
+        The registry is read on every call (a few small files), so promoting or rolling back an adapter takes
+        effect on the next question without a restart; each adapter's model is loaded once and kept.
+        """
+        if self._fixed_generator is not None:
+            return self._fixed_generator, None
+        from finetune.adapters import AdapterRegistry, check_card_base
+        from finetune.models import get_model
+
+        folder, label = AdapterRegistry(self.config.adapters_dir).resolve(adapter)
+        key = str(folder) if folder is not None else None
+        with self._generators_lock:
+            if key not in self._generators:
+                loaded = get_model(self.config.model, quantize=self.config.quantize, adapter=folder)
+                if folder is not None:
+                    check_card_base(folder, loaded.base_sha256, self.config.model)
+                self._generators[key] = TransformersGenerator(loaded)
+            return self._generators[key], label
 
     def answer(self, question: str, user: User, options: AnswerOptions = AnswerOptions()) -> Answer:
         final = None
@@ -113,11 +136,13 @@ class Engine:
         timings: dict[str, float] = {}
         flags: list[dict] = []
 
+        adapter_label: str | None = None
+
         def finish(text: str, refused: bool, reason: str | None, citations=(), retrieved=()) -> Answer:
             timings["total"] = time.perf_counter() - started
             return Answer(question=question, answer=text, refused=refused, refusal_reason=reason,
                           citations=list(citations), retrieved=list(retrieved), flags=flags, timings=timings,
-                          user=user.name, model=self.config.model)
+                          user=user.name, model=self.config.model, adapter=adapter_label)
 
         disabled = options.disabled_guards
         checked = self.guardrails.check_question(question, disabled=disabled)
@@ -135,7 +160,8 @@ class Engine:
             yield finish(NOT_FOUND, True, "no relevant passages")
             return
 
-        generator = self.generator
+        generator, adapter_label = self.generator_for(
+            options.adapter if options.adapter is not None else self.config.adapter)
         shown = [PromptPassage(p.chunk.text, passage_label(p.chunk.source, p.chunk.heading, p.chunk.page))
                  for p in passages]
         shown = fit_passages(checked.text, shown, generator.count_tokens, generator.context_tokens,

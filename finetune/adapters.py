@@ -252,6 +252,14 @@ class AdapterRegistry:
             _write_json_atomically(self._dir(chosen.name) / STATE, state)
 
 
+def check_card_base(folder: Path, base_sha256: str | None, model_name: str) -> None:
+    """Refuse an adapter whose card records a different base-model file hash than the model loaded."""
+    trained_on = _read_card(folder).get("base", {}).get("sha256")
+    if trained_on and base_sha256 and trained_on != base_sha256:
+        raise AdapterError(f"adapter {folder} was trained on a different base model (sha256 {trained_on[:12]}...) "
+                           f"than {model_name!r} (sha256 {base_sha256[:12]}...)")
+
+
 def _read_card(folder: Path) -> dict:
     try:
         return json.loads((folder / CARD).read_text(encoding="utf-8"))

@@ -382,4 +382,5 @@ def train(loaded, train_examples: list[TrainingExample], validation_examples: li
         seconds=round(time.perf_counter() - started, 2), step_seconds_median=step_seconds[len(step_seconds) // 2],
         peak_memory_mb=round(peak_memory_mb(device), 1),
         trainable_parameters=sum(p.numel() for p in trainable),
-        total_parameters=sum(p.numel() for p in model.parameters()), device=device, resumed_from_step=resumed_from)
+        total_parameters=sum(p.numel() for p in model.parameters()), device=device, resumed_from_step=resumed_from,
+        extra={"quantized": bool(loaded.quantized), "step_seconds": progress["step_seconds"]})

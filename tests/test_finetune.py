@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -306,3 +307,82 @@ def test_export_merged_matches_base_plus_adapter(trained, tmp_path):
     assert (plain.out / "adapter_model.safetensors").is_file() and not plain.merged
     with pytest.raises(AdapterError, match="already exists"):
         export_adapter(version, tmp_path / "plain")
+
+
+# ------------------------------------------------------------------------------------------- engine and CLI
+def test_engine_answers_with_the_promoted_adapter_and_follows_a_rollback(trained, small_index, tiny_model, tmp_path,
+                                                                          _shared_embedder):
+    import shutil
+
+    from app.engine import AnswerOptions, Engine, EngineConfig
+    from app.generator import GenerationOptions
+    from app.users import User
+
+    root = tmp_path / "adapters"
+    shutil.copytree(trained, root)
+    registry = AdapterRegistry(root)
+    registry.promote("acme@v1")
+    registry.promote("acme@v2")
+    engine = Engine(EngineConfig(index_dir=small_index, model=str(tiny_model), adapters_dir=root),
+                    embedder=_shared_embedder)
+    alice = User("alice", "employee", ("everyone",))
+    options = AnswerOptions(generation=GenerationOptions(max_new_tokens=4))
+    question = "How long do I have to submit expenses?"
+    assert engine.answer(question, alice, options).adapter == "acme@v2"
+    registry.rollback("acme")  # no restart: the next question uses the previous version
+    assert engine.answer(question, alice, options).adapter == "acme@v1"
+    base = AnswerOptions(generation=GenerationOptions(max_new_tokens=4), adapter="none")
+    assert engine.answer(question, alice, base).adapter is None
+
+    card = registry.get("acme@v2").path / "card.json"
+    card.write_text(json.dumps({"base": {"sha256": "0" * 64}}))
+    fresh = Engine(EngineConfig(index_dir=small_index, model=str(tiny_model), adapters_dir=root),
+                   embedder=_shared_embedder)
+    with pytest.raises(AdapterError, match="trained on a different base model"):
+        fresh.answer(question, alice, AnswerOptions(adapter="acme@v2"))
+
+
+def test_cli_finetune_then_manage_adapters(tiny_model, small_index, tmp_path):
+    from test_cli import groundwork
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps({"id": f"c{i}", "question": "How long do I have to submit expenses?",
+                                        "answer": "Within 30 days of the purchase.", "gold_source": "expenses.md"})
+                            for i in range(8)) + "\n")
+    registry = str(tmp_path / "adapters")
+    common = ["--index", str(small_index), "--model", str(tiny_model), "--adapters", registry, "-q"]
+    for _ in range(2):
+        result = groundwork("finetune", "--name", "demo", "--data", str(qa), "--max-steps", "2", "--batch-size", "2",
+                            *common)
+        assert result.returncode == 0, result.stderr
+    assert "demo@v2" in result.stdout and "groundwork adapters promote demo@v2" in result.stdout
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return groundwork("adapters", *args, "--adapters", registry)
+
+    assert run("promote", "demo@v1").stdout.strip() == "Promoted demo@v1"
+    assert run("promote", "demo").stdout.strip() == "Promoted demo@v2"  # a bare name promotes the newest
+    listing = run("list").stdout
+    assert "* demo@v2 (promoted)" in listing and "  demo@v1;" in listing
+    assert json.loads(run("show", "demo").stdout)["version"] == "v2"
+    assert run("rollback", "demo").stdout.strip() == "Rolled back demo to demo@v1"
+    refused = run("remove", "demo@v1")
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "error: demo@v1 is promoted: promote another version or roll back first")
+    escaped = run("show", "../../etc")
+    assert escaped.returncode == 2 and escaped.stderr.startswith("error: invalid adapter name '../../etc'")
+    assert run("remove", "demo@v2").returncode == 0 and "demo@v2" not in run("list").stdout
+
+
+@pytest.mark.slow
+def test_qlora_on_the_packaged_model_learns_to_cite(tmp_path):
+    """The real base in 4-bit NF4: a few steps on two short grounded examples lower the loss on them."""
+    loaded = load_model("smollm2-135m-instruct", quantize=True)
+    assert loaded.quantized
+    examples = [e for e in _examples() if e.kind == "answer"][:2]
+    result = train(loaded, examples, examples, tmp_path,
+                   TrainOptions(max_steps=6, batch_size=2, learning_rate=1e-3, warmup_steps=1, save_every=6),
+                   show_progress=False)
+    assert result.validation_loss[-1][1] < 0.6 * result.validation_loss[0][1]
+    lora, _ = _lora_and_base(loaded.model)
+    assert len([k for k in lora if "lora_A" in k]) == 30 * 7  # every linear projection of the 30 layers
