@@ -236,6 +236,13 @@ class AdapterRegistry:
                                {"promoted": previous, "history": history, "promoted_at": time.time()})
         return self.get(f"{name}@{previous}")
 
+    def record_evaluation(self, ref: str, label: str, figures: dict) -> None:
+        """Add an evaluation's headline figures to a version's card (e.g. label "acme-qa/test")."""
+        chosen = self.get(ref)
+        card = dict(chosen.card)
+        card["evaluation"] = {**card.get("evaluation", {}), label: figures}
+        _write_json_atomically(chosen.path / CARD, card)
+
     def remove(self, ref: str) -> None:
         """Remove one version (NAME@vN); the promoted version cannot be removed."""
         if "@" not in ref:

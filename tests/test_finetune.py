@@ -156,6 +156,19 @@ def test_split_is_deterministic_and_the_test_split_never_trains(small_index, tmp
     assert version.card["base"]["sha256"] and version.card["data"]["files"][0]["sha256"]
 
 
+def test_questions_from_index_come_from_headings_of_readable_documents(small_index):
+    from finetune.data import questions_from_index
+    from ingest.reader import IndexReader
+
+    items = {item.question: item for item in questions_from_index(IndexReader(small_index))}
+    leave = items["How many days of leave do I get?"]  # a heading that is a question is asked as is
+    assert leave.answer.startswith("Employees get 27 days of annual leave per year")
+    assert leave.gold_source == "leave.md"
+    deadline = items["What does the Expense policy say about Deadline?"]
+    assert deadline.answer == "Expense claims must be submitted within 30 days of the purchase."
+    assert not any("salary" in q.lower() or "Bands" in q for q in items)  # hr-only document left out
+
+
 def test_load_qa_names_the_bad_line(tmp_path):
     from finetune.data import DataError
 
@@ -260,6 +273,9 @@ def test_promote_and_rollback(trained):
     with pytest.raises(AdapterError, match="is promoted"):
         registry.remove("acme@v1")
     assert registry.resolve("none") == (None, None)
+    registry.record_evaluation("acme@v1", "qa/test", {"grounded_accuracy": 0.5})
+    assert registry.get("acme@v1").card["evaluation"] == {"qa/test": {"grounded_accuracy": 0.5}}
+    assert registry.get("acme@v1").card["seed"] == 0  # the rest of the card is kept
 
 
 def test_registry_refuses_escaping_names_and_corrupt_weights(trained, tmp_path):
