@@ -1,0 +1,220 @@
+"""What the admin tab does, as plain functions of the services and the acting admin.
+
+Callers check the role first (admin.py does, on the server, for every event); these functions validate their
+input and raise AdminError with one line for the page.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from app.guardrails import GUARDS, BlockedTopic, GuardrailConfig
+from app.ui import library
+from app.ui.ingest_job import IngestBusy, JobState
+from app.ui.services import UiServices
+from app.users import ROLES, User, UserError
+from finetune.adapters import AdapterError
+from ingest.acl import AclError
+from ingest.store import IndexError_
+
+
+class AdminError(ValueError):
+    """An admin action that cannot be done; the message is one line for the page."""
+
+
+# --- documents and ingestion --------------------------------------------------------------------------------
+
+def ingest_paths(services: UiServices, folder: str = "") -> list[Path]:
+    """What "re-run ingestion" covers: every folder the index was built from, the upload folder, and `folder`."""
+    services.engine.reader.refresh()
+    paths = library.known_roots(services.engine.reader)
+    services.docs_dir.mkdir(parents=True, exist_ok=True)
+    paths.append(services.docs_dir.resolve())
+    if folder.strip():
+        extra = Path(folder.strip()).expanduser()
+        if not extra.is_absolute():
+            raise AdminError(f"{folder}: give the folder's full path on the server")
+        if not extra.exists():
+            raise AdminError(f"{extra}: no such file or folder on the server")
+        paths.append(extra.resolve())
+    unique: list[Path] = []
+    for path in paths:
+        if path not in unique:
+            unique.append(path)
+    return unique
+
+
+def start_ingest(services: UiServices, admin: User, folder: str = "", acl_file: Path | None = None) -> JobState:
+    try:
+        return services.runner.start(ingest_paths(services, folder), acl_file, admin.name)
+    except IngestBusy as exc:
+        raise AdminError(f"{exc}; wait for it to finish") from None
+
+
+def upload(services: UiServices, admin: User, files: list[str], subfolder: str) -> tuple[list[str], JobState]:
+    if not files:
+        raise AdminError("choose one or more files to upload first")
+    if services.runner.state().running:
+        raise AdminError("an ingestion is running; upload when it has finished")
+    try:
+        saved = library.save_uploads(files, services.docs_dir, subfolder)
+    except library.LibraryError as exc:
+        raise AdminError(str(exc)) from None
+    return saved, start_ingest(services, admin)
+
+
+def remove_document(services: UiServices, admin: User, path: str) -> str:
+    if not path:
+        raise AdminError("choose a document to remove")
+    try:
+        message = library.remove_document(services.index_dir, services.engine.reader.embedder, path,
+                                          services.docs_dir)
+    except (library.LibraryError, IndexError_) as exc:
+        raise AdminError(str(exc)) from None
+    services.engine.reader.refresh()
+    return message
+
+
+def acl_rules(services: UiServices) -> str:
+    return library.acl_text(services.index_dir)
+
+
+def save_acl(services: UiServices, admin: User, text: str) -> JobState:
+    """Validate and save the rules, then re-run ingestion so they apply (no re-embedding for unchanged files)."""
+    if services.runner.state().running:
+        raise AdminError("an ingestion is running; save the rules when it has finished")
+    try:
+        library.write_acl(services.acl_path, text)
+    except AclError as exc:
+        raise AdminError(str(exc)) from None
+    return start_ingest(services, admin, acl_file=services.acl_path)
+
+
+# --- users ------------------------------------------------------------------------------------------------
+
+def save_user(services: UiServices, admin: User, name: str, password: str, role: str, groups: str) -> str:
+    name, groups_list = (name or "").strip(), [g.strip() for g in (groups or "").split(",") if g.strip()]
+    if role not in ROLES:
+        raise AdminError(f"role must be one of {', '.join(ROLES)}")
+    existing = {u.name: u for u in services.users.list()}
+    if name == admin.name and role != "admin":
+        raise AdminError("you cannot take the admin role from yourself")
+    try:
+        if password:
+            user = services.users.add(name, password, role=role, groups=groups_list, replace=name in existing)
+        elif name in existing:
+            user = _update_user(services, name, role, groups_list)
+        else:
+            raise AdminError("a new user needs a password (8 characters or more)")
+    except UserError as exc:
+        raise AdminError(str(exc)) from None
+    verb = "Updated" if name in existing else "Added"
+    return f"{verb} {user.name} ({user.role}; groups: {', '.join(user.groups)})"
+
+
+def _update_user(services: UiServices, name: str, role: str, groups: list[str]) -> User:
+    """Change a user's role and groups, keeping their password hash (UserStore has no such call yet)."""
+    store = services.users
+    data = json.loads(store.path.read_text(encoding="utf-8"))
+    entry = data["users"][name]
+    entry["role"] = role
+    entry["groups"] = sorted({"everyone", *groups})
+    fd, temporary = tempfile.mkstemp(dir=store.path.parent, prefix=".users-")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, store.path)
+    return store.get(name)
+
+
+def remove_user(services: UiServices, admin: User, name: str) -> str:
+    if not name:
+        raise AdminError("choose a user to remove")
+    if name == admin.name:
+        raise AdminError("you cannot remove yourself")
+    try:
+        services.users.remove(name)
+    except UserError as exc:
+        raise AdminError(str(exc)) from None
+    return f"Removed {name}"
+
+
+# --- adapters ---------------------------------------------------------------------------------------------
+
+def adapter_rows(services: UiServices) -> list[list]:
+    rows = []
+    for name in services.registry.names():
+        for version in services.registry.versions(name):
+            card = version.card
+            training = card.get("training", {})
+            validation = training.get("validation_loss") or []
+            examples = card.get("data", {}).get("examples", {}).get("train", {}) or {}
+            rows.append([name, version.version, "✓ promoted" if version.promoted else "",
+                         card.get("created_at", ""), card.get("base", {}).get("model", ""),
+                         sum(examples.values()) if isinstance(examples, dict) else "",
+                         round(validation[-1][1], 3) if validation else ""])
+    return rows
+
+
+def promote(services: UiServices, admin: User, ref: str) -> str:
+    if not ref:
+        raise AdminError("choose a version to promote")
+    try:
+        version = services.registry.promote(ref)
+    except AdapterError as exc:
+        raise AdminError(str(exc)) from None
+    return f"Promoted {version.ref}: answers use it from the next question on"
+
+
+def rollback(services: UiServices, admin: User, name: str) -> str:
+    if not name:
+        raise AdminError("choose an adapter to roll back")
+    try:
+        version = services.registry.rollback(name)
+    except AdapterError as exc:
+        raise AdminError(str(exc)) from None
+    return f"Rolled {name} back to {version.ref}"
+
+
+# --- guardrails -------------------------------------------------------------------------------------------
+
+def topics_text(config: GuardrailConfig) -> str:
+    return "\n".join(f"{t.name}: {', '.join(t.keywords)}" for t in config.blocked_topics)
+
+
+def parse_topics(text: str) -> list[BlockedTopic]:
+    """One topic per line: `name: keyword, keyword` (a line without ':' is its own single keyword)."""
+    topics = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, words = line.partition(":")
+        keywords = [w.strip() for w in (words if words.strip() else name).split(",") if w.strip()]
+        try:
+            topics.append(BlockedTopic(name=name.strip(), keywords=keywords))
+        except ValueError as exc:
+            raise AdminError(f"blocked topics, line {number}: {exc}") from None
+    return topics
+
+
+def save_guardrails(services: UiServices, admin: User, pii: bool, injection: bool, max_chars: float | int | None,
+                    may_disable: list[str], topics: str, allowlist: str) -> GuardrailConfig:
+    try:
+        config = GuardrailConfig(
+            pii=bool(pii), injection=bool(injection), blocked_topics=parse_topics(topics),
+            max_question_chars=int(max_chars or 0), user_may_disable={g for g in may_disable or [] if g in GUARDS},
+            pii_allowlist=[line.strip() for line in (allowlist or "").splitlines() if line.strip()])
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+    services.guardrails.save(config)
+    return services.sync_guardrails()
+
+
+def now() -> str:
+    return time.strftime("%H:%M:%S")

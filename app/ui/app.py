@@ -1,0 +1,157 @@
+"""The Gradio app: login, the chat tab for everyone, the admin tab for admins; and `groundwork serve`."""
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import gradio as gr
+
+from app.engine import Engine, EngineConfig
+from app.ui.admin import build_admin_tab
+from app.ui.auth import current_user, make_auth
+from app.ui.chat import build_chat_tab, on_load
+from app.ui.library import ensure_index
+from app.ui.services import UiServices
+from app.ui.settings import GuardrailsFile
+from app.ui.theme import CSS, HEADER, theme
+from app.users import UserStore
+from finetune.adapters import AdapterRegistry
+from ingest.embedding import DEFAULT_EMBEDDER, Embedder
+from ingest.reader import IndexReader
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 64  # events waiting at most; more get "queue full" instead of an ever-longer wait
+MAX_THREADS = 40  # Gradio's worker threads (handlers run in them; generation itself is serialized per model)
+LOGIN_MESSAGE = "Sign in with your Groundwork account. Answers only use the documents your groups may read."
+
+
+class LockedEmbedder(Embedder):
+    """The chat's embedder: one encode at a time.
+
+    Hugging Face fast tokenizers are not safe to call from several threads at once ("Already borrowed"); a query
+    embedding takes milliseconds, so serializing it costs nothing. Ingestion uses its own instance.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._encode_lock = threading.Lock()
+
+    def encode(self, texts):
+        with self._encode_lock:
+            return super().encode(texts)
+
+
+def make_services(engine: Engine, users_file: Path, guardrails_file: Path, adapters_dir: Path, docs_dir: Path,
+                  acl_path: Path, embedder_factory: Callable[[], Embedder] | None = None) -> UiServices:
+    """Services for build_app around an existing engine (tests inject one with a scripted generator)."""
+    return UiServices(engine=engine, users=UserStore(users_file), guardrails=GuardrailsFile(guardrails_file),
+                      registry=AdapterRegistry(adapters_dir), index_dir=engine.config.index_dir, docs_dir=docs_dir,
+                      acl_path=acl_path,
+                      embedder_factory=embedder_factory or (lambda: Embedder(engine.reader.embedder)))
+
+
+def who(services: UiServices, request: gr.Request) -> str:
+    user = current_user(services.users, request)
+    groups = ", ".join(user.groups)
+    return HEADER.format(who=f'Signed in as <b id="gw-username">{html.escape(user.name)}</b>'
+                             f'<span class="gw-role" id="gw-role">{html.escape(user.role)}</span><br>'
+                             f'Groups: {html.escape(groups)}<a href="/logout" id="gw-logout">Log out</a>')
+
+
+def build_app(services: UiServices) -> gr.Blocks:
+    """The Blocks for one server process; launch with launch_app()."""
+    with gr.Blocks(title="Groundwork", analytics_enabled=False, fill_width=False) as app:
+        header = gr.HTML(HEADER.format(who=""), padding=False)
+        with gr.Tabs(elem_id="gw-tabs"):
+            with gr.Tab("Chat", id="chat", elem_id="gw-tab-chat"):
+                chat = build_chat_tab(services)
+            with gr.Tab("Admin", id="admin", visible=False, elem_id="gw-tab-admin") as admin_tab:
+                admin = build_admin_tab(services)
+
+        def page_load(request: gr.Request):
+            user = current_user(services.users, request)
+            return (who(services, request), *on_load(services, request), gr.update(visible=user.is_admin))
+
+        app.load(page_load, None, [header, chat.guards, chat.switches, chat.adapter, admin_tab],
+                 api_name=False).then(admin.load, None, admin.load_outputs, api_name=False)
+    app.queue(default_concurrency_limit=4, max_size=QUEUE_SIZE)
+    return app
+
+
+def launch_app(app: gr.Blocks, services: UiServices, host: str = "127.0.0.1", port: int = 7860,
+               block: bool = True, quiet: bool = False) -> str:
+    """Start the server; return its URL (with block=False the server runs in a background thread)."""
+    app.launch(server_name=host, server_port=port, auth=make_auth(services.users), auth_message=LOGIN_MESSAGE,
+               theme=theme(), css=CSS, share=False, show_error=True, prevent_thread_lock=True, quiet=quiet,
+               max_threads=MAX_THREADS, max_file_size="50mb", ssr_mode=False, footer_links=[], pwa=False,
+               mcp_server=False, enable_monitoring=False)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{app.server_port}/"
+    if block:
+        try:
+            app.block_thread()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            app.close()
+    return url
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `groundwork serve` serves."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    index_dir: Path = Path("groundwork-data/index")
+    users_file: Path = Path("groundwork-data/users.json")
+    guardrails_file: Path = Path("groundwork-data/guardrails.json")
+    adapters_dir: Path = Path("groundwork-data/adapters")
+    docs_dir: Path = Path("groundwork-data/documents")  # uploads from the admin tab
+    acl_file: Path = Path("groundwork-data/acl.toml")  # ACL rules saved from the admin tab
+    model: str = "smollm2-135m-instruct"
+    quantize: bool = True
+    torch_threads: int = 1  # per generation; 1 leaves the other core to a second user or an ingestion
+    warm_up: bool = True  # load the model before the first question
+
+
+def serve(options: ServeOptions, on_ready: Callable[[str], None] | None = None) -> None:
+    """Build the engine, start the server and block until Ctrl-C."""
+    import torch
+
+    torch.set_num_threads(max(1, options.torch_threads))
+    ensure_index(options.index_dir, DEFAULT_EMBEDDER)
+    guardrails = GuardrailsFile(options.guardrails_file)
+    reader = IndexReader(options.index_dir)
+    embedder_name = reader.embedder
+    reader.close()
+    engine = Engine(EngineConfig(index_dir=options.index_dir, model=options.model, quantize=options.quantize,
+                                 adapters_dir=options.adapters_dir, guardrails=guardrails.load()),
+                    embedder=LockedEmbedder(embedder_name))
+    services = make_services(engine, options.users_file, options.guardrails_file, options.adapters_dir,
+                             options.docs_dir, options.acl_file)
+    if options.warm_up:
+        threading.Thread(target=_warm_up, args=(engine,), daemon=True, name="warm-up").start()
+    app = build_app(services)
+    url = launch_app(app, services, options.host, options.port, block=False, quiet=True)
+    if on_ready is not None:
+        on_ready(url)
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+
+
+def _warm_up(engine: Engine) -> None:
+    """Load the embedder and the model (with the default adapter) so the first question does not wait for them."""
+    try:
+        engine.embedder.encode(["warm up"])
+        engine.generator_for(engine.config.adapter)
+    except Exception as exc:  # reported again, to the user, on the first question that needs the model
+        log.warning("warm-up failed: %s", exc)

@@ -1,0 +1,178 @@
+"""HTML for the chat: answers with clickable [n] citations, the sources panel, guardrail flags, refusals.
+
+Everything that comes from a question, a model or a document is escaped here; the only markup in the page is
+what these functions write. Markdown link and image syntax is neutralised too (the chatbot renders Markdown),
+so a document that smuggles `[click](javascript:...)` into an answer shows it as plain text.
+"""
+from __future__ import annotations
+
+import html
+import re
+
+from app.engine import Answer, Citation
+from app.guardrails import GUARDS
+
+GUARD_NAMES = {
+    "pii": "Personal data",
+    "injection": "Prompt injection",
+    "blocked_topic": "Blocked topic",
+    "length": "Length limit",
+    "citations": "Citation check",
+}
+STAGE_WORDS = {"question": "in your question", "passage": "in a document passage", "answer": "in the answer"}
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+_PLACEHOLDER = re.compile("\x00(\\d{1,3})\x01")
+QUOTE_CHARS = 900  # longest quotation shown in a citation's pop-over
+
+
+def text(value: str) -> str:
+    """Escape text for the page: HTML, plus the characters Markdown would turn into links, images or code."""
+    escaped = html.escape(value, quote=True)
+    return (escaped.replace("[", "&#91;").replace("]", "&#93;").replace("`", "&#96;")
+            .replace("*", "&#42;").replace("_", "&#95;").replace("\n", "<br>"))
+
+
+def location(page: int | None, heading: str | None) -> str:
+    if page:
+        return f"page {page}"
+    return heading.replace(" > ", " › ") if heading else ""
+
+
+def _quote(passage: str) -> str:
+    passage = " ".join(passage.split())
+    return passage if len(passage) <= QUOTE_CHARS else passage[:QUOTE_CHARS].rsplit(" ", 1)[0] + " …"
+
+
+def citation_marker(citation: Citation) -> str:
+    """[n] that reveals the quoted passage, its document and page or heading when clicked (or focused)."""
+    where = location(citation.page, citation.heading)
+    return (f'<span class="gw-cite" tabindex="0" role="button" data-n="{citation.n}" '
+            f'aria-label="Source {citation.n}: {html.escape(citation.source)}">'
+            f'<span class="gw-cite-n">{citation.n}</span>'
+            f'<span class="gw-pop" role="tooltip">'
+            f'<span class="gw-pop-doc">{text(citation.source)}</span>'
+            + (f'<span class="gw-pop-loc">{text(where)}</span>' if where else "")
+            + f'<span class="gw-pop-quote">{text(_quote(citation.text))}</span></span></span>')
+
+
+def streaming(partial: str) -> str:
+    """The answer as it is being written: plain escaped text, [n] shown as badges, and a cursor."""
+    body = _PLACEHOLDER.sub(lambda m: f'<span class="gw-cite-n gw-pending">{m.group(1)}</span>',
+                            text(_unmark(partial)))
+    return f'<div class="gw-answer gw-streaming">{body}<span class="gw-cursor"></span></div>'
+
+
+def _unmark(value: str) -> str:
+    """[n] -> a placeholder that survives text() (which escapes brackets)."""
+    return _MARKER.sub(lambda m: f"\x00{m.group(1)}\x01", value.replace("\x00", "").replace("\x01", ""))
+
+
+def thinking(note: str = "Searching your documents…") -> str:
+    return f'<div class="gw-answer gw-thinking"><span class="gw-dots"><i></i><i></i><i></i></span>{text(note)}</div>'
+
+
+def answer(result: Answer) -> str:
+    """The final answer: verified text with citation pop-overs, or a refusal state; then flags and a footer."""
+    if result.refused:
+        body = _refusal(result)
+    else:
+        by_n = {c.n: c for c in result.citations}
+        escaped = text(_unmark(result.answer))
+
+        def marker(match: re.Match) -> str:
+            citation = by_n.get(int(match.group(1)))
+            return citation_marker(citation) if citation else ""
+
+        escaped = _PLACEHOLDER.sub(marker, escaped)
+        body = f'<div class="gw-answer">{escaped}</div>'
+    return body + flags(result.flags) + footer(result)
+
+
+def _refusal(result: Answer) -> str:
+    if result.refusal_reason == "guardrail":
+        return ('<div class="gw-state gw-blocked"><div class="gw-state-title">Blocked by a guardrail</div>'
+                f'<div>{text(result.answer)}</div></div>')
+    reasons = {
+        "no relevant passages": "No passage you can access is close enough to the question.",
+        "model found no answer in the passages": "The passages found do not hold the answer.",
+        "answer not supported by the passages": "The draft answer was withdrawn: no passage supports it.",
+    }
+    why = reasons.get(result.refusal_reason or "", result.refusal_reason or "")
+    return ('<div class="gw-state gw-notfound"><div class="gw-state-title">Not in the documents</div>'
+            '<div>I could not find this in the documents you can access.</div>'
+            + (f'<div class="gw-state-why">{text(why)}</div>' if why else "") + "</div>")
+
+
+def flags(events: list[dict]) -> str:
+    """One line per thing a guardrail did to this exchange: what, where and why."""
+    if not events:
+        return ""
+    items = []
+    for event in events:
+        guard = GUARD_NAMES.get(event.get("guard", ""), event.get("guard", "guardrail"))
+        where = STAGE_WORDS.get(event.get("stage", ""), event.get("stage", ""))
+        if event.get("source"):
+            where += f" ({event['source']})"
+        action = event.get("action", "")
+        items.append(f'<li class="gw-flag gw-flag-{html.escape(action)}" data-guard="{html.escape(event.get("guard", ""))}">'
+                     f'<b>{text(guard)}</b> · {text(action)} {text(where)} — {text(event.get("detail", ""))}</li>')
+    return f'<ul class="gw-flags" aria-label="Guardrails applied">{"".join(items)}</ul>'
+
+
+def footer(result: Answer) -> str:
+    model = result.model + (f" + {result.adapter}" if result.adapter else "")
+    timing = []
+    if "first_token" in result.timings:
+        timing.append(f"first token {result.timings['first_token']:.1f} s")
+    if "total" in result.timings:
+        timing.append(f"{result.timings['total']:.1f} s")
+    return f'<div class="gw-meta">{text(" · ".join([model, *timing]))}</div>'
+
+
+def sources(result: Answer | None) -> str:
+    """The sources panel: only the passages the answer cites, in citation order."""
+    if result is None:
+        return ('<div class="gw-sources-empty">Sources of the latest answer appear here: only the passages it '
+                'cites, with their document and page or heading.</div>')
+    if not result.citations:
+        note = ("The latest answer cites no passage." if not result.refused
+                else "No sources: the latest question was not answered from the documents.")
+        return f'<div class="gw-sources-empty">{note}</div>'
+    cards = []
+    for c in result.citations:
+        where = location(c.page, c.heading)
+        cards.append(
+            f'<div class="gw-source" id="gw-src-{c.n}" data-source="{html.escape(c.source)}">'
+            f'<div class="gw-source-head"><span class="gw-cite-n">{c.n}</span>'
+            f'<span class="gw-source-doc">{text(c.source)}</span></div>'
+            + (f'<div class="gw-source-loc">{text(where)}</div>' if where else "")
+            + f'<blockquote>{text(_quote(c.text))}</blockquote>'
+            f'<div class="gw-source-score">relevance {c.score:.2f}</div></div>')
+    return f'<div class="gw-sources">{"".join(cards)}</div>'
+
+
+def user_message(question: str) -> str:
+    return text(question)
+
+
+def guard_summary(on: list[str], switchable: list[str], topics: list[str], max_chars: int) -> str:
+    """Which filters apply to the conversation (the user's own switches are below this)."""
+    rows = []
+    for name, description in GUARDS.items():
+        state = "on" if name in on else "off"
+        extra = ""
+        if name == "blocked_topic" and topics:
+            extra = f" ({', '.join(topics)})"
+        if name == "length" and max_chars:
+            extra = f" (up to {max_chars} characters)"
+        mine = " · you may switch it off" if name in switchable else ""
+        rows.append(f'<li class="gw-guard gw-guard-{state}" data-guard="{name}"><b>{text(GUARD_NAMES[name])}</b> '
+                    f'<span class="gw-guard-state">{state}</span>{text(extra)}{text(mine)}'
+                    f'<div class="gw-guard-desc">{text(description)}</div></li>')
+    return f'<ul class="gw-guards">{"".join(rows)}</ul>'
+
+
+def failure(message: str) -> str:
+    return ('<div class="gw-state gw-error"><div class="gw-state-title">Something went wrong</div>'
+            f'<div>{text(message)}</div><div class="gw-state-why">Try again; if it persists, tell your '
+            'administrator.</div></div>')

@@ -1,0 +1,62 @@
+"""What the web UI works with, shared by every session of one server process."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from app.engine import Engine
+from app.guardrails import GuardrailConfig, Guardrails
+from app.ui.ingest_job import IngestRunner
+from app.ui.settings import GuardrailsFile
+from app.users import UserStore
+from finetune.adapters import AdapterRegistry, AdapterVersion
+from ingest.embedding import Embedder
+
+BASE_MODEL = "none"  # the adapter choice that means "the base model, no adapter"
+
+
+@dataclass
+class UiServices:
+    """One engine (one model per adapter, loaded once) and the files the admin tab manages."""
+
+    engine: Engine
+    users: UserStore
+    guardrails: GuardrailsFile
+    registry: AdapterRegistry
+    index_dir: Path
+    docs_dir: Path  # uploads are saved here (and ingested from here)
+    acl_path: Path  # where ACL rules edited in the admin tab are saved before they are applied
+    embedder_factory: Callable[[], Embedder]  # the ingestion's own embedder
+    runner: IngestRunner = field(init=False)
+    _applied: GuardrailConfig | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.runner = IngestRunner(self.index_dir, self.embedder_factory)
+        self.sync_guardrails()
+
+    def sync_guardrails(self) -> GuardrailConfig:
+        """The guardrail settings now; the engine gets new Guardrails when the file changed (admin tab or CLI)."""
+        config = self.guardrails.load()
+        with self._lock:
+            if config is not self._applied:
+                self.engine.guardrails = Guardrails(config)  # Guardrails is immutable: swapping it is atomic
+                self._applied = config
+        return config
+
+    def promoted_adapters(self) -> list[AdapterVersion]:
+        try:
+            return self.registry.promoted()
+        except Exception:  # a damaged registry must not take the chat down; the admin tab shows the error
+            return []
+
+    def adapter_choices(self) -> tuple[list[tuple[str, str]], str | None]:
+        """(label, value) choices for the chat's adapter picker and the default value.
+
+        Values are adapter names (they follow promotions and rollbacks) or BASE_MODEL.
+        """
+        promoted = self.promoted_adapters()
+        choices = [(f"{v.name} ({v.version})", v.name) for v in promoted] + [("Base model (no adapter)", BASE_MODEL)]
+        return choices, (promoted[0].name if promoted else BASE_MODEL)
