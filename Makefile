@@ -1,5 +1,6 @@
 # Two commands do everything: `make demo` and `make test`.
 PYTHON ?= python3
+SHELL  := /bin/bash
 VENV   := .venv
 PY     := $(VENV)/bin/python
 GW     := $(VENV)/bin/groundwork
@@ -24,9 +25,26 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Demo accounts (demo only: change or remove them before real use). name:groups:role:password
+DEMO_USERS := alice:everyone:employee:alice-demo hannah:hr:employee:hannah-demo \
+              frank:finance:employee:frank-demo admin:everyone:admin:admin-demo
+DEMO_PORT ?= 7860
+
 demo: install
 	$(GW) ingest examples/acme/docs --acl examples/acme/acl.toml --index $(DEMO_INDEX)
 	$(GW) index stats --index $(DEMO_INDEX)
+	@for entry in $(DEMO_USERS); do \
+	  IFS=: read -r name groups role password <<< "$$entry"; \
+	  $(GW) users list | grep -q "^$$name " || \
+	    $(GW) users add "$$name" --groups "$$groups" --role "$$role" --password "$$password"; \
+	done
+	@echo ""
+	@echo "Demo logins (demo only):"
+	@for entry in $(DEMO_USERS); do \
+	  IFS=: read -r name groups role password <<< "$$entry"; \
+	  printf "  %-8s password %-12s %s (groups: %s)\n" "$$name" "$$password" "$$role" "$$groups"; \
+	done
+	$(GW) serve --index $(DEMO_INDEX) --port $(DEMO_PORT)
 
 test: install
 	$(PY) -m pytest -q

@@ -193,6 +193,32 @@ def users_remove(name: str = typer.Argument(...),
     typer.echo(f"Removed {name}")
 
 
+@cli.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(7860, "--port", help="Port to listen on."),
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", help="Index directory (created empty if missing)."),
+    users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file (add users with `groundwork users add`)."),
+    adapters: Path = typer.Option(DATA_DIR / "adapters", "--adapters", help="Adapter registry directory."),
+    uploads: Path = typer.Option(DATA_DIR / "documents", "--uploads", help="Where documents uploaded by admins go."),
+    model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model name, HF id or folder."),
+    no_quantize: bool = typer.Option(False, "--no-quantize", help="Load the model in bf16 instead of 4-bit."),
+    threads: int = typer.Option(1, "--threads", help="Torch threads per answer (1 suits a small shared CPU)."),
+) -> None:
+    """Start the web app: employees chat, admins manage documents, users, adapters and guardrails."""
+    from app.ui import ServeOptions, serve as run_server
+    from app.users import UserStore
+
+    if not UserStore(users_file).list():
+        typer.echo(f"warning: no users in {users_file}: nobody can log in. Add one with "
+                   f"`groundwork users add NAME --role admin`.", err=True)
+    options = ServeOptions(host=host, port=port, index_dir=index, users_file=users_file,
+                           guardrails_file=DEFAULT_GUARDRAILS, adapters_dir=adapters, docs_dir=uploads,
+                           acl_file=DATA_DIR / "acl.toml", model=model, quantize=not no_quantize,
+                           torch_threads=threads)
+    run_server(options, on_ready=lambda url: typer.echo(f"Groundwork is running at {url}  (Ctrl-C to stop)"))
+
+
 from app.finetune_cli import adapters_cli, finetune_command  # noqa: E402
 
 cli.command("finetune")(finetune_command)

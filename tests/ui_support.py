@@ -95,7 +95,7 @@ class UiSite:
         self.app.close()
 
 
-def build_site(root: Path, embedder, generator=None, with_adapters: bool = False) -> UiSite:
+def build_site(root: Path, embedder, generator=None, with_adapters: bool = False, embedder_factory=Embedder) -> UiSite:
     """Corpus → index (hr/confidential readable by hr only) → users → guardrails → a server on a free port."""
     from app.ui import LockedEmbedder, build_app, launch_app, make_services
 
@@ -123,7 +123,7 @@ def build_site(root: Path, embedder, generator=None, with_adapters: bool = False
     engine = Engine(EngineConfig(index_dir=index, adapters_dir=adapters, guardrails=config), embedder=chat_embedder,
                     generator=generator)
     services = make_services(engine, root / "users.json", guardrails_file, adapters, root / "uploads",
-                             root / "acl-edited.toml", embedder_factory=Embedder)
+                             root / "acl-edited.toml", embedder_factory=embedder_factory)
     app = build_app(services)
     url = launch_app(app, services, port=free_port(), block=False, quiet=True)
     return UiSite(url=url, root=root, docs=docs, uploads=root / "uploads", index=index, users_file=root / "users.json",

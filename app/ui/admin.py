@@ -66,7 +66,8 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         documents = gr.Dataframe(headers=view.DOCUMENT_COLUMNS, interactive=False, wrap=True, max_height=360,
                                  elem_id="gw-documents")
         with gr.Row(equal_height=True):
-            doc_choice = gr.Dropdown(label="Document", choices=[], scale=4, elem_id="gw-remove-choice")
+            doc_choice = gr.Dropdown(label="Document", choices=[], scale=4, elem_id="gw-remove-choice",
+                                     allow_custom_value=True)  # checked on the server
             remove = gr.Button("Remove from index", variant="stop", scale=1, elem_id="gw-remove")
         doc_message = gr.Markdown("")
 
@@ -150,8 +151,7 @@ def build_admin_tab(services: UiServices) -> AdminTab:
             actions.save_acl(services, admin, text or "")
         except AdminError as exc:
             raise _fail(exc) from None
-        for values in watch(0):
-            yield (values[0], *values[1:])
+        yield from watch(0)
 
     listen(save_acl.click, apply_acl, [acl], [acl_status, *overview_outputs], "admin_save_acl")
 
@@ -168,7 +168,8 @@ def build_admin_tab(services: UiServices) -> AdminTab:
                                      placeholder="hr, finance", elem_id="gw-user-groups")
         save_user = gr.Button("Save user", variant="primary", elem_id="gw-save-user")
         with gr.Row(equal_height=True):
-            user_choice = gr.Dropdown(label="User", choices=[], scale=4, elem_id="gw-remove-user-choice")
+            user_choice = gr.Dropdown(label="User", choices=[], scale=4, elem_id="gw-remove-user-choice",
+                                      allow_custom_value=True)
             remove_user = gr.Button("Remove user", variant="stop", scale=1, elem_id="gw-remove-user")
         user_message = gr.Markdown("")
 
@@ -211,9 +212,11 @@ def build_admin_tab(services: UiServices) -> AdminTab:
                                                "Training examples", "Validation loss"], interactive=False,
                                       elem_id="gw-adapters")
         with gr.Row(equal_height=True):
-            promote_choice = gr.Dropdown(label="Version", choices=[], scale=3, elem_id="gw-promote-choice")
+            promote_choice = gr.Dropdown(label="Version", choices=[], scale=3, elem_id="gw-promote-choice",
+                                         allow_custom_value=True)
             promote = gr.Button("Promote", variant="primary", scale=1, elem_id="gw-promote")
-            rollback_choice = gr.Dropdown(label="Adapter", choices=[], scale=3, elem_id="gw-rollback-choice")
+            rollback_choice = gr.Dropdown(label="Adapter", choices=[], scale=3, elem_id="gw-rollback-choice",
+                                          allow_custom_value=True)
             rollback = gr.Button("Roll back", scale=1, elem_id="gw-rollback")
         adapter_message = gr.Markdown("")
 

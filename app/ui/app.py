@@ -134,10 +134,10 @@ def serve(options: ServeOptions, on_ready: Callable[[str], None] | None = None) 
                     embedder=LockedEmbedder(embedder_name))
     services = make_services(engine, options.users_file, options.guardrails_file, options.adapters_dir,
                              options.docs_dir, options.acl_file)
-    if options.warm_up:
-        threading.Thread(target=_warm_up, args=(engine,), daemon=True, name="warm-up").start()
     app = build_app(services)
     url = launch_app(app, services, options.host, options.port, block=False, quiet=True)
+    if options.warm_up:  # the page is already served; the first question should not wait for the model
+        _warm_up(engine)
     if on_ready is not None:
         on_ready(url)
     try:

@@ -55,8 +55,7 @@ def respond(services: UiServices, message: str, history: list[dict], switches: l
     if not question:
         yield history, history, gr.update(), gr.update(), gr.update()
         return
-    allowed = switchable_guards(services)
-    disabled = frozenset(g for g in allowed if switches is not None and g not in switches)
+    disabled = frozenset(g for g in switchable_guards(services) if g in (switches or []))  # others: ignored
     names = {value for _, value in services.adapter_choices()[0]}
     chosen = adapter if adapter in names else None  # anything else (stale or forged): the engine's default
     options = AnswerOptions(disabled_guards=disabled, adapter=chosen)
@@ -90,7 +89,7 @@ def on_load(services: UiServices, request: gr.Request):
     choices = [(render.GUARD_NAMES[g], g) for g in allowed]
     adapters, default = services.adapter_choices()
     return (guard_panel(services),
-            gr.update(choices=choices, value=allowed, visible=bool(allowed)),
+            gr.update(choices=choices, value=[], visible=bool(allowed)),
             gr.update(choices=adapters, value=default, visible=len(adapters) > 2))
 
 
@@ -109,14 +108,16 @@ def build_chat_tab(services: UiServices) -> ChatTab:
             with gr.Row():
                 clear = gr.Button("New conversation", size="sm", variant="secondary", elem_id="gw-clear")
                 adapter = gr.Dropdown(label="Model adapter", choices=[], visible=False, elem_id="gw-adapter",
-                                      interactive=True, scale=2)
+                                      interactive=True, scale=2, allow_custom_value=True)  # checked in respond()
         with gr.Column(scale=5, min_width=320):
             gr.HTML('<div class="gw-panel-title">Sources</div>', padding=False)
             sources = gr.HTML(render.sources(None), elem_id="gw-sources", padding=False)
             with gr.Accordion("Filters on this conversation", open=True, elem_id="gw-filters"):
                 guards = gr.HTML("", elem_id="gw-guards", padding=False)
-                switches = gr.CheckboxGroup(label="Filters you may switch off (checked = on)", choices=[],
-                                            visible=False, elem_id="gw-switches", interactive=True)
+                switches = gr.CheckboxGroup(label="Switch off for me", choices=[], value=[], visible=False,
+                                            elem_id="gw-switches", interactive=True,
+                                            info="Your administrator lets you turn these filters off for your own "
+                                                 "questions.")
     tab = ChatTab(chatbot, question, send, clear, sources, guards, switches, adapter, history)
 
     def ask(message, conversation, switched, chosen, request: gr.Request):
@@ -137,8 +138,7 @@ def build_chat_tab(services: UiServices) -> ChatTab:
 
     def switches_changed(switched, request: gr.Request):
         current_user(services.users, request)
-        allowed = switchable_guards(services)
-        return guard_panel(services, frozenset(g for g in allowed if g not in (switched or [])))
+        return guard_panel(services, frozenset(g for g in switchable_guards(services) if g in (switched or [])))
 
     switches.change(switches_changed, [switches], [guards], api_name=False)
     return tab

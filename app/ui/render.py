@@ -114,9 +114,14 @@ def flags(events: list[dict]) -> str:
         if event.get("source"):
             where += f" ({event['source']})"
         action = event.get("action", "")
-        items.append(f'<li class="gw-flag gw-flag-{html.escape(action)}" data-guard="{html.escape(event.get("guard", ""))}">'
-                     f'<b>{text(guard)}</b> · {text(action)} {text(where)} — {text(event.get("detail", ""))}</li>')
+        classes = f"gw-flag gw-flag-{_slug(action)} gw-guard-is-{_slug(event.get('guard', ''))}"
+        items.append(f'<li class="{classes}"><b>{text(guard)}</b> · {text(action)} {text(where)} — '
+                     f'{text(event.get("detail", ""))}</li>')
     return f'<ul class="gw-flags" aria-label="Guardrails applied">{"".join(items)}</ul>'
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^a-z0-9_-]", "", value.lower())
 
 
 def footer(result: Answer) -> str:
