@@ -204,29 +204,35 @@ def login(page, url: str, user: str, password: str | None = None, timeout: float
     return time.perf_counter() - started
 
 
+_POLL = """() => {
+  const streaming = document.querySelectorAll('#gw-chat .gw-streaming');
+  return {partial: streaming.length ? streaming[streaming.length - 1].innerText : null,
+          finals: document.querySelectorAll('#gw-chat .gw-meta').length};
+}"""
+
+
 def ask(page, question: str, timeout: float = 120_000) -> dict:
     """Type a question, send it, and follow the answer: when its first words appeared, when it was final."""
-    bubbles = page.locator("#gw-chat [data-testid=bot]")
-    finals = page.locator("#gw-chat .gw-meta")  # the footer every final answer ends with
-    before = finals.count()
+    before = page.evaluate(_POLL)["finals"]  # every final answer ends with a .gw-meta footer
     page.locator("#gw-question textarea").fill(question)
     started = time.perf_counter()
     page.locator("#gw-send").click()
     first_token = None
-    partial_seen = []
+    partials: list[str] = []
     deadline = time.monotonic() + timeout / 1000
     while time.monotonic() < deadline:
-        streaming = page.locator("#gw-chat .gw-streaming")
-        if first_token is None and streaming.count():
-            first_token = time.perf_counter() - started
-        if streaming.count():
-            partial_seen.append(streaming.last.inner_text())
-        if finals.count() > before:
+        state = page.evaluate(_POLL)  # one snapshot: no waiting on elements that streaming replaces
+        if state["partial"] is not None:
+            if first_token is None and state["partial"].strip():
+                first_token = time.perf_counter() - started
+            partials.append(state["partial"])
+        if state["finals"] > before:
             break
-        time.sleep(0.05)
+        time.sleep(0.03)
     else:
         raise AssertionError(f"no final answer to {question!r} within {timeout / 1000:.0f} s")
     total = time.perf_counter() - started
-    last = bubbles.last
+    last = page.locator("#gw-chat [data-testid=bot]").last
     return {"first_token": first_token if first_token is not None else total, "total": total,
-            "partials": partial_seen, "html": last.inner_html(), "text": last.inner_text(), "bubble": last}
+            "partials": [p for p in partials if p.strip()], "html": last.inner_html(), "text": last.inner_text(),
+            "bubble": last}

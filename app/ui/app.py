@@ -11,6 +11,7 @@ from typing import Callable
 import gradio as gr
 
 from app.engine import Engine, EngineConfig
+from app.generator import GenerationOptions
 from app.ui.admin import build_admin_tab
 from app.ui.auth import current_user, make_auth
 from app.ui.chat import build_chat_tab, on_load
@@ -20,6 +21,7 @@ from app.ui.settings import GuardrailsFile
 from app.ui.theme import CSS, HEADER, theme
 from app.users import UserStore
 from finetune.adapters import AdapterRegistry
+from ingest.acl import EVERYONE
 from ingest.embedding import DEFAULT_EMBEDDER, Embedder
 from ingest.reader import IndexReader
 
@@ -27,7 +29,12 @@ log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 64  # events waiting at most; more get "queue full" instead of an ever-longer wait
 MAX_THREADS = 40  # Gradio's worker threads (handlers run in them; generation itself is serialized per model)
-LOGIN_MESSAGE = "Sign in with your Groundwork account. Answers only use the documents your groups may read."
+LOGIN_MESSAGE = (  # the login page does not load the app's CSS: inline styles only
+    '<div style="display:flex;align-items:center;gap:12px;text-align:left">'
+    '<div style="flex:none;width:40px;height:40px;border-radius:10px;background:#0f766e;color:#fff;'
+    'font-weight:700;font-size:20px;display:flex;align-items:center;justify-content:center">G</div>'
+    '<div><div style="font-size:18px;font-weight:700">Groundwork</div><div style="font-size:14px;color:#475569">'
+    'Sign in with your company account. Answers only use the documents your groups may read.</div></div></div>')
 
 
 class LockedEmbedder(Embedder):
@@ -149,9 +156,12 @@ def serve(options: ServeOptions, on_ready: Callable[[str], None] | None = None) 
 
 
 def _warm_up(engine: Engine) -> None:
-    """Load the embedder and the model (with the default adapter) so the first question does not wait for them."""
+    """Load the embedder, the keyword index and the model (with the default adapter), and run one short
+    generation, so that the first question does not wait for any of them."""
     try:
-        engine.embedder.encode(["warm up"])
-        engine.generator_for(engine.config.adapter)
+        engine.retriever.retrieve("warm up", {EVERYONE})  # loads the embedder, builds the keyword index
+        generator, _ = engine.generator_for(engine.config.adapter)
+        for _ in generator.stream([{"role": "user", "content": "Hello"}], GenerationOptions(max_new_tokens=2)):
+            pass
     except Exception as exc:  # reported again, to the user, on the first question that needs the model
         log.warning("warm-up failed: %s", exc)

@@ -105,11 +105,10 @@ def build_chat_tab(services: UiServices) -> ChatTab:
                                       lines=1, max_lines=6, scale=8, elem_id="gw-question", autofocus=True,
                                       submit_btn=False)
                 send = gr.Button("Ask", variant="primary", scale=1, min_width=90, elem_id="gw-send")
-            with gr.Row():
-                clear = gr.Button("New conversation", size="sm", variant="secondary", elem_id="gw-clear")
-                adapter = gr.Dropdown(label="Model adapter", choices=[], visible=False, elem_id="gw-adapter",
-                                      interactive=True, scale=2, allow_custom_value=True)  # checked in respond()
+                clear = gr.Button("New chat", variant="secondary", scale=1, min_width=120, elem_id="gw-clear")
         with gr.Column(scale=5, min_width=320):
+            adapter = gr.Dropdown(label="Model adapter", choices=[], visible=False, elem_id="gw-adapter",
+                                  interactive=True, allow_custom_value=True)  # the value is checked in respond()
             gr.HTML('<div class="gw-panel-title">Sources</div>', padding=False)
             sources = gr.HTML(render.sources(None), elem_id="gw-sources", padding=False)
             with gr.Accordion("Filters on this conversation", open=True, elem_id="gw-filters"):

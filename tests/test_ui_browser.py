@@ -1,0 +1,221 @@
+"""The web UI in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+Employees and an admin log in, ask questions, read streamed answers and their citations, and an admin uploads
+a document, re-ingests and asks about it. Screenshots go to docs/screenshots/; timings to artifacts/.
+Locally these tests skip without chromium; with CI=true they fail instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from app.users import UserStore
+from ingest.pipeline import IngestOptions, ingest
+from ui_support import (ACL, CHROMIUM, CHROMIUM_ARGS, DOCS, PASSWORDS, REPO, SCREENSHOTS, RequestLog, ask,
+                        build_site, chromium_or_fail, free_port, login)
+
+ARTIFACTS = REPO / "artifacts"
+VIEWPORT = {"width": 1360, "height": 900}
+
+
+def record_timing(name: str, values: dict) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "ui-timings.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = {k: round(v, 3) if isinstance(v, float) else v for k, v in values.items()}
+    path.write_text(json.dumps(data, indent=1))
+    print(f"\n{name}: " + ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in values.items()))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = chromium_or_fail()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, _shared_embedder):
+    built = build_site(tmp_path_factory.mktemp("ui-browser"), _shared_embedder, with_adapters=True)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def requests_seen():
+    return RequestLog()
+
+
+def new_page(browser, requests_seen: RequestLog, height: int = VIEWPORT["height"]):
+    context = browser.new_context(viewport={"width": VIEWPORT["width"], "height": height})
+    requests_seen.attach(context)
+    return context.new_page()
+
+
+def test_employee_chat_streams_a_cited_answer(browser, site, requests_seen) -> None:
+    page = new_page(browser, requests_seen)
+    load = login(page, site.url, "alice")
+    assert page.locator("#gw-username").inner_text() == "alice"
+    assert page.get_by_role("tab", name="Admin").count() == 0  # not offered to employees
+
+    result = ask(page, "When must expense claims be submitted?")
+    growing = [p for p in dict.fromkeys(result["partials"]) if p.strip()]
+    assert len(growing) >= 3, f"the answer was not streamed: {growing}"
+    assert len(growing[0]) < len(growing[-1]) and result["first_token"] < result["total"]
+    assert "30 days" in result["text"]
+
+    cite = result["bubble"].locator(".gw-cite").first
+    pop = cite.locator(".gw-pop")
+    assert not pop.is_visible()
+    cite.click()
+    pop.wait_for(state="visible", timeout=5000)
+    assert "expenses.md" in pop.inner_text() and "Deadline" in pop.inner_text()
+    assert "within 30 days of the purchase" in pop.inner_text()
+
+    sources = page.locator("#gw-sources .gw-source")
+    assert sources.count() == len(set(re.findall(r'class="gw-cite-n">(\d+)<', result["html"])))
+    assert "expenses.md" in sources.first.inner_text() and "leave.md" not in page.locator("#gw-sources").inner_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "chat.png"))
+    record_timing("scripted generator", {"page_load": load, "first_token_in_browser": result["first_token"],
+                                         "answer_complete": result["total"]})
+    assert requests_seen.foreign() == [], "the page fetched something from another host"
+    page.context.close()
+
+
+def test_restricted_document_never_appears_for_an_employee(browser, site, requests_seen) -> None:
+    question = "How much does the salary band E4 pay?"
+    page = new_page(browser, requests_seen)
+    login(page, site.url, "alice")
+    result = ask(page, question)
+    assert "Not in the documents" in result["text"]
+    content = page.content()
+    assert "78,000" not in content and "salary-bands" not in content and "Salary bands" not in content
+    page.context.close()
+
+    page = new_page(browser, requests_seen)  # hannah is in hr: the same question is answered, so the check can fail
+    login(page, site.url, "hannah")
+    result = ask(page, question)
+    assert "78,000" in result["text"] and "salary-bands.md" in page.locator("#gw-sources").inner_text()
+    page.context.close()
+
+
+def test_guardrail_flags_are_shown_and_the_allowed_switch_works(browser, site, requests_seen) -> None:
+    page = new_page(browser, requests_seen)
+    login(page, site.url, "alice")
+    question = "My email is bob@example.com: how many days of annual leave do I get?"
+    result = ask(page, question)
+    flag = result["bubble"].locator(".gw-flag")
+    assert flag.count() == 1 and "Personal data" in flag.inner_text() and "redacted 1 email" in flag.inner_text()
+
+    assert page.locator("#gw-guards").get_by_text("Blocked topic").count() == 1
+    blocked = ask(page, "Are there any layoffs planned this year?")
+    assert "Blocked by a guardrail" in blocked["text"] and "layoffs" in blocked["text"]
+
+    switches = page.locator("#gw-switches")
+    assert switches.get_by_label("Personal data").count() == 1
+    assert switches.get_by_label("Prompt injection").count() == 0  # not one the admin lets users switch off
+    switches.get_by_label("Personal data").check()
+    page.locator('#gw-guards [data-guard="pii"] .gw-guard-state').get_by_text("off").wait_for(timeout=10_000)
+    result = ask(page, question)
+    assert result["bubble"].locator(".gw-flag").count() == 0 and "27 days" in result["text"]
+    page.context.close()
+
+
+def test_admin_uploads_a_document_reingests_and_asks_about_it(browser, site, requests_seen, tmp_path) -> None:
+    page = new_page(browser, requests_seen, height=1000)
+    login(page, site.url, "admin")
+    page.get_by_role("tab", name="Admin").click()
+    page.locator("#gw-index-stats").wait_for()
+    assert "4" in page.locator("#gw-index-stats .gw-stat").first.inner_text()
+
+    document = tmp_path / "parking-policy.md"
+    document.write_text("# Parking policy\n\n## Permits\n\nA parking permit for the staff garage costs 15 EUR per "
+                        "month; request it from the facilities desk on the ground floor.\n")
+    page.locator("#gw-upload input[type=file]").set_input_files(str(document))
+    page.locator("#gw-upload").get_by_text("parking-policy.md").wait_for(timeout=30_000)
+    page.locator("#gw-upload-folder textarea, #gw-upload-folder input").first.fill("facilities")
+    page.locator("#gw-upload-button").click()
+    states = set()
+    deadline = time.monotonic() + 120
+    status = page.locator("#gw-ingest-status")
+    while time.monotonic() < deadline:
+        if status.count():
+            states.add(status.first.get_attribute("data-state"))
+            if "done" in states or "failed" in states:
+                break
+        time.sleep(0.05)
+    assert "running" in states and "done" in states, states
+    summary = status.inner_text()
+    assert "1 added" in summary and "4 unchanged" in summary, summary
+    page.locator("#gw-documents").get_by_text("facilities/parking-policy.md").wait_for(timeout=10_000)
+    assert "5" in page.locator("#gw-index-stats .gw-stat").first.inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "admin.png"), full_page=True)
+
+    page.get_by_role("tab", name="Chat").click()
+    result = ask(page, "How much does a parking permit cost?")
+    assert "15 EUR" in result["text"]
+    assert "parking-policy.md" in page.locator("#gw-sources").inner_text()
+    assert requests_seen.foreign() == []
+    page.context.close()
+
+
+@pytest.mark.slow
+def test_groundwork_serve_with_the_packaged_model(browser, tmp_path, _shared_embedder, requests_seen) -> None:
+    """`groundwork serve` as a user starts it (the packaged model, 4-bit), driven from the browser: page load
+    time and the time to the first streamed token as the browser sees it."""
+    docs = tmp_path / "docs"
+    for relative, content in DOCS.items():
+        (docs / relative).parent.mkdir(parents=True, exist_ok=True)
+        (docs / relative).write_text(content)
+    (tmp_path / "acl.toml").write_text(ACL)
+    data = tmp_path / "groundwork-data"
+    ingest([docs], IngestOptions(index_dir=data / "index", acl_file=tmp_path / "acl.toml", show_progress=False),
+           _shared_embedder)
+    UserStore(data / "users.json").add("alice", PASSWORDS["alice"])
+    port = free_port()
+    env = {**os.environ, "GROUNDWORK_DATA": str(data), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--index",
+                               str(data / "index"), "--users", str(data / "users.json")],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, lines = None, []
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline and url is None:
+            line = server.stdout.readline()
+            if not line and server.poll() is not None:
+                break
+            lines.append(line)
+            found = re.search(r"running at (http://\S+)", line)
+            url = found.group(1) if found else None
+        assert url, "groundwork serve did not start:\n" + "".join(lines[-30:])
+
+        page = new_page(browser, requests_seen)
+        load = login(page, url, "alice")
+        result = ask(page, "When must expense claims be submitted?", timeout=300_000)
+        final = result["bubble"]
+        assert final.locator(".gw-cite").count() or final.locator(".gw-notfound").count()
+        assert result["partials"], "no token was streamed to the page"
+        second = ask(page, "How many days of annual leave do employees get?", timeout=300_000)
+        record_timing("packaged model (smollm2-135m 4-bit, 1 thread), groundwork serve", {
+            "page_load": load, "first_token_in_browser": result["first_token"], "answer_complete": result["total"],
+            "second_question_first_token": second["first_token"], "second_question_complete": second["total"],
+            "cited": bool(final.locator(".gw-cite").count())})
+        assert requests_seen.foreign() == []
+        page.context.close()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
