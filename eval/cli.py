@@ -32,6 +32,8 @@ def run(
     adapter: Annotated[str | None, typer.Option(
         "--adapter", help="LoRA adapter: registry name, folder, or 'none' for the base model; default: the promoted "
                           "one.")] = None,
+    adapters: Annotated[Path | None, typer.Option(
+        "--adapters", help="Adapter registry directory (default: as `groundwork ask`).")] = None,
     closed_book: Annotated[bool, typer.Option(
         "--closed-book", help="Baseline: the model answers with no passages.")] = False,
     extractive: Annotated[bool, typer.Option(
@@ -55,6 +57,8 @@ def run(
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions of the split.")] = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="The run's label in reports (default: the folder's name).")] = None,
+    rescore: Annotated[bool, typer.Option(
+        "--rescore", help="Recompute the metrics of the answers already in the run folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run every question of a QA set and write results.jsonl and summary.json."""
@@ -74,6 +78,11 @@ def run(
     mode = "closed-book" if closed_book else "extractive" if extractive else mode
     index = index or app_cli.DEFAULT_INDEX
     users_file = users_file or app_cli.DEFAULT_USERS
+    if adapters is None:
+        try:
+            from app.finetune_cli import DEFAULT_ADAPTERS as adapters
+        except ImportError:
+            adapters = app_cli.DATA_DIR / "adapters"
     out = out or _default_out(qa, split, mode, adapter, limit)
     guardrails = None
     if app_cli.DEFAULT_GUARDRAILS.exists():
@@ -83,9 +92,10 @@ def run(
     import torch
 
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // max(1, workers)))
-    config = EvalConfig(qa_file=qa, index_dir=index, out_dir=out, mode=mode, adapter=adapter, model=model,
+    config = EvalConfig(qa_file=qa, index_dir=index, out_dir=out, mode=mode, adapter=adapter, adapters_dir=adapters,
+                        model=model,
                         quantize=not no_quantize, split=split, users_file=users_file, top_k=top_k,
-                        max_new_tokens=max_new_tokens, workers=workers, limit=limit, name=name, progress=not quiet,
+                        max_new_tokens=max_new_tokens, workers=workers, limit=limit, name=name, progress=not quiet, rescore=rescore,
                         guardrails=guardrails)
     try:
         result = run_eval(config)

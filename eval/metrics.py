@@ -15,7 +15,8 @@ Definitions (also in the README's Evaluation section):
   unsupported citation (a [n] whose passage does not support its sentence, or that points to no passage);
 * citations — precision: share of an answer's citations that point to the gold source (macro over answers
   with citations); recall: share of answers that cite the gold source (ragas' ID-based context precision
-  and recall, with document ids, applied to citations);
+  and recall, with document ids, applied to citations); unsupported rate: unsupported [n] markers / all [n]
+  markers in the final answers;
 * refusal — answerable questions refused / answerable questions; unanswerable refused / unanswerable;
 * permission leaks — passages (retrieved, cited or ranked) from a document the asking user may not read,
   judged from the index's document groups, independently of the engine;
@@ -220,6 +221,12 @@ def unsupported_citations(answer: str, passages: Sequence[str], embed=None) -> l
     return sorted(bad)
 
 
+def citation_markers(answer: str) -> list[int]:
+    """The distinct [n] numbers an answer cites, in order (valid or not)."""
+    groups = re.findall(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]", answer)
+    return list(dict.fromkeys(int(n) for g in groups for n in re.split(r"\s*[,;]\s*", g)))
+
+
 def question_metrics(item, record: dict, embed: Callable[[list[str]], np.ndarray] | None) -> dict:
     """Scores of one answered question (item: a QAItem; record: its results.jsonl line without metrics)."""
     ranking = record.get("ranking")
@@ -251,8 +258,10 @@ def question_metrics(item, record: dict, embed: Callable[[list[str]], np.ndarray
     out["cited_sources"] = list(dict.fromkeys(c["source"] for c in cited))
     out["cites_gold"] = bool(gold_file and gold_file in out["cited_sources"])
     out["citations_from_gold"] = sum(1 for c in cited if c["source"] == gold_file) if gold_file else None
-    out["unsupported_citations"] = (unsupported_citations(record["answer"], context, embed)
-                                    if cited and not record["refused"] else [])
+    # an extractive answer is its cited passage, verbatim: nothing to check (and brackets in its code are no markers)
+    check = cited and not record["refused"] and record["mode"] != "extractive"
+    out["unsupported_citations"] = unsupported_citations(record["answer"], context, embed) if check else []
+    out["markers"] = len(citation_markers(record["answer"])) if check else len(cited)
     return out
 
 
@@ -338,6 +347,7 @@ def summarize(records: Sequence[dict], threshold: float = CORRECT_THRESHOLD) -> 
     with_citations = [r for r in answered if r["citations"] and r.get("gold_source")]
     citing_base = [r for r in answered if r.get("gold_source")]
     all_citations = [c for r in records if not r["refused"] for c in r["citations"]]
+    markers = sum(r["metrics"].get("markers", len(r["citations"])) for r in records if not r["refused"])
     unsupported = sum(len(r["metrics"]["unsupported_citations"]) for r in records if not r["refused"])
     leaks = [r for r in records if r["metrics"].get("leaks")]
     totals = [r["timings"]["total"] for r in records if "total" in r["timings"]]
@@ -360,7 +370,7 @@ def summarize(records: Sequence[dict], threshold: float = CORRECT_THRESHOLD) -> 
         "citation_precision": _mean([r["metrics"]["citations_from_gold"] / len(r["citations"])
                                      for r in with_citations]),
         "citation_recall": share(citing_base, lambda r: r["metrics"]["cites_gold"]),
-        "unsupported_citation_rate": unsupported / len(all_citations) if all_citations else None,
+        "unsupported_citation_rate": unsupported / markers if markers else None,
         "answerable_refused": share(answerable, lambda r: r["refused"]),
         "unanswerable_refused": share(unanswerable, lambda r: r["refused"]),
         "leaked_passages": sum(len(r["metrics"]["leaks"]) for r in leaks),

@@ -48,7 +48,8 @@ class EvalConfig:
     index_dir: Path  # the index the questions are asked against
     out_dir: Path  # results.jsonl, summary.json and run.json go here
     mode: Mode = "rag"  # rag, closed-book (no passages) or extractive (top passage, no model)
-    adapter: str | None = None  # passed to EngineConfig(adapter=...): a registry name, a folder, "none"
+    adapter: str | None = None  # EngineConfig(adapter=...): NAME, NAME@vN, a folder, "none"; None = the promoted one
+    adapters_dir: Path | None = None  # the adapter registry; None = EngineConfig's default
     model: str = "smollm2-135m-instruct"  # base model name, Hugging Face id or folder
     quantize: bool = True  # 4-bit NF4; False loads bf16
     split: str = "all"  # train, validation, test (the held-out split) or all
@@ -60,6 +61,7 @@ class EvalConfig:
     threshold: float = CORRECT_THRESHOLD  # correctness_score at or above which an answer counts as correct
     name: str | None = None  # the run's label in reports; default: the output folder's name
     progress: bool = True  # a progress bar on stderr
+    rescore: bool = False  # recompute the per-question metrics of the answers already in results.jsonl
     guardrails: object | None = None  # app.guardrails.GuardrailConfig; None = defaults
 
 
@@ -93,11 +95,11 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _fingerprint(config: EvalConfig, index_generation: int) -> dict:
+def _fingerprint(config: EvalConfig, index_generation: int, adapter_resolved: str | None) -> dict:
     """The settings that shape the answers: a resumed run must have the same ones."""
     return {"mode": config.mode, "index_dir": str(Path(config.index_dir).resolve()),
             "index_generation": index_generation, "model": config.model if config.mode != "extractive" else None,
-            "adapter": config.adapter if config.mode != "extractive" else None,
+            "adapter": adapter_resolved,  # what answers (NAME@vN, a folder or None), not how it was named
             "quantize": config.quantize if config.mode != "extractive" else None, "top_k": config.top_k,
             "max_new_tokens": config.max_new_tokens if config.mode != "extractive" else None,
             "guardrails": _guardrails_dict(config.guardrails)}
@@ -201,7 +203,7 @@ class _Asker:
         timings["total"] = time.perf_counter() - started
         return {"question": question, "answer": text, "refused": refused, "refusal_reason": reason,
                 "citations": list(citations), "retrieved": list(retrieved), "flags": flags, "timings": timings,
-                "user": user.name, "model": model}
+                "user": user.name, "model": model, "adapter": None}
 
     def _extractive(self, question: str, user) -> dict:
         from app.engine import NOT_FOUND
@@ -248,7 +250,9 @@ class _Asker:
             return self._finish(question, user, checked.refusal, True, "guardrail", started, timings, flags,
                                 model=model)
         messages = [{"role": "system", "content": CLOSED_BOOK_PROMPT}, {"role": "user", "content": checked.text}]
-        generator = self.engine.generator
+        generator_for = getattr(self.engine, "generator_for", None)
+        generator, adapter = (generator_for(self.engine.config.adapter) if generator_for
+                              else (self.engine.generator, None))
         generation_started = time.perf_counter()
         text = ""
         for piece in generator.stream(messages, self.options.generation):
@@ -257,11 +261,14 @@ class _Asker:
             text += piece
         timings["generate"] = time.perf_counter() - generation_started
         if _is_refusal(text):
-            return self._finish(question, user, NOT_FOUND, True, "model does not know", started, timings, flags,
-                                model=model)
-        text, events = guardrails.check_answer(text.strip())
-        flags += [e.to_dict() for e in events]
-        return self._finish(question, user, text, False, None, started, timings, flags, model=model)
+            result = self._finish(question, user, NOT_FOUND, True, "model does not know", started, timings, flags,
+                                  model=model)
+        else:
+            text, events = guardrails.check_answer(text.strip())
+            flags += [e.to_dict() for e in events]
+            result = self._finish(question, user, text, False, None, started, timings, flags, model=model)
+        result["adapter"] = adapter
+        return result
 
 
 def _default_engine_factory(config: EvalConfig, embedder):
@@ -269,11 +276,54 @@ def _default_engine_factory(config: EvalConfig, embedder):
         from app.engine import Engine, EngineConfig
         from app.guardrails import GuardrailConfig
 
+        extra = {"adapters_dir": Path(config.adapters_dir)} if config.adapters_dir is not None else {}
         engine_config = EngineConfig(index_dir=Path(config.index_dir), model=config.model, quantize=config.quantize,
-                                     adapter=config.adapter, guardrails=config.guardrails or GuardrailConfig())
+                                     adapter=config.adapter, guardrails=config.guardrails or GuardrailConfig(),
+                                     **extra)
         return Engine(engine_config, embedder=embedder)
 
     return build
+
+
+def _rescore(path: Path, done: dict[str, dict], by_id: dict[str, QAItem], users: dict, access: DocumentAccess,
+             embed) -> None:
+    """Recompute the metrics of answered questions (after a change to the metrics or the gold data) and rewrite the
+    results file atomically; the answers themselves are kept."""
+    records = read_results(path)
+    for record in records:
+        item = by_id.get(record["id"])
+        if item is None:
+            continue
+        record.update(item.gold_dict())
+        record["metrics"] = question_metrics(item, record, embed)
+        record["metrics"]["leaks"] = access.leaks(record, record.get("user_groups") or users[item.user].groups)
+        done[record["id"]] = record
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _resolve_adapter(config: EvalConfig) -> str | None:
+    """The adapter the engine will use (the registry's label, e.g. NAME@v3), so that a resumed run notices a promotion
+    in between. Resolution is the registry's (finetune.adapters); an unknown adapter fails here, up front."""
+    if config.mode == "extractive":
+        return None
+    try:
+        from finetune.adapters import AdapterError, AdapterRegistry
+    except ImportError:  # a checkout without the registry: the engine takes adapter folders only
+        return config.adapter
+    from app.engine import EngineConfig
+
+    registry_dir = Path(config.adapters_dir) if config.adapters_dir is not None else EngineConfig().adapters_dir
+    try:
+        folder, label = AdapterRegistry(registry_dir).resolve(config.adapter)
+    except AdapterError as exc:
+        raise EvalError(str(exc).splitlines()[0]) from None
+    return label or (str(folder) if folder else None)
 
 
 def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = None, embedder=None) -> RunSummary:
@@ -305,9 +355,10 @@ def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = N
     finally:
         reader.close()
 
+    adapter_resolved = _resolve_adapter(config) if engine_factory is None else config.adapter
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(config, generation)
+    fingerprint = _fingerprint(config, generation, adapter_resolved)
     run_path, results_path = out / RUN, out / RESULTS
     if run_path.exists():
         previous = json.loads(run_path.read_text(encoding="utf-8"))
@@ -332,7 +383,7 @@ def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = N
                             f"--out folder or delete this one")
     todo = [item for item in items if item.id not in done]
 
-    if embedder is None and todo:
+    if embedder is None and (todo or config.rescore):
         from ingest.embedding import Embedder
 
         embedder = Embedder(reader_embedder)
@@ -361,6 +412,9 @@ def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = N
         record["metrics"]["leaks"] = access.leaks(record, user.groups)
         return record
 
+    if config.rescore and done:
+        _rescore(results_path, done, by_id, users, access, embed)
+
     started = time.perf_counter()
     bar = None
     if config.progress and todo:
@@ -382,7 +436,7 @@ def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = N
                         bar.set_postfix(refused=counts["refused"], leaks=counts["leaks"], refresh=False)
                         bar.update(1)
 
-            if config.workers == 1 or len(todo) == 1:
+            if config.workers == 1 or len(todo) <= 1:
                 for item in todo:
                     save(answer_one(item))
             else:
@@ -407,7 +461,7 @@ def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = N
 
     records = [done[item.id] for item in items]
     summary = summarize(records, config.threshold)
-    summary = {"name": name, "mode": config.mode, "adapter": config.adapter,
+    summary = {"name": name, "mode": config.mode, "adapter": config.adapter, "adapter_used": adapter_resolved,
                "model": next((r["model"] for r in records if r.get("model")), None),
                "split": config.split, "qa_file": str(config.qa_file), "index_dir": str(config.index_dir),
                "ids": [item.id for item in items], **summary,

@@ -237,6 +237,12 @@ def test_question_metrics_take_the_better_of_gold_answer_and_gold_passage(embedd
     refused = question_metrics(item, {**result, "answer": "I could not find this.", "refused": True,
                                       "citations": []}, lambda texts: embedder.encode(list(texts)))
     assert refused["f1"] == 0.0 and refused["similarity"] == 0.0 and refused["score"] == 0.0
+    quoted_code = {**result, "mode": "extractive", "answer": "x = [10] and y = [2, 3] [1]",
+                   "retrieved": [{**passage, "text": "x = [10] and y = [2, 3]"}]}
+    extractive = question_metrics(item, quoted_code, None)  # brackets in a quoted passage are not citations
+    assert extractive["unsupported_citations"] == [] and extractive["markers"] == 1
+    rag = question_metrics(item, {**quoted_code, "mode": "rag"}, None)
+    assert rag["unsupported_citations"] == [1, 2, 3, 10] and rag["markers"] == 4  # read as markers: no claim left
     unanswerable = question_metrics(QAItem(id="u", question="?", answerable=False), result, None)
     assert unanswerable["score"] is None and unanswerable["gold_rank"] is None
 

@@ -162,8 +162,18 @@ def test_interrupted_run_resumes_without_answering_again(corpus, tmp_path, embed
     ids = [r["id"] for r in read_results(out / "results.jsonl")]
     assert sorted(ids) == sorted(q["id"] for q in QUESTIONS) and len(ids) == len(set(ids))
     again = ScriptedModel()
-    run_eval(_config(corpus, out), _factory(corpus, embedder, again), embedder)
+    run_eval(_config(corpus, out, workers=2), _factory(corpus, embedder, again), embedder)
     assert again.calls == []  # all done: nothing is asked again, the summary is rewritten
+
+    lines = (out / "results.jsonl").read_text().splitlines()  # --rescore recomputes metrics, keeps the answers
+    damaged = [json.loads(line) for line in lines]
+    for record in damaged:
+        record["metrics"]["gold_rank"] = 99
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in damaged))
+    run_eval(_config(corpus, out, rescore=True), _factory(corpus, embedder, again), embedder)
+    rescored = read_results(out / "results.jsonl")
+    assert again.calls == [] and [r["answer"] for r in rescored] == [r["answer"] for r in damaged]
+    assert next(r for r in rescored if r["id"] == "q-expenses")["metrics"]["gold_rank"] == 1
 
 
 def test_resuming_with_other_settings_is_refused(corpus, tmp_path, embedder) -> None:
