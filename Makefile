@@ -26,8 +26,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # Demo accounts (demo only: change or remove them before real use). name:groups:role:password
-DEMO_USERS := alice:everyone:employee:alice-demo hannah:hr:employee:hannah-demo \
-              frank:finance:employee:frank-demo admin:everyone:admin:admin-demo
+DEMO_USERS := alice:everyone:employee:alice-demo hannah:everyone,hr:employee:hannah-demo \
+              frank:everyone,finance:employee:frank-demo admin:everyone:admin:admin-demo
 DEMO_PORT ?= 7860
 
 demo: install

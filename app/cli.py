@@ -216,6 +216,7 @@ def serve(
                            guardrails_file=DEFAULT_GUARDRAILS, adapters_dir=adapters, docs_dir=uploads,
                            acl_file=DATA_DIR / "acl.toml", model=model, quantize=not no_quantize,
                            torch_threads=threads)
+    typer.echo(f"Starting: loading the index and {model} (its first start converts it once)...")
     run_server(options, on_ready=lambda url: typer.echo(f"Groundwork is running at {url}  (Ctrl-C to stop)"))
 
 

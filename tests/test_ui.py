@@ -8,14 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from gradio_client import Client, handle_file
+from ui_support import PASSWORDS, ExtractiveGenerator, build_site
 
 from app.engine import Answer, Citation
 from app.ui import render
 from ingest.embedding import Embedder
-from ui_support import PASSWORDS, ExtractiveGenerator, build_site
-
-pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
 
 
 def client(site, user: str | None) -> Client:
@@ -40,8 +38,8 @@ def _answer(text: str, citations=(), refused=False, reason=None, flags=()) -> An
 
 
 def test_answer_html_escapes_everything_and_links_only_cited_passages() -> None:
-    cited = Citation(n=2, source="hr/<b>x</b>.md", page=None, heading="Leave > Annual", text="27 days <script>x</script>",
-                     score=0.8)
+    cited = Citation(n=2, source="hr/<b>x</b>.md", page=None, heading="Leave > Annual",
+                     text="27 days <script>x</script>", score=0.8)
     html = render.answer(_answer('Take 27 days [2] <img src=x onerror=alert(1)> [see](javascript:alert(1)) [7].',
                                  [cited]))
     assert "<img" not in html and "<script>" not in html and "<b>x</b>" not in html

@@ -12,14 +12,26 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from ui_support import (
+    ACL,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DOCS,
+    PASSWORDS,
+    REPO,
+    SCREENSHOTS,
+    RequestLog,
+    ask,
+    build_site,
+    chromium_or_fail,
+    free_port,
+    login,
+)
 
 from app.users import UserStore
 from ingest.pipeline import IngestOptions, ingest
-from ui_support import (ACL, CHROMIUM, CHROMIUM_ARGS, DOCS, PASSWORDS, REPO, SCREENSHOTS, RequestLog, ask,
-                        build_site, chromium_or_fail, free_port, login)
 
 ARTIFACTS = REPO / "artifacts"
 VIEWPORT = {"width": 1360, "height": 900}

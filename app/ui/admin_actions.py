@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from app.guardrails import GUARDS, BlockedTopic, GuardrailConfig
@@ -214,7 +213,3 @@ def save_guardrails(services: UiServices, admin: User, pii: bool, injection: boo
         raise AdminError(str(exc)) from None
     services.guardrails.save(config)
     return services.sync_guardrails()
-
-
-def now() -> str:
-    return time.strftime("%H:%M:%S")

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from app.engine import AnswerOptions, Answer
+from app.engine import Answer, AnswerOptions
 from app.guardrails import GUARDS
 from app.ui import render
 from app.ui.auth import current_user
-from app.ui.services import BASE_MODEL, UiServices
+from app.ui.services import UiServices
 
 log = logging.getLogger(__name__)
 

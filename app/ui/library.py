@@ -9,7 +9,6 @@ from pathlib import Path, PurePosixPath
 
 from ingest.acl import AclRules
 from ingest.reader import IndexReader
-from ingest.scan import display
 from ingest.store import DB_NAME, IndexLock, IndexWriter, _connect, _read_meta
 
 SUPPORTED = (".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".csv")
@@ -112,7 +111,3 @@ def write_acl(path: Path, text: str) -> AclRules:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
     return rules
-
-
-def display_path(path: Path) -> str:
-    return display(path)

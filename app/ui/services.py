@@ -34,7 +34,8 @@ class UiServices:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
-        self.runner = IngestRunner(self.index_dir, self.embedder_factory)
+        self.runner = IngestRunner(self.index_dir, self.embedder_factory,
+                                   on_finished=lambda _: self.engine.reader.refresh())  # switch right away
         self.sync_guardrails()
 
     def sync_guardrails(self) -> GuardrailConfig:
