@@ -117,6 +117,14 @@ def test_employee_cannot_reach_admin_actions_even_by_calling_the_endpoints(site,
         with pytest.raises(Exception) as error:
             alice.predict(*args, api_name=api_name)
         assert "Only administrators" in str(error.value), (api_name, str(error.value))
+    # nor read the users file or a restricted document through Gradio's file route
+    import httpx
+
+    with httpx.Client(base_url=site.url.rstrip("/")) as http:
+        assert http.post("/login", data={"username": "alice", "password": PASSWORDS["alice"]}).status_code == 200
+        for path in (site.users_file, site.docs / "hr/confidential/salary-bands.md", site.guardrails_file):
+            response = http.get(f"/gradio_api/file={path}")
+            assert response.status_code in (403, 404) and "78,000" not in response.text
     time.sleep(0.5)
     assert _snapshot(site) == before
     # the same endpoints do work for an admin (so the refusals above come from the role check)

@@ -1,7 +1,8 @@
 """The web UI in a real browser: headless Chromium (Debian's package) driven by Playwright.
 
 Employees and an admin log in, ask questions, read streamed answers and their citations, and an admin uploads
-a document, re-ingests and asks about it. Screenshots go to docs/screenshots/; timings to artifacts/.
+a document, re-ingests and asks about it. Screenshots and timings go to artifacts/ (GROUNDWORK_UPDATE_SCREENSHOTS=1
+also refreshes the README's copies in docs/screenshots/).
 Locally these tests skip without chromium; with CI=true they fail instead.
 """
 from __future__ import annotations
@@ -14,21 +15,8 @@ import sys
 import time
 
 import pytest
-from ui_support import (
-    ACL,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    DOCS,
-    PASSWORDS,
-    REPO,
-    SCREENSHOTS,
-    RequestLog,
-    ask,
-    build_site,
-    chromium_or_fail,
-    free_port,
-    login,
-)
+from ui_support import (ACL, CHROMIUM, CHROMIUM_ARGS, DOCS, PASSWORDS, REPO, RequestLog, ask, build_site,
+                        chromium_or_fail, free_port, login, save_screenshot)
 
 from app.users import UserStore
 from ingest.pipeline import IngestOptions, ingest
@@ -97,8 +85,7 @@ def test_employee_chat_streams_a_cited_answer(browser, site, requests_seen) -> N
     sources = page.locator("#gw-sources .gw-source")
     assert sources.count() == len(set(re.findall(r'class="gw-cite-n">(\d+)<', result["html"])))
     assert "expenses.md" in sources.first.inner_text() and "leave.md" not in page.locator("#gw-sources").inner_text()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "chat.png"))
+    save_screenshot(page, "chat.png")
     record_timing("scripted generator", {"page_load": load, "first_token_in_browser": result["first_token"],
                                          "answer_complete": result["total"]})
     assert requests_seen.foreign() == [], "the page fetched something from another host"
@@ -172,7 +159,7 @@ def test_admin_uploads_a_document_reingests_and_asks_about_it(browser, site, req
     assert "1 added" in summary and "4 unchanged" in summary, summary
     page.locator("#gw-documents").get_by_text("facilities/parking-policy.md").wait_for(timeout=10_000)
     assert "5" in page.locator("#gw-index-stats .gw-stat").first.inner_text()
-    page.screenshot(path=str(SCREENSHOTS / "admin.png"), full_page=True)
+    save_screenshot(page, "admin.png", full_page=True)
 
     page.get_by_role("tab", name="Chat").click()
     result = ask(page, "How much does a parking permit cost?")

@@ -25,7 +25,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 PASSWORDS = {"alice": "alice-password", "hannah": "hannah-password", "admin": "admin-password"}
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = REPO / "docs" / "screenshots"
+SCREENSHOTS = REPO / "artifacts" / "screenshots"  # every run (ignored by git)
+DOC_SCREENSHOTS = REPO / "docs" / "screenshots"  # the README's copies: GROUNDWORK_UPDATE_SCREENSHOTS=1 refreshes them
 
 DOCS = {
     "expenses.md": "# Expense policy\n\n## Deadline\n\nExpense claims must be submitted within 30 days of the "
@@ -150,6 +151,17 @@ def make_adapters(root: Path, versions: dict[str, int]) -> None:
                                          "data": {"examples": {"train": {"answer": 8, "refusal": 4}}}})
         registry.promote(f"{name}@v1")
     shutil.rmtree(staging)
+
+
+def save_screenshot(page, name: str, full_page: bool = False) -> Path:
+    """Save a screenshot under artifacts/screenshots/ (and docs/screenshots/ when asked to refresh those)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    page.screenshot(path=str(path), full_page=full_page)
+    if os.environ.get("GROUNDWORK_UPDATE_SCREENSHOTS") == "1":
+        DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOC_SCREENSHOTS / name)
+    return path
 
 
 # --- the browser ---------------------------------------------------------------------------------------------
