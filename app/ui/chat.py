@@ -73,7 +73,7 @@ def respond(services: UiServices, message: str, history: list[dict], switches: l
             else:
                 final = item
     except Exception as exc:  # the model or the index failed: say so in the conversation, keep the session
-        log.exception("answering %r for %s failed", question, user.name)
+        log.exception("answering a question for %s failed", user.name)  # the question may hold personal data
         history[-1] = {"role": "assistant", "content": render.failure(str(exc) or type(exc).__name__)}
         yield history, history, gr.update(), gr.update(), gr.update()
         return
