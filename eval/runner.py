@@ -171,15 +171,14 @@ class _Asker:
         self.options = AnswerOptions(retrieval=RetrievalOptions(top_k=config.top_k),
                                      generation=GenerationOptions(max_new_tokens=config.max_new_tokens))
 
-    def ranking(self, question: str, user) -> tuple[list, list[dict]]:
+    def ranking(self, question: str, user) -> list[dict]:
         """The evaluator's own top-10 retrieval (same settings as the engine's), after the question guardrails."""
         checked = self.engine.guardrails.check_question(question)
         if checked.refusal:
-            return [], []
+            return []
         options = replace(self.options.retrieval, top_k=max(RANKING_DEPTH, self.config.top_k))
         passages = self.engine.retriever.retrieve(checked.text, set(user.groups), options)
-        return passages, [{k: v for k, v in _passage_dict(i, p).items() if k != "text"}
-                          for i, p in enumerate(passages, start=1)]
+        return [{k: v for k, v in _passage_dict(i, p).items() if k != "text"} for i, p in enumerate(passages, 1)]
 
     def ask(self, item: QAItem, user) -> dict:
         mode = self.config.mode
@@ -190,7 +189,7 @@ class _Asker:
                     raw = final
             answer = final.to_dict()
             answer["raw_answer"] = raw  # the model's text before the citation check (PII-redacted)
-            answer["ranking"] = self.ranking(item.question, user)[1]
+            answer["ranking"] = self.ranking(item.question, user)
         elif mode == "extractive":
             answer = self._extractive(item.question, user)
         else:
