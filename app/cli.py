@@ -232,6 +232,7 @@ cli.add_typer(eval_cli, name="eval")
 
 def main() -> None:
     from app.users import UserError
+    from eval.errors import EvalError
     from finetune.adapters import AdapterError
     from finetune.data import DataError
     from finetune.models import ModelLoadError
@@ -243,7 +244,7 @@ def main() -> None:
     try:
         cli()
     except (IngestError, IndexError_, AclError, UserError, ModelLoadError, AdapterError, DataError,
-            TrainingError) as exc:
+            TrainingError, EvalError) as exc:
         if _debug:
             raise
         typer.echo(f"error: {exc}", err=True)

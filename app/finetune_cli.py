@@ -140,6 +140,23 @@ def adapters_remove(ref: str = typer.Argument(..., help="NAME@vN"), registry: Pa
     typer.echo(f"Removed {ref}")
 
 
+@adapters_cli.command("import")
+def adapters_import(folder: Path = typer.Argument(..., help="An exported adapter folder (weights + config + card)."),
+                    name: str = typer.Option(..., "--name", help="Registry name to add it under."),
+                    promote: bool = typer.Option(False, "--promote", help="Promote it."),
+                    registry: Path = RegistryOption) -> None:
+    """Add an adapter folder (e.g. from `adapters export` on another machine) as the next version of NAME."""
+    from finetune.adapters import AdapterRegistry, read_card
+
+    reg = AdapterRegistry(registry)
+    card = read_card(folder)
+    extra = {"loss.png": folder / "loss.png"} if (folder / "loss.png").is_file() else {}
+    version = reg.add(name, folder, {**card, "imported_from": str(folder.resolve())}, extra)
+    if promote:
+        version = reg.promote(version.ref)
+    typer.echo(f"Imported {folder} as {version.ref}{' (promoted)' if version.promoted else ''}")
+
+
 @adapters_cli.command("export")
 def adapters_export(ref: str = typer.Argument(..., help="NAME (promoted version) or NAME@vN."),
                     out: Path = typer.Option(..., "--out", help="New folder to write."),

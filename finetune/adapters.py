@@ -127,7 +127,7 @@ class AdapterRegistry:
         for path in folder.iterdir():
             match = _VERSION.match(path.name)
             if match and path.is_dir():
-                found.append((int(match.group(1)), AdapterVersion(name, path.name, path, _read_card(path),
+                found.append((int(match.group(1)), AdapterVersion(name, path.name, path, read_card(path),
                                                                   path.name == promoted)))
         return [v for _, v in sorted(found, key=lambda pair: pair[0])]
 
@@ -261,13 +261,14 @@ class AdapterRegistry:
 
 def check_card_base(folder: Path, base_sha256: str | None, model_name: str) -> None:
     """Refuse an adapter whose card records a different base-model file hash than the model loaded."""
-    trained_on = _read_card(folder).get("base", {}).get("sha256")
+    trained_on = read_card(folder).get("base", {}).get("sha256")
     if trained_on and base_sha256 and trained_on != base_sha256:
         raise AdapterError(f"adapter {folder} was trained on a different base model (sha256 {trained_on[:12]}...) "
                            f"than {model_name!r} (sha256 {base_sha256[:12]}...)")
 
 
-def _read_card(folder: Path) -> dict:
+def read_card(folder: Path) -> dict:
+    """An adapter folder's card.json, or {} when it has none."""
     try:
         return json.loads((folder / CARD).read_text(encoding="utf-8"))
     except (OSError, ValueError):

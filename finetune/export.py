@@ -46,7 +46,7 @@ def export_adapter(version: AdapterVersion, out: Path, merged: bool = False, dty
         if merged:
             report = _merge(version, staging, dtype, device, max_new_tokens)
         else:
-            for item in (WEIGHTS, CONFIG, CARD):
+            for item in (WEIGHTS, CONFIG, CARD, "loss.png"):
                 if (version.path / item).exists():
                     shutil.copy2(version.path / item, staging / item)
             report = ExportReport(out=out, merged=False)

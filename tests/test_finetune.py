@@ -388,6 +388,11 @@ def test_cli_finetune_then_manage_adapters(tiny_model, small_index, tmp_path):
     escaped = run("show", "../../etc")
     assert escaped.returncode == 2 and escaped.stderr.startswith("error: invalid adapter name '../../etc'")
     assert run("remove", "demo@v2").returncode == 0 and "demo@v2" not in run("list").stdout
+    exported = tmp_path / "exported"
+    assert run("export", "demo@v1", "--out", str(exported)).stdout.strip() == f"Wrote the adapter to {exported}"
+    imported = run("import", str(exported), "--name", "copy", "--promote")
+    assert imported.stdout.strip() == f"Imported {exported} as copy@v1 (promoted)"
+    assert json.loads(run("show", "copy").stdout)["data"]["question_ids"]["train"]  # the card came along
 
 
 @pytest.mark.slow
