@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class Embedder:
         self.name, self._source = resolve_embedder(name_or_path)
         self.batch_size = batch_size
         self._device = device
+        self._lock = threading.Lock()  # one model shared by server threads (queries, citation checks)
 
     @cached_property
     def model(self):
@@ -58,6 +60,7 @@ class Embedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
+        with self._lock:
+            vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
