@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -95,6 +95,7 @@ class Engine:
         self.guardrails = Guardrails(config.guardrails)
         self._fixed_generator = generator
         self._generators: dict[str | None, Generator] = {}
+        self._decoding: dict[str | None, dict] = {}  # per adapter: decoding settings from its card
         self._generators_lock = threading.Lock()
 
     @property
@@ -103,14 +104,18 @@ class Engine:
         return self.generator_for(self.config.adapter)[0]
 
     def generator_for(self, adapter: str | None) -> tuple[Generator, str | None]:
+        generator, label, _ = self._generator_and_decoding(adapter)
+        return generator, label
+
+    def _generator_and_decoding(self, adapter: str | None) -> tuple[Generator, str | None, dict]:
         """The generator for an adapter reference, and the adapter's label.
 
         The registry is read on every call (a few small files), so promoting or rolling back an adapter takes
         effect on the next question without a restart; each adapter's model is loaded once and kept.
         """
         if self._fixed_generator is not None:
-            return self._fixed_generator, None
-        from finetune.adapters import AdapterRegistry, check_card_base
+            return self._fixed_generator, None, {}
+        from finetune.adapters import AdapterRegistry, check_card_base, read_card
         from finetune.models import get_model
 
         folder, label = AdapterRegistry(self.config.adapters_dir).resolve(adapter)
@@ -121,7 +126,9 @@ class Engine:
                 if folder is not None:
                     check_card_base(folder, loaded.base_sha256, self.config.model)
                 self._generators[key] = TransformersGenerator(loaded)
-            return self._generators[key], label
+            if folder is not None:  # re-read: calibrating a version updates its card
+                self._decoding[key] = read_card(folder).get("decoding", {})
+            return self._generators[key], label, self._decoding.get(key, {})
 
     def answer(self, question: str, user: User, options: AnswerOptions = AnswerOptions()) -> Answer:
         final = None
@@ -160,8 +167,11 @@ class Engine:
             yield finish(NOT_FOUND, True, "no relevant passages")
             return
 
-        generator, adapter_label = self.generator_for(
+        generator, adapter_label, decoding = self._generator_and_decoding(
             options.adapter if options.adapter is not None else self.config.adapter)
+        generation = options.generation
+        if generation.refusal_threshold is None and decoding.get("refusal_threshold"):
+            generation = replace(generation, refusal=NOT_FOUND, refusal_threshold=decoding["refusal_threshold"])
         shown = [PromptPassage(p.chunk.text, passage_label(p.chunk.source, p.chunk.heading, p.chunk.page))
                  for p in passages]
         shown = fit_passages(checked.text, shown, generator.count_tokens, generator.context_tokens,
@@ -171,7 +181,7 @@ class Engine:
 
         generation_started = time.perf_counter()
         text = ""
-        for piece in generator.stream(build_messages(checked.text, shown), options.generation):
+        for piece in generator.stream(build_messages(checked.text, shown), generation):
             if not text:
                 timings["first_token"] = time.perf_counter() - started
             text += piece

@@ -140,6 +140,22 @@ def adapters_remove(ref: str = typer.Argument(..., help="NAME@vN"), registry: Pa
     typer.echo(f"Removed {ref}")
 
 
+@adapters_cli.command("calibrate")
+def adapters_calibrate(ref: str = typer.Argument(..., help="NAME (promoted version) or NAME@vN."),
+                       index: Optional[Path] = typer.Option(None, "--index", help="Index (default: the one it was "
+                                                                                  "trained with)."),
+                       registry: Path = RegistryOption) -> None:
+    """Set the refusal threshold from the version's validation questions (done after training already)."""
+    from finetune.adapters import AdapterRegistry
+    from finetune.pipeline import recalibrate
+
+    decoding = recalibrate(AdapterRegistry(registry), ref, index)
+    figures = decoding["calibration"]
+    typer.echo(f"{ref}: refusal threshold {decoding['refusal_threshold']:.2f} (validation: answers allowed "
+               f"{figures['answers_allowed']:.0%}, refusals kept {figures['refusals_kept']:.0%}, "
+               f"{figures['validation_examples']} examples)")
+
+
 @adapters_cli.command("import")
 def adapters_import(folder: Path = typer.Argument(..., help="An exported adapter folder (weights + config + card)."),
                     name: str = typer.Option(..., "--name", help="Registry name to add it under."),

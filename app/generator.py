@@ -13,6 +13,8 @@ class GenerationOptions:
     max_new_tokens: int = 200  # longest answer
     temperature: float = 0.0  # 0 = greedy (reproducible)
     repetition_penalty: float = 1.1  # small models loop without it
+    refusal: str | None = None  # the fixed "not in the documents" reply the model was tuned to give
+    refusal_threshold: float | None = None  # start `refusal` only if its first token gets at least this probability
 
 
 class Generator(Protocol):
@@ -46,6 +48,12 @@ class TransformersGenerator:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         kwargs = dict(**inputs, streamer=streamer, max_new_tokens=options.max_new_tokens,
                       repetition_penalty=options.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id)
+        if options.refusal and options.refusal_threshold:
+            from transformers import LogitsProcessorList
+
+            first = self.tokenizer.encode(options.refusal, add_special_tokens=False)[0]
+            kwargs["logits_processor"] = LogitsProcessorList([
+                RefusalThreshold(first, options.refusal_threshold, inputs["input_ids"].shape[1])])
         if options.temperature > 0:
             kwargs.update(do_sample=True, temperature=options.temperature)
         else:
@@ -69,3 +77,22 @@ class TransformersGenerator:
             worker.join()
         if errors:
             raise errors[0]
+
+
+class RefusalThreshold:
+    """A logits processor: the refusal may start only when the model gives it at least `threshold` probability.
+
+    A tuned model's refusal is one fixed sentence, so all its probability sits on one first token, while an
+    answer's is spread over many possible first words; greedy decoding then refuses whenever the model is
+    unsure how to *start* the answer. Requiring a calibrated minimum probability (stored in the adapter's
+    card) undoes that bias; the citation check still withdraws answers that the passages do not support.
+    """
+
+    def __init__(self, token_id: int, threshold: float, prompt_length: int) -> None:
+        self.token_id, self.threshold, self.prompt_length = token_id, threshold, prompt_length
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] == self.prompt_length:  # the first generated token only
+            probability = scores.float().softmax(-1)[:, self.token_id]
+            scores[probability < self.threshold, self.token_id] = float("-inf")
+        return scores

@@ -239,9 +239,12 @@ class AdapterRegistry:
     def record_evaluation(self, ref: str, label: str, figures: dict) -> None:
         """Add an evaluation's headline figures to a version's card (e.g. label "acme-qa/test")."""
         chosen = self.get(ref)
-        card = dict(chosen.card)
-        card["evaluation"] = {**card.get("evaluation", {}), label: figures}
-        _write_json_atomically(chosen.path / CARD, card)
+        self.update_card(ref, {"evaluation": {**chosen.card.get("evaluation", {}), label: figures}})
+
+    def update_card(self, ref: str, fields: dict) -> None:
+        """Set top-level fields of a version's card (atomically)."""
+        chosen = self.get(ref)
+        _write_json_atomically(chosen.path / CARD, {**chosen.card, **fields})
 
     def remove(self, ref: str) -> None:
         """Remove one version (NAME@vN); the promoted version cannot be removed."""

@@ -6,7 +6,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from finetune.adapters import AdapterRegistry, AdapterVersion, check_name
+from finetune.adapters import AdapterError, AdapterRegistry, AdapterVersion, check_name
+from finetune.calibrate import calibrate
 from finetune.conversion import file_sha256
 from finetune.data import (BuildReport, DataError, ExampleOptions, QAItem, build_examples, data_fingerprint, load_qa,
                            questions_from_index)
@@ -72,6 +73,8 @@ def finetune(options: FinetuneOptions, embedder=None, show_progress: bool = True
                    show_progress=show_progress)
 
     card = _card(options, loaded, reader, items, splits, train_report, validation_report, result)
+    if {e.kind for e in validation_examples} == {"answer", "refusal"}:
+        card["decoding"] = calibrate(loaded, validation_examples).to_dict()
     plot = work_dir / "loss.png"
     extra = {"loss.png": plot} if _plot_losses(result, plot, options.name) else {}
     version = registry.add(options.name, result.adapter_dir, card, extra)
@@ -79,6 +82,34 @@ def finetune(options: FinetuneOptions, embedder=None, show_progress: bool = True
     if options.promote:
         version = registry.promote(version.ref)
     return version
+
+
+def recalibrate(registry: AdapterRegistry, ref: str, index_dir: Path | None = None, embedder=None) -> dict:
+    """Calibrate an existing version's refusal threshold on the validation questions its card lists."""
+    from ingest.embedding import Embedder
+    from ingest.reader import IndexReader
+
+    version = registry.get(ref)
+    card = version.card
+    data = card.get("data", {})
+    examples_options = dict(card.get("hyperparameters", {}).get("examples", {}))
+    examples_options["groups"] = frozenset(examples_options.get("groups", ["everyone"]))
+    options = FinetuneOptions(name=version.name, index_dir=Path(index_dir or data.get("index", {}).get("dir", "")),
+                              data=tuple(Path(f["path"]) for f in data.get("files", [])),
+                              from_index=bool(data.get("from_index")), examples=ExampleOptions(**examples_options))
+    reader = IndexReader(options.index_dir)
+    wanted = set(data.get("question_ids", {}).get("validation", []))
+    items = [i for i in collect_questions(options, reader) if i.id in wanted]
+    if not items:
+        raise AdapterError(f"{version.ref}: none of its validation questions are in its data files")
+    loaded = load_model(card.get("base", {}).get("model", DEFAULT_MODEL),
+                        quantize=bool(card.get("base", {}).get("quantized_4bit", True)), adapter=version.path)
+    examples, _ = build_examples(items, reader, embedder or Embedder(reader.embedder),
+                                 lambda text: len(loaded.tokenizer.encode(text, add_special_tokens=False)),
+                                 options.examples)
+    decoding = calibrate(loaded, examples).to_dict()
+    registry.update_card(version.ref, {"decoding": decoding})
+    return decoding
 
 
 def _card(options: FinetuneOptions, loaded, reader, items, splits, train_report: BuildReport,

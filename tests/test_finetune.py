@@ -407,3 +407,22 @@ def test_qlora_on_the_packaged_model_learns_to_cite(tmp_path):
     assert result.validation_loss[-1][1] < 0.6 * result.validation_loss[0][1]
     lora, _ = _lora_and_base(loaded.model)
     assert len([k for k in lora if "lora_A" in k]) == 30 * 7  # every linear projection of the 30 layers
+
+
+def test_refusal_threshold_is_chosen_on_validation_and_applied_to_the_first_token_only():
+    import torch
+
+    from app.generator import RefusalThreshold
+    from finetune.calibrate import choose_threshold
+
+    # Answers' refusal probabilities sit below 0.6, refusals' above: the best threshold lies between.
+    chosen = choose_threshold([0.1, 0.3, 0.55, 0.62, 0.8, 0.9], [False, False, False, True, True, True])
+    assert 0.55 < chosen.threshold <= 0.62 and chosen.balanced_accuracy == 1.0
+
+    processor = RefusalThreshold(token_id=2, threshold=0.5, prompt_length=4)
+    unsure = torch.log(torch.tensor([[0.3, 0.3, 0.4]]))  # refusal token at 0.4 < 0.5: not allowed to start
+    assert processor(torch.zeros((1, 4), dtype=torch.long), unsure.clone())[0, 2] == float("-inf")
+    sure = torch.log(torch.tensor([[0.1, 0.1, 0.8]]))
+    assert processor(torch.zeros((1, 4), dtype=torch.long), sure.clone())[0, 2] == sure[0, 2]
+    later = processor(torch.zeros((1, 5), dtype=torch.long), unsure.clone())  # after the first token: untouched
+    assert later[0, 2] == unsure[0, 2]
