@@ -107,8 +107,28 @@ def run(
         typer.secho(f"PERMISSION LEAKS: {result.leaks} passage(s) from documents the asking user may not read "
                     f"(questions: {leaky}); details in {out}/summary.json", err=True, fg="red", bold=True)
     typer.echo(f"Evaluated {result.one_line()}")
+    _record_in_adapter_card(result.summary, adapters, qa, split)
     if result.leaks:
         raise typer.Exit(3)
+
+
+def _record_in_adapter_card(summary: dict, adapters: Path | None, qa: Path, split: str) -> None:
+    """A RAG run with a registry adapter (NAME@vN) adds its headline figures to that version's card."""
+    from app.finetune_cli import DEFAULT_ADAPTERS
+    from finetune.adapters import AdapterError, AdapterRegistry
+
+    adapters = adapters or DEFAULT_ADAPTERS
+    used = summary.get("adapter_used")
+    if summary.get("mode") != "rag" or not used or "@" not in str(used):
+        return
+    figures = {k: summary["metrics"].get(k) for k in ("grounded_accuracy", "correct", "citation_precision",
+                                                      "citation_recall", "answerable_refused",
+                                                      "unanswerable_refused", "leaked_passages")}
+    try:
+        AdapterRegistry(adapters).record_evaluation(used, f"{qa.name} ({split}, {summary.get('index_dir')})",
+                                                    {**figures, "questions": len(summary.get("ids", []))})
+    except AdapterError:
+        pass  # the version was removed meanwhile: the run's own summary.json still has the figures
 
 
 @eval_cli.command("compare")
