@@ -203,9 +203,11 @@ class Engine:
                           "detail": f"left out {len(checked_citations.dropped)} sentence(s) that no passage supports",
                           "source": None})
         if checked_citations.invalid or checked_citations.unsupported:
+            removed = ([f"of passages that do not exist {checked_citations.invalid}"] if checked_citations.invalid
+                       else []) + ([f"that do not support their sentence {checked_citations.unsupported}"]
+                                   if checked_citations.unsupported else [])
             flags.append({"guard": "citations", "stage": "answer", "action": "redacted",
-                          "detail": f"removed citations of missing passages {checked_citations.invalid} and "
-                                    f"unsupported citations {checked_citations.unsupported}", "source": None})
+                          "detail": "removed citations " + " and ".join(removed), "source": None})
         final_text, events = self.guardrails.check_answer(checked_citations.text, disabled)
         flags += [e.to_dict() for e in events]
         citations = [Citation(n=n, source=r.source, page=r.page, heading=r.heading, text=r.text, score=r.score)
