@@ -1,7 +1,6 @@
 """`groundwork finetune`: QA data or the index → grounded examples → QLoRA → a new adapter version with its card."""
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -167,14 +166,3 @@ def _plot_losses(result: TrainResult, path: Path, title: str) -> bool:
     fig.savefig(path)
     plt.close(fig)
     return True
-
-
-def card_summary(version: AdapterVersion) -> str:
-    card = version.card
-    training = card.get("training", {})
-    validation = training.get("validation_loss") or []
-    return json.dumps({
-        "ref": version.ref, "promoted": version.promoted, "created_at": card.get("created_at"),
-        "base": card.get("base", {}).get("model"), "examples": card.get("data", {}).get("examples"),
-        "steps": training.get("steps"), "final_validation_loss": validation[-1][1] if validation else None,
-    })
