@@ -115,13 +115,15 @@ class Engine:
         """
         if self._fixed_generator is not None:
             return self._fixed_generator, None, {}
-        from finetune.adapters import AdapterRegistry, check_card_base, read_card
+        from finetune.adapters import AdapterRegistry, check_adapter_files, check_card_base, read_card
         from finetune.models import get_model
 
-        folder, label = AdapterRegistry(self.config.adapters_dir).resolve(adapter)
+        folder, label = AdapterRegistry(self.config.adapters_dir).resolve(adapter, verify=False)
         key = str(folder) if folder is not None else None
         with self._generators_lock:
             if key not in self._generators:
+                if folder is not None:
+                    check_adapter_files(folder)  # once per adapter, before its first load
                 loaded = get_model(self.config.model, quantize=self.config.quantize, adapter=folder)
                 if folder is not None:
                     check_card_base(folder, loaded.base_sha256, self.config.model)

@@ -161,8 +161,11 @@ class AdapterRegistry:
         promoted = self.promoted()
         return promoted[0] if promoted else None
 
-    def resolve(self, ref: str | None) -> tuple[Path | None, str | None]:
-        """(folder, label) for a reference: None = the default, "none" = no adapter, NAME, NAME@vN, a folder."""
+    def resolve(self, ref: str | None, verify: bool = True) -> tuple[Path | None, str | None]:
+        """(folder, label) for a reference: None = the default, "none" = no adapter, NAME, NAME@vN, a folder.
+
+        verify=False skips reading the weights (for callers that check them once, before loading).
+        """
         if ref is None:
             chosen = self.default()
             return (chosen.path, chosen.ref) if chosen else (None, None)
@@ -172,10 +175,12 @@ class AdapterRegistry:
         if os.sep in ref or as_path.is_dir():
             if not as_path.is_dir():
                 raise AdapterError(f"adapter folder not found: {as_path}")
-            check_adapter_files(as_path)
+            if verify:
+                check_adapter_files(as_path)
             return as_path, str(as_path)
         chosen = self.get(ref)
-        check_adapter_files(chosen.path)
+        if verify:
+            check_adapter_files(chosen.path)
         return chosen.path, chosen.ref
 
     # --- writing ---------------------------------------------------------------------------------
