@@ -9,101 +9,21 @@ true; an unanswerable question has no gold answer, passage or source. `user` ask
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from eval.errors import EvalError
+from finetune.data import DataError, QAItem
+from finetune.data import load_qa as _load_qa
 
 SPLITS = ("train", "validation", "test", "all")
-FIELDS = ("id", "question", "answer", "gold_passage", "gold_source", "answerable", "user")
-
-
-@dataclass(frozen=True)
-class QAItem:
-    """One question of a QA set with its gold data."""
-
-    id: str
-    question: str
-    answer: str | None = None  # the gold answer
-    gold_passage: str | None = None  # text of the passage that holds the answer
-    gold_source: str | None = None  # file path relative to the ingested folder, optionally "#anchor"
-    answerable: bool = True  # false: the documents (readable by this user) do not hold the answer
-    user: str | None = None  # ask as this user (from the users file); None = anonymous
-    line: int = 0  # line number in the QA file, for messages
-
-    @property
-    def gold_file(self) -> str | None:
-        """gold_source without its #anchor."""
-        return self.gold_source.partition("#")[0] if self.gold_source else None
-
-    @property
-    def gold_anchor(self) -> str | None:
-        return self.gold_source.partition("#")[2] or None if self.gold_source else None
-
-    def gold_dict(self) -> dict:
-        return {"gold_answer": self.answer, "gold_passage": self.gold_passage, "gold_source": self.gold_source,
-                "answerable": self.answerable}
-
-
-def _optional_text(path: Path, number: int, row: dict, key: str) -> str | None:
-    value = row.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise EvalError(f"{path}:{number}: '{key}' must be a string")
-    if not value.strip():  # "" means absent
-        return None
-    return value.strip()
 
 
 def load_qa(path: Path) -> list[QAItem]:
-    """Read and validate a QA file; the first problem raises EvalError naming file:line."""
-    path = Path(path)
+    """Read and validate a QA file (finetune.data.load_qa); the first problem raises EvalError naming file:line."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise EvalError(f"{path}: QA file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvalError(f"{path}: cannot read the QA file ({exc})") from None
-    items: list[QAItem] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(row, dict):
-            raise EvalError(f"{path}:{number}: each line must be a JSON object")
-        unknown = sorted(set(row) - set(FIELDS))
-        if unknown:
-            raise EvalError(f"{path}:{number}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(FIELDS)})")
-        qid, question = row.get("id"), row.get("question")
-        if isinstance(qid, int) and not isinstance(qid, bool):
-            qid = str(qid)
-        if not isinstance(qid, str) or not qid.strip():
-            raise EvalError(f"{path}:{number}: missing 'id' (a non-empty string)")
-        if qid in seen:
-            raise EvalError(f"{path}:{number}: duplicate id '{qid}' (first on line {seen[qid]})")
-        if not isinstance(question, str) or not question.strip():
-            raise EvalError(f"{path}:{number}: missing 'question' (a non-empty string)")
-        answerable = row.get("answerable", True)
-        if not isinstance(answerable, bool):
-            raise EvalError(f"{path}:{number}: 'answerable' must be true or false")
-        answer = _optional_text(path, number, row, "answer")
-        gold_passage = _optional_text(path, number, row, "gold_passage")
-        gold_source = _optional_text(path, number, row, "gold_source")
-        user = _optional_text(path, number, row, "user")
-        if not answerable and (gold_passage or gold_source):
-            raise EvalError(f"{path}:{number}: an unanswerable question cannot have a gold_passage or gold_source")
-        seen[qid] = number
-        items.append(QAItem(id=qid.strip(), question=question.strip(), answer=answer, gold_passage=gold_passage,
-                            gold_source=gold_source, answerable=answerable, user=user, line=number))
-    if not items:
-        raise EvalError(f"{path}: the QA file holds no questions")
-    return items
+        return _load_qa(path)
+    except DataError as exc:
+        raise EvalError(str(exc)) from None
 
 
 def select_split(items: list[QAItem], split: str) -> list[QAItem]:

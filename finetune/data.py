@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from finetune.prompt import NOT_FOUND, PromptPassage, build_messages, passage_label
-from finetune.splits import DEFAULT_FRACTIONS, split_of
 
 _WORD = re.compile(r"[a-z0-9]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
@@ -28,19 +27,6 @@ _STOP = frozenset("a an and are as at be by can do does for from has have how i 
 
 class DataError(Exception):
     """Bad training data; the message is one line naming the file and the problem."""
-
-
-@dataclass(frozen=True)
-class QAItem:
-    """One question of a QA set (the JSONL format the evaluation also reads)."""
-
-    id: str
-    question: str
-    answer: str | None = None
-    gold_passage: str | None = None
-    gold_source: str | None = None  # path relative to the ingested root, optionally "#anchor"
-    answerable: bool = True
-    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,47 +61,101 @@ class BuildReport:
     skipped: dict[str, str] = field(default_factory=dict)  # question id -> reason
 
 
+QA_FIELDS = ("id", "question", "answer", "gold_passage", "gold_source", "answerable", "user")
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """One question of a QA set with its gold data."""
+
+    id: str
+    question: str
+    answer: str | None = None  # the gold answer
+    gold_passage: str | None = None  # text of the passage that holds the answer
+    gold_source: str | None = None  # file path relative to the ingested folder, optionally "#anchor"
+    answerable: bool = True  # false: the documents (readable by this user) do not hold the answer
+    user: str | None = None  # ask as this user (from the users file); None = anonymous
+    line: int = 0  # line number in the QA file, for messages
+
+    @property
+    def gold_file(self) -> str | None:
+        """gold_source without its #anchor."""
+        return self.gold_source.partition("#")[0] if self.gold_source else None
+
+    @property
+    def gold_anchor(self) -> str | None:
+        return self.gold_source.partition("#")[2] or None if self.gold_source else None
+
+    def gold_dict(self) -> dict:
+        return {"gold_answer": self.answer, "gold_passage": self.gold_passage, "gold_source": self.gold_source,
+                "answerable": self.answerable}
+
+
+def _optional_text(path: Path, number: int, row: dict, key: str) -> str | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DataError(f"{path}:{number}: '{key}' must be a string")
+    if not value.strip():  # "" means absent
+        return None
+    return value.strip()
+
+
 def load_qa(path: Path) -> list[QAItem]:
-    """Read a QA JSONL file; a bad line raises DataError naming file:line."""
-    items: list[QAItem] = []
-    seen: set[str] = set()
+    """Read and validate a QA file; the first problem raises DataError naming file:line."""
+    path = Path(path)
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: QA file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the QA file ({exc})") from None
+    items: list[QAItem] = []
+    seen: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not a JSON object")
-            qid, question = str(row["id"]), str(row["question"]).strip()
-        except (ValueError, KeyError) as exc:
-            missing = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise DataError(f"{path}:{number}: bad QA line ({missing})") from None
-        if not question:
-            raise DataError(f"{path}:{number}: empty question")
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: each line must be a JSON object")
+        unknown = sorted(set(row) - set(QA_FIELDS))
+        if unknown:
+            raise DataError(f"{path}:{number}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(QA_FIELDS)})")
+        qid, question = row.get("id"), row.get("question")
+        if isinstance(qid, int) and not isinstance(qid, bool):
+            qid = str(qid)
+        if not isinstance(qid, str) or not qid.strip():
+            raise DataError(f"{path}:{number}: missing 'id' (a non-empty string)")
         if qid in seen:
-            raise DataError(f"{path}:{number}: duplicate id {qid!r}")
-        seen.add(qid)
-        items.append(QAItem(id=qid, question=question, answer=row.get("answer"), gold_passage=row.get("gold_passage"),
-                            gold_source=row.get("gold_source"), answerable=bool(row.get("answerable", True)),
-                            user=row.get("user")))
+            raise DataError(f"{path}:{number}: duplicate id '{qid}' (first on line {seen[qid]})")
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f"{path}:{number}: missing 'question' (a non-empty string)")
+        answerable = row.get("answerable", True)
+        if not isinstance(answerable, bool):
+            raise DataError(f"{path}:{number}: 'answerable' must be true or false")
+        answer = _optional_text(path, number, row, "answer")
+        gold_passage = _optional_text(path, number, row, "gold_passage")
+        gold_source = _optional_text(path, number, row, "gold_source")
+        user = _optional_text(path, number, row, "user")
+        if not answerable and (gold_passage or gold_source):
+            raise DataError(f"{path}:{number}: an unanswerable question cannot have a gold_passage or gold_source")
+        seen[qid] = number
+        items.append(QAItem(id=qid.strip(), question=question.strip(), answer=answer, gold_passage=gold_passage,
+                            gold_source=gold_source, answerable=answerable, user=user, line=number))
     if not items:
-        raise DataError(f"{path}: no questions")
+        raise DataError(f"{path}: the QA file holds no questions")
     return items
-
-
-def select_split(items: Iterable[QAItem], split: str,
-                 fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> list[QAItem]:
-    return [item for item in items if split_of(item.id, fractions) == split]
 
 
 def data_fingerprint(items: Iterable[QAItem]) -> str:
     digest = hashlib.sha256()
     for item in items:
-        digest.update(json.dumps(asdict(item), sort_keys=True).encode("utf-8") + b"\n")
+        fields = {k: v for k, v in asdict(item).items() if k != "line"}  # moving a line is not a data change
+        digest.update(json.dumps(fields, sort_keys=True).encode("utf-8") + b"\n")
     return digest.hexdigest()
 
 
@@ -186,7 +226,7 @@ def build_examples(items: list[QAItem], reader, embedder, count_tokens: Callable
         if not item.answer or not item.gold_source:
             report.skipped[item.id] = "answerable but has no answer or gold_source"
             continue
-        gold_source = item.gold_source.split("#", 1)[0]
+        gold_source = item.gold_file
         gold = _gold_chunk(item, reader, gold_source, allowed)
         if gold is None:
             report.skipped[item.id] = f"gold source {gold_source} is not in the index or not readable by {sorted(allowed)}"

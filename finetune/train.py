@@ -226,7 +226,7 @@ def _save_checkpoint(folder: Path, model, optimizer, progress: dict) -> None:
     tensors, meta = _flatten_optimizer(optimizer.state_dict())
     tensors["__torch_rng__"] = torch.get_rng_state()
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({**progress, "optimizer": meta, "python_rng": None}, indent=1))
+    (tmp / "state.json").write_text(json.dumps({**progress, "optimizer": meta}, indent=1))
     fsync_tree(tmp)
     old = folder.with_name(folder.name + ".old")
     if folder.exists():

@@ -174,7 +174,7 @@ def test_load_qa_names_the_bad_line(tmp_path):
 
     qa = tmp_path / "qa.jsonl"
     qa.write_text('{"id": "a", "question": "ok?"}\n{"id": "b"}\n')
-    with pytest.raises(DataError, match=r"qa.jsonl:2: bad QA line \(missing 'question'\)"):
+    with pytest.raises(DataError, match=r"qa.jsonl:2: missing 'question'"):
         load_qa(qa)
 
 

@@ -99,13 +99,17 @@ def launch_app(app: gr.Blocks, services: UiServices, host: str = "127.0.0.1", po
                mcp_server=False, enable_monitoring=False)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{app.server_port}/"
     if block:
-        try:
-            app.block_thread()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            app.close()
+        _serve_until_interrupted(app)
     return url
+
+
+def _serve_until_interrupted(app) -> None:
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
 
 
 @dataclass(frozen=True)
@@ -147,12 +151,7 @@ def serve(options: ServeOptions, on_ready: Callable[[str], None] | None = None) 
         _warm_up(engine)
     if on_ready is not None:
         on_ready(url)
-    try:
-        app.block_thread()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        app.close()
+    _serve_until_interrupted(app)
 
 
 def _warm_up(engine: Engine) -> None:
