@@ -38,6 +38,9 @@ def finetune_command(
     passages: int = typer.Option(5, "--passages", help="Passages per training prompt (gold + distractors)."),
     refusal_fraction: float = typer.Option(0.5, "--refusal-fraction",
                                            help="Share of questions that also get a gold-withheld refusal example."),
+    answer_style: str = typer.Option("quote", "--answer-style",
+                                     help='quote: "[n] " + the supporting sentences verbatim; answer: the gold '
+                                          'answer with [n] after each sentence.'),
     groups: str = typer.Option("everyone", "--groups",
                                help="Train only on documents these groups may read (comma-separated)."),
     max_length: int = typer.Option(2048, "--max-length", help="Longest training sequence in tokens."),
@@ -58,7 +61,7 @@ def finetune_command(
                             lora_dropout=lora_dropout, quantize=not no_quantize,
                             gradient_checkpointing=not no_gradient_checkpointing, optimizer=optimizer,
                             max_length=max_length, seed=seed, threads=threads)
-    examples = ExampleOptions(passages=passages, refusal_fraction=refusal_fraction, seed=seed,
+    examples = ExampleOptions(passages=passages, refusal_fraction=refusal_fraction, seed=seed, answer_style=answer_style,
                               groups=frozenset(g.strip() for g in groups.split(",") if g.strip()))
     version = finetune(FinetuneOptions(name=name, index_dir=index, registry_dir=registry, model=model,
                                        data=tuple(data), from_index=from_index, examples=examples,

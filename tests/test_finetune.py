@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from finetune.adapters import AdapterError, AdapterRegistry
-from finetune.data import ExampleOptions, QAItem, TrainingExample, build_examples, cite_sentences, load_qa
+from finetune.data import (DataError, ExampleOptions, QAItem, TrainingExample, build_examples, cite_sentences, load_qa,
+                           quote_sentences)
 from finetune.models import load_model
 from finetune.pipeline import FinetuneOptions, finetune
 from finetune.prompt import NOT_FOUND, PromptPassage, build_messages
@@ -126,13 +127,38 @@ def test_examples_put_the_gold_passage_in_the_prompt_and_cite_its_number(small_i
     answer = by_id["e1:answer"]
     gold_n = answer.gold
     assert answer.sources[gold_n - 1] == "expenses.md"
-    assert answer.target.endswith(f"[{gold_n}].")
+    # Quote style: the citation first, then the supporting sentence copied from the passage, not paraphrased.
+    assert answer.target == f"[{gold_n}] Expense claims must be submitted within 30 days of the purchase."
     assert f"[{gold_n}] (expenses.md, Deadline)\nExpense claims must be submitted within 30 days" in answer.messages[1]["content"]
     # The withheld-gold twin and the unanswerable question teach the refusal.
     assert by_id["e1:refusal"].target == NOT_FOUND and "expenses.md" not in by_id["e1:refusal"].sources
     assert by_id["u1:refusal"].target == NOT_FOUND
     # A restricted document never becomes training text for an adapter everyone will use.
     assert "s1" in report.skipped and all("hr/" not in s for e in examples for s in e.sources)
+
+
+def test_answer_style_answer_cites_the_gold_answer_after_each_sentence(small_index, _shared_embedder):
+    from ingest.reader import IndexReader
+
+    items = [QAItem("e1", "How long do I have to submit expenses?", "Claims are due within 30 days of the purchase.",
+                    "Expense claims must be submitted within 30 days", "expenses.md")]
+    examples, _ = build_examples(items, IndexReader(small_index), _shared_embedder, lambda t: len(t.split()),
+                                 ExampleOptions(passages=3, refusal_fraction=0.0, answer_style="answer"))
+    assert examples[0].target == f"Claims are due within 30 days of the purchase [{examples[0].gold}]."
+    with pytest.raises(DataError, match="answer style"):
+        ExampleOptions(answer_style="poem")
+
+
+def test_quote_takes_the_supporting_sentences_verbatim_or_none():
+    passage = ("Welcome to the travel policy. Book flights at least 14 days ahead. "
+               "Hotels are capped at EUR 150 per night. Trains are preferred under 4 hours.")
+    assert quote_sentences(passage, "You must book flights 14 days ahead.") == "Book flights at least 14 days ahead."
+    assert quote_sentences(passage, "Book 14 days ahead; hotels cost at most EUR 150.") == \
+        "Book flights at least 14 days ahead. Hotels are capped at EUR 150 per night."
+    # A flattened table is one endless "sentence": no quote, the caller falls back to the gold answer.
+    table = "Mode Duration Class " + " ".join(f"Flight {h} hours Economy" for h in range(30))
+    assert quote_sentences(table, "Economy for flights up to 6 hours.") is None
+    assert quote_sentences(passage, "The CEO likes green.") is None
 
 
 def test_split_is_deterministic_and_the_test_split_never_trains(small_index, tmp_path, tiny_model, _shared_embedder):
