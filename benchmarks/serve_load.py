@@ -1,0 +1,487 @@
+"""Serving under load: N simulated users ask questions to a real `groundwork serve` over HTTP, then once more
+while an admin re-runs ingestion from the admin tab's endpoint.
+
+    python benchmarks/serve_load.py [--quick] [--users 2,4,8] [--questions-per-user 4] [--max-seconds 300]
+                                    [--ingest-users 4] [--workdir DIR]
+
+The script builds its own site in a temporary folder (an index of examples/acme/docs made with `groundwork
+ingest`, accounts made with `groundwork users add`, an empty adapter registry so the base model answers) and
+starts `groundwork serve --threads 1` on a free loopback port. Each simulated user logs in like a browser
+(POST /login, session cookie) and asks through Gradio's HTTP API (POST /gradio_api/call/ask, then the SSE stream
+of the streamed answer), one question after the other (closed loop), cycling through the `question`s of
+examples/acme/qa.jsonl from its own offset; it stops after --questions-per-user or, for new questions, after
+--max-seconds. One warm-up question is asked before anything is timed.
+
+Latency is from the POST to the `complete` event; first token is the first streamed piece of the answer (not
+the "searching" placeholder). Throughput is answers per minute of wall time of the run. The server's memory is
+its RSS sampled every 0.2 s from /proc/PID/status (peak per run), and VmHWM (its peak since start) at the end.
+For the ingestion run, every Markdown and text file of the site's document folder gets a new paragraph first, so
+the re-ingestion re-embeds them; it is started over HTTP as the admin (/admin_ingest) when the users start.
+On a 2-core machine pin everything to one core with `taskset -c 1` to keep the numbers comparable. The
+server's CPU seconds per answer (from /proc/PID/stat; the ingestion's own work included in its run) and its
+share of the wall time show how much of the core it got: below ~100% something else was using the core.
+
+--quick asks 1 question per user (a burst of N simultaneous questions; N=2, 4, 8, then 4 + re-ingestion).
+An answer is up to 200 tokens, about 25-30 s on one idle core, and the model writes one answer at a time, so
+this costs about 18 answers' time plus ~1.5 min of setup.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "examples/acme/docs"
+ACL = ROOT / "examples/acme/acl.toml"
+QA = ROOT / "examples/acme/qa.jsonl"
+EMPLOYEES = [("alice", ""), ("hannah", "hr"), ("frank", "finance"), ("erin", "hr,finance")]
+ADMIN = ("admin", "hr,finance")
+REQUEST_TIMEOUT = 600.0  # seconds for one answer before it counts as an error
+ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+       "TOKENIZERS_PARALLELISM": "false"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def password(name: str) -> str:
+    return f"bench-{name}-password"
+
+
+def groundwork(*args: str, cwd: Path = ROOT) -> float:
+    """Run one `groundwork` CLI command; its seconds. Exits with the command's output if it fails."""
+    exe = shutil.which("groundwork", path=str(Path(sys.executable).parent)) or shutil.which("groundwork")
+    started = time.perf_counter()
+    done = subprocess.run([exe, *args], cwd=cwd, env={**os.environ, **ENV}, capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        sys.exit(f"groundwork {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return time.perf_counter() - started
+
+
+# --- the server -----------------------------------------------------------------------------------------------
+
+class Server:
+    """`groundwork serve` as a subprocess in its own process group; always stop() it."""
+
+    def __init__(self, site: Path, port: int, threads: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = site / "serve.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
+        exe = shutil.which("groundwork", path=str(Path(sys.executable).parent)) or "groundwork"
+        # cwd is the repository so that the converted model cache in groundwork-data/models is reused (read only)
+        self.process = subprocess.Popen(
+            [exe, "serve", "--index", str(site / "index"), "--users", str(site / "users.json"),
+             "--adapters", str(site / "adapters"), "--uploads", str(site / "uploads"), "--port", str(port),
+             "--threads", str(threads)],
+            cwd=ROOT, env={**os.environ, **ENV}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        """Until the page answers and the server says it is running (its own warm-up is done)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"groundwork serve exited ({self.process.returncode}):\n{self.log_tail()}")
+            try:
+                page = httpx.get(self.url + "/", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                page = False
+            if page and "is running at" in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.5)
+        sys.exit(f"groundwork serve not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            if self.process.poll() is not None:
+                break
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        self._log.close()
+
+
+class MemoryPoller:
+    """Samples the server's VmRSS every 0.2 s; peak() over a window of samples."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def status(self, key: str) -> int:
+        """A kB value from /proc/PID/status (0 once the process is gone)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.samples.append((time.monotonic(), self.status("VmRSS")))
+
+    def now(self) -> int:
+        return self.status("VmRSS")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server so far (from /proc/PID/stat)."""
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat[stat.rfind(")") + 2:].split()  # fields from the 3rd (state) on
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak(self, since: float) -> int:
+        return max([kb for t, kb in self.samples if t >= since] or [self.now()])
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+# --- the users ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    user: int
+    question: str
+    ok: bool
+    latency: float
+    first_token: float | None = None
+    outcome: str = ""  # answered | not found | blocked | error
+    error: str = ""
+
+
+def login(url: str, name: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=httpx.Timeout(30.0, read=REQUEST_TIMEOUT))
+    response = client.post("/login", data={"username": name, "password": password(name)})
+    if response.status_code != 200 or not response.json().get("success"):
+        raise RuntimeError(f"login as {name} failed: HTTP {response.status_code} {response.text[:200]}")
+    return client
+
+
+def _message_text(event_data: list) -> str:
+    """The last chat message of the `ask` endpoint's first output (the Chatbot), as HTML."""
+    chat = event_data[0] or []
+    if not chat:
+        return ""
+    content = chat[-1].get("content", "")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+    return str(content)
+
+
+def call(client: httpx.Client, api_name: str, data: list, on_event=None) -> tuple[str, object]:
+    """POST /gradio_api/call/API_NAME, read its SSE stream; (last event name, its data). on_event(name, data)."""
+    response = client.post(f"/gradio_api/call/{api_name}", json={"data": data})
+    if response.status_code != 200:
+        return "error", f"HTTP {response.status_code}: {response.text[:300]}"
+    event_id = response.json()["event_id"]
+    name, payload = "", None
+    with client.stream("GET", f"/gradio_api/call/{api_name}/{event_id}") as stream:
+        if stream.status_code != 200:
+            return "error", f"HTTP {stream.status_code} on the event stream"
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:") and name != "heartbeat":
+                raw = line[5:].strip()
+                payload = json.loads(raw) if raw and raw != "null" else None
+                if on_event is not None:
+                    on_event(name, payload)
+                if name in ("complete", "error"):
+                    return name, payload
+    return "error", f"stream ended after '{name or 'nothing'}' without a complete event"
+
+
+def ask(client: httpx.Client, user: int, question: str) -> Result:
+    started = time.perf_counter()
+    first: list[float] = []
+
+    def on_event(name: str, payload) -> None:
+        if name == "generating" and not first and payload and "gw-streaming" in _message_text(payload):
+            first.append(time.perf_counter() - started)
+
+    try:
+        name, payload = call(client, "ask", [question, [], None], on_event)
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        return Result(user, question, False, time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+    latency = time.perf_counter() - started
+    if name != "complete":
+        return Result(user, question, False, latency, error=f"{name}: {str(payload)[:300]}")
+    html = _message_text(payload)
+    if "gw-error" in html or "gw-thinking" in html or "gw-streaming" in html:
+        return Result(user, question, False, latency, error=f"unfinished or failed answer: {html[:300]}")
+    outcome = "not found" if "gw-notfound" in html else "blocked" if "gw-blocked" in html else "answered"
+    return Result(user, question, True, latency, first[0] if first else None, outcome)
+
+
+@dataclass
+class Run:
+    label: str
+    users: int
+    wall: float
+    results: list[Result]
+    rss_start_mb: float
+    rss_peak_mb: float
+    cpu: float  # the server's CPU seconds during the run
+    ingest: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> list[Result]:
+        return [r for r in self.results if r.ok]
+
+    @property
+    def errors(self) -> list[Result]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def per_minute(self) -> float:
+        return 60.0 * len(self.ok) / self.wall if self.wall else 0.0
+
+    @property
+    def p50(self) -> float:
+        return statistics.median([r.latency for r in self.ok]) if self.ok else float("nan")
+
+
+def run_load(url: str, users: int, questions: list[str], per_user: int, max_seconds: float,
+             memory: MemoryPoller, label: str, during=None) -> Run:
+    """`users` closed-loop users; `during(results_box)` (the admin) runs in a thread from the start."""
+    clients = [login(url, EMPLOYEES[i % len(EMPLOYEES)][0]) for i in range(users)]
+    results: list[Result] = []
+    lock = threading.Lock()
+    begin = threading.Barrier(users + 1)
+    started_at = [0.0]
+
+    def user(i: int) -> None:
+        offset = i * len(questions) // users
+        begin.wait()
+        for k in range(per_user):
+            if time.perf_counter() - started_at[0] > max_seconds:
+                break
+            result = ask(clients[i], i, questions[(offset + k) % len(questions)])
+            with lock:
+                results.append(result)
+
+    threads = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(users)]
+    for t in threads:
+        t.start()
+    ingest: dict = {}
+    mono = time.monotonic()
+    rss_start = memory.now()
+    cpu_start = memory.cpu_seconds()
+    started_at[0] = time.perf_counter()
+    begin.wait()
+    admin = threading.Thread(target=during, args=(ingest,), daemon=True) if during else None
+    if admin:
+        admin.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started_at[0]
+    cpu = memory.cpu_seconds() - cpu_start
+    if admin:
+        admin.join()
+        ingest["overlap"] = min(ingest.get("seconds", 0.0), wall)
+    rss_peak = memory.peak(mono)
+    for client in clients:
+        client.close()
+    return Run(label, users, wall, results, rss_start / 1024, rss_peak / 1024, cpu, ingest)
+
+
+def reingest_as_admin(url: str):
+    """The admin's "Re-run ingestion" button over HTTP; fills `box` with seconds, state and summary."""
+
+    def admin(box: dict) -> None:
+        started = time.perf_counter()
+        try:
+            client = login(url, ADMIN[0])
+            name, payload = call(client, "admin_ingest", [""])
+            client.close()
+        except (httpx.HTTPError, RuntimeError, ValueError, KeyError) as exc:
+            name, payload = "error", f"{type(exc).__name__}: {exc}"
+        box["seconds"] = time.perf_counter() - started
+        status = str(payload[0]) if name == "complete" and payload else str(payload)
+        state = re.search(r'data-state="(\w+)"', status)
+        box["state"] = state.group(1) if state else name
+        box["summary"] = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", status)).strip()[:300]
+
+    return admin
+
+
+def touch_documents(docs: Path) -> int:
+    """Append a paragraph to every Markdown and text file, so that a re-ingestion re-embeds them."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    changed = 0
+    for path in sorted(docs.rglob("*")):
+        if path.suffix in (".md", ".txt"):
+            with path.open("a") as f:
+                f.write(f"\n\nUpdate {stamp}: this paragraph was added by the serving benchmark so that the "
+                        f"re-ingestion embeds this document again.\n")
+            changed += 1
+    return changed
+
+
+# --- the report -----------------------------------------------------------------------------------------------
+
+def row(run: Run, base: Run) -> str:
+    ok = run.ok
+    lat = [r.latency for r in ok]
+    first = [r.first_token for r in ok if r.first_token is not None]
+    not_found = sum(r.outcome != "answered" for r in ok)
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if b and not math.isnan(a) and not math.isnan(b) else "-"
+
+    spread = f"{min(lat):.1f}-{max(lat):.1f}" if lat else "-"
+    first_cells = f"{statistics.median(first):.1f} | {percentile(first, 0.95):.1f}" if first else "- | -"
+    return (f"| {run.label} | {len(ok)} ({not_found}) | {len(run.errors)} | {run.wall:.0f} | {run.per_minute:.1f} | "
+            f"{ratio(run.per_minute, base.per_minute)} | {run.p50:.1f} | "
+            f"{percentile(lat, 0.95) if lat else float('nan'):.1f} | {ratio(run.p50, base.p50)} | {spread} | "
+            f"{first_cells} | {run.cpu / max(len(ok), 1):.1f} ({run.cpu / run.wall:.0%}) | "
+            f"{run.rss_start_mb:.0f} → {run.rss_peak_mb:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", default="2,4,8", help="Comma-separated numbers of simultaneous users.")
+    parser.add_argument("--questions-per-user", type=int, default=None, help="Default 4 (1 with --quick).")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="No new question after this many seconds of a run. Default 300 (60 with --quick).")
+    parser.add_argument("--ingest-users", type=int, default=4, help="Users during the re-ingestion (0: skip it).")
+    parser.add_argument("--threads", type=int, default=1, help="The server's --threads.")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="Keep the site (index, users, log) here instead of a temporary folder; reused if "
+                             "present (the index is then only updated).")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    per_user = args.questions_per_user or (1 if args.quick else 4)
+    max_seconds = args.max_seconds or (60.0 if args.quick else 300.0)
+    counts = [int(n) for n in args.users.split(",") if n.strip()]
+    questions = [json.loads(line)["question"] for line in QA.read_text().splitlines() if line.strip()]
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: the server is stopped
+    began = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    temp = None if args.workdir else tempfile.TemporaryDirectory(prefix="serve-load-")
+    site = args.workdir.resolve() if args.workdir else Path(temp.name)
+    server = memory = None
+    try:
+        site.mkdir(parents=True, exist_ok=True)
+        (site / "adapters").mkdir(exist_ok=True)
+        if (site / "docs").exists():
+            shutil.rmtree(site / "docs")
+        shutil.copytree(DOCS, site / "docs")
+        setup = {"ingest": groundwork("ingest", str(site / "docs"), "--acl", str(ACL), "--index", str(site / "index"))}
+        started = time.perf_counter()
+        for name, groups in EMPLOYEES:
+            groundwork("users", "add", name, "--groups", groups, "--role", "employee", "--password", password(name),
+                       "--users", str(site / "users.json"), "--replace")
+        groundwork("users", "add", ADMIN[0], "--groups", ADMIN[1], "--role", "admin", "--password",
+                   password(ADMIN[0]), "--users", str(site / "users.json"), "--replace")
+        setup["users"] = time.perf_counter() - started
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        started = time.perf_counter()
+        server = Server(site, port, args.threads)
+        memory = MemoryPoller(server.process.pid)
+        server.wait_ready()
+        setup["server ready"] = time.perf_counter() - started
+        rss_ready = memory.now() / 1024
+        started = time.perf_counter()
+        warm = login(server.url, EMPLOYEES[0][0])
+        warm_result = ask(warm, -1, questions[0])
+        warm.close()
+        if not warm_result.ok:
+            sys.exit(f"the warm-up question failed: {warm_result.error}\n{server.log_tail()}")
+        setup["warm-up question"] = time.perf_counter() - started
+        print("setup: " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items()), file=sys.stderr, flush=True)
+
+        runs: list[Run] = []
+        for n in counts:
+            run = run_load(server.url, n, questions, per_user, max_seconds, memory, str(n))
+            runs.append(run)
+            print(f"{n} users: {len(run.ok)} answers, {len(run.errors)} errors in {run.wall:.0f} s",
+                  file=sys.stderr, flush=True)
+        if args.ingest_users:
+            changed = touch_documents(site / "docs")
+            run = run_load(server.url, args.ingest_users, questions, per_user, max_seconds, memory,
+                           f"{args.ingest_users} + re-ingest", during=reingest_as_admin(server.url))
+            run.ingest["changed"] = changed
+            runs.append(run)
+            print(f"{run.label}: {len(run.ok)} answers, {len(run.errors)} errors in {run.wall:.0f} s; "
+                  f"ingestion {run.ingest.get('state')} in {run.ingest.get('seconds', 0):.0f} s",
+                  file=sys.stderr, flush=True)
+        hwm = memory.status("VmHWM") / 1024
+    finally:
+        if memory is not None:
+            memory.stop()
+        if server is not None:
+            server.stop()
+        if temp is not None:
+            temp.cleanup()
+
+    affinity = sorted(os.sched_getaffinity(0))
+    load = os.getloadavg()
+    print(f"# {os.cpu_count()} cores, this run pinned to CPU {','.join(map(str, affinity))}, server --threads "
+          f"{args.threads}, load average {load_start:.1f} at the start, {load[0]:.1f} at the end; gradio {version('gradio')}, torch "
+          f"{version('torch')}, transformers {version('transformers')}, httpx {version('httpx')}")
+    print(f"# {per_user} questions per user (none started after {max_seconds:.0f} s), closed loop, examples/acme "
+          f"index; setup: " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items())
+          + f"; total {time.perf_counter() - began:.0f} s")
+    print("\n| users | answers (not found) | errors | wall s | answers/min | × N=2 | p50 s | p95 s | × N=2 | "
+          "min-max s | first token p50 s | p95 s | server CPU s per answer (share of wall) | "
+          "server RSS MB (start → peak) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    base = next((r for r in runs if r.users == 2 and not r.ingest), runs[0])
+    for run in runs:
+        print(row(run, base))
+    print(f"\nServer RSS {rss_ready:.0f} MB when ready, peak (VmHWM) {hwm:.0f} MB at the end. "
+          f"Ratios are against the {base.label}-user run.")
+    for run in runs:
+        if run.ingest:
+            print(f"Re-ingestion during the {run.label} run ({run.ingest['changed']} files changed): "
+                  f"{run.ingest.get('state')} in {run.ingest.get('seconds', 0):.1f} s, overlapping "
+                  f"{run.ingest.get('overlap', 0):.0f} s of the {run.wall:.0f} s run — {run.ingest.get('summary')}")
+    errors = [(run, r) for run in runs for r in run.errors]
+    if errors:
+        print(f"\n{len(errors)} errors:")
+        for run, r in errors:
+            print(f"- [{run.label}] user {r.user}, {r.latency:.1f} s, {r.question[:60]!r}: {r.error}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
