@@ -19,6 +19,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -232,6 +233,7 @@ def main() -> None:
         for kind in kinds:
             index, seconds, memory, desc = build(kind, xb, args)
             builds.append((n, desc, seconds, xb.nbytes / 2**20, memory))
+            print(f"# {n:,} {desc}: built in {seconds:.0f} s", file=sys.stderr, flush=True)  # progress
             values = {"flat": [None], "hnsw": ints(args.ef_search), "ivf": ints(args.nprobe)}[kind]
             for value in values:
                 unfiltered_p50 = None
@@ -248,9 +250,10 @@ def main() -> None:
                         unfiltered_p50 = p50
                     name = {"flat": "flat (Groundwork)", "hnsw": f"HNSW efSearch={value}",
                             "ivf": f"IVF nprobe={value}"}[kind]
-                    rows.append((n, name, "10%" if filtered else "all", p50, percentile(timings, 0.99),
-                                 percentile(timings, 0.10), percentile(timings, 0.90), statistics.median(cpu), p50 / flat_p50[filtered],
-                                 p50 / unfiltered_p50 if filtered else None, recall(found, exact[filtered]), n_runs))
+                    rows.append((n, name, f"{args.allow:.0%}" if filtered else "all", p50, percentile(timings, 0.99),
+                                 percentile(timings, 0.10), percentile(timings, 0.90), statistics.median(cpu),
+                                 p50 / flat_p50[filtered], p50 / unfiltered_p50 if filtered else None,
+                                 recall(found, exact[filtered]), n_runs))
             del index
         selectors.append((n, len(allowed), statistics.median(build_ms), statistics.median(build_cpu_ms),
                           statistics.median(bitmap_ms), flat_p50[True]))
