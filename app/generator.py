@@ -26,6 +26,21 @@ class Generator(Protocol):
         """Yield pieces of the answer as they are generated."""
 
 
+GENERATION_THREAD = "groundwork-generate"
+
+
+class _StopWhen:
+    """A stopping criterion: end generation once the event is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersGenerator:
     """A causal LM from finetune.models, one generation at a time per instance."""
 
@@ -58,6 +73,10 @@ class TransformersGenerator:
             kwargs.update(do_sample=True, temperature=options.temperature)
         else:
             kwargs.update(do_sample=False)
+        from transformers import StoppingCriteriaList
+
+        abandoned = threading.Event()
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(abandoned)])
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -69,12 +88,17 @@ class TransformersGenerator:
                 streamer.end()
 
         with self._lock:
-            worker = threading.Thread(target=run, daemon=True)
+            worker = threading.Thread(target=run, daemon=True, name=GENERATION_THREAD)
             worker.start()
-            for piece in streamer:
-                if piece:
-                    yield piece
-            worker.join()
+            try:
+                for piece in streamer:
+                    if piece:
+                        yield piece
+            finally:
+                # A reader that stops early (a closed browser tab) must not leave the model generating
+                # behind the lock's back, alongside the next answer.
+                abandoned.set()
+                worker.join()
         if errors:
             raise errors[0]
 

@@ -61,6 +61,7 @@ def main() -> None:
     gen_questions = questions[:3 if args.quick else 6]
     options = AnswerOptions(retrieval=RetrievalOptions(top_k=5, min_score=-1.0),
                             generation=GenerationOptions(max_new_tokens=64), require_support=False)
+    medians = {}
     for quantize in (True, False):
         engine = Engine(EngineConfig(index_dir=args.index[0], quantize=quantize))
         started = time.perf_counter()
@@ -82,11 +83,14 @@ def main() -> None:
             first.append(first_token - began)
             rates.append(tokens / max(end - first_token, 1e-6))
         name = "4-bit NF4" if quantize else "bf16"
+        medians[name] = (statistics.median(first), statistics.median(rates))
         print(f"| {name} | {load:.1f} | {statistics.median(first):.2f} | {statistics.median(rates):.1f} | "
               f"{min(rates):.1f}-{max(rates):.1f} | {len(gen_questions)} ({len(retrieved)} passages) |")
         from finetune.models import clear_model_cache
 
         clear_model_cache()
+    (q_first, q_rate), (b_first, b_rate) = medians["4-bit NF4"], medians["bf16"]
+    print(f"\n4-bit / bf16: first token x{q_first / b_first:.2f}, tokens/s x{q_rate / b_rate:.2f}")
 
 
 if __name__ == "__main__":

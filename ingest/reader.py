@@ -50,6 +50,8 @@ class IndexReader:
         self.conn = _connect(self.index_dir)
         self._lock = threading.RLock()  # one SQLite connection and FAISS index shared by server threads
         self._allowed_cache: dict[frozenset[str], np.ndarray] = {}
+        # Building an IDSelectorBatch costs ~30 ms for 100k allowed ids (benchmarks/retrieval_scale.py): keep it.
+        self._selector_cache: dict[frozenset[str], faiss.IDSelector] = {}
         self._load()
 
     def _load(self) -> None:
@@ -69,6 +71,7 @@ class IndexReader:
         finally:
             self.conn.execute("COMMIT")
         self._allowed_cache.clear()
+        self._selector_cache.clear()
 
     def refresh(self) -> bool:
         """Switch to the newest committed generation; return True if it changed."""
@@ -109,10 +112,14 @@ class IndexReader:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         params = None
         if groups is not None:
-            allowed = self.allowed_chunk_ids(groups)
+            key = frozenset(groups)
+            allowed = self.allowed_chunk_ids(key)
             if len(allowed) == 0:
                 return [[] for _ in range(len(queries))]
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            selector = self._selector_cache.get(key)
+            if selector is None:
+                selector = self._selector_cache[key] = faiss.IDSelectorBatch(allowed)
+            params = faiss.SearchParameters(sel=selector)
         k = min(k, self.vectors.ntotal)
         if k <= 0:
             return [[] for _ in range(len(queries))]

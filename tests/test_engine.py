@@ -87,6 +87,15 @@ def test_citations_are_verified_and_only_cited_passages_become_sources(index_dir
     assert set(answer.timings) >= {"retrieve", "first_token", "generate", "total"}
 
 
+def test_a_citation_first_answer_is_verified_like_any_other(index_dir, embedder) -> None:
+    # The tuned adapter answers "[n] <quoted sentence>"; the marker moves to the end of the sentence.
+    generator = ScriptedGenerator("[1] Expense claims must be submitted within 30 days of the purchase.")
+    answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE)
+    assert not answer.refused
+    assert answer.answer == "Expense claims must be submitted within 30 days of the purchase [1]."
+    assert [c.source for c in answer.citations] == ["expenses.md"]
+
+
 def test_unsupported_sentences_are_left_out_and_reported(index_dir, embedder) -> None:
     generator = ScriptedGenerator("Sure, I can help with that. Expense claims must be submitted within 30 days.")
     answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE)
@@ -186,6 +195,21 @@ def test_real_generation_streams_and_returns_a_checked_answer(index_dir, embedde
     assert "[1]" in prompt and "30 days" in prompt and "Question: How many days" in prompt
     assert final.timings["first_token"] < final.timings["total"]
     assert all(1 <= c.n <= len(final.retrieved) for c in final.citations)
+
+
+@pytest.mark.slow
+def test_an_abandoned_stream_stops_the_model_before_releasing_it(smol) -> None:
+    import threading
+
+    before = set(threading.enumerate())
+    generator = TransformersGenerator(smol)
+    messages = [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}]
+    stream = generator.stream(messages, GenerationOptions(max_new_tokens=400))
+    next(stream)
+    stream.close()  # the reader went away after the first piece
+    assert not set(threading.enumerate()) - before, "generation kept running"
+    assert generator._lock.acquire(blocking=False), "the model was left locked"
+    generator._lock.release()
 
 
 @pytest.mark.slow
