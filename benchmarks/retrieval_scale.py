@@ -271,8 +271,8 @@ def main() -> None:
     for n, desc, seconds, vec_mb, mem_mb in builds:
         print(f"| {n:,} | {desc} | {seconds:.1f} | {vec_mb:.0f} | {mem_mb:.0f} | {mem_mb / vec_mb:.2f} |")
 
-    print(f"\n| chunks | allowed ids | IDSelectorBatch build ms (p50) | CPU ms | / flat filtered search p50 | "
-          f"IDSelectorBitmap build ms (p50) |\n|---|---|---|---|---|---|")
+    print("\n| chunks | allowed ids | IDSelectorBatch build ms (p50) | CPU ms | / flat filtered search p50 | "
+          "IDSelectorBitmap build ms (p50) |\n|---|---|---|---|---|---|")
     for n, count, batch_ms, batch_cpu, bitmap_ms, search_ms in selectors:
         print(f"| {n:,} | {count:,} | {batch_ms:.2f} | {batch_cpu:.2f} | {batch_ms / search_ms:.2f} | {bitmap_ms:.2f} |")
     print("# IndexReader.search builds an IDSelectorBatch on every filtered query (it caches only the id array)")
