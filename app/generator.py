@@ -29,6 +29,25 @@ class Generator(Protocol):
 GENERATION_THREAD = "groundwork-generate"
 
 
+def logits_processors(options: GenerationOptions, tokenizer, prompt_length: int):
+    """The repetition penalty over the answer only, then the refusal threshold.
+
+    transformers' own repetition_penalty also penalizes every token of the prompt, i.e. the words of the
+    passages the answer should quote, and the "[" of their numbers: measured on the tuned adapter, it raised the
+    probability of starting the refusal from 0.37 to 0.87 and made it refuse every acme question.
+    """
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    processors = LogitsProcessorList()
+    if options.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(float(options.repetition_penalty),
+                                                           prompt_ignore_length=prompt_length))
+    if options.refusal and options.refusal_threshold:
+        first = tokenizer.encode(options.refusal, add_special_tokens=False)[0]
+        processors.append(RefusalThreshold(first, options.refusal_threshold, prompt_length))
+    return processors
+
+
 class _StopWhen:
     """A stopping criterion: end generation once the event is set."""
 
@@ -62,13 +81,8 @@ class TransformersGenerator:
                                                     return_dict=True).to(self.loaded.model.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         kwargs = dict(**inputs, streamer=streamer, max_new_tokens=options.max_new_tokens,
-                      repetition_penalty=options.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id)
-        if options.refusal and options.refusal_threshold:
-            from transformers import LogitsProcessorList
-
-            first = self.tokenizer.encode(options.refusal, add_special_tokens=False)[0]
-            kwargs["logits_processor"] = LogitsProcessorList([
-                RefusalThreshold(first, options.refusal_threshold, inputs["input_ids"].shape[1])])
+                      pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=1.0,  # ours, below
+                      logits_processor=logits_processors(options, self.tokenizer, inputs["input_ids"].shape[1]))
         if options.temperature > 0:
             kwargs.update(do_sample=True, temperature=options.temperature)
         else:

@@ -228,3 +228,23 @@ def test_cli_ask_json_has_the_documented_keys(index_dir, tmp_path: Path) -> None
     assert data["retrieved"][0]["source"] == "expenses.md"
     for citation in data["citations"]:
         assert {"n", "source", "text", "score"} <= set(citation) and ("page" in citation or "heading" in citation)
+
+
+def test_the_repetition_penalty_spares_the_passages_the_answer_quotes() -> None:
+    import torch
+
+    from app.generator import logits_processors
+
+    class Tokenizer:
+        def encode(self, text, add_special_tokens=False):
+            return [2]  # the refusal's first token
+
+    processors = logits_processors(GenerationOptions(repetition_penalty=1.3, refusal=NOT_FOUND, refusal_threshold=0.5),
+                                   Tokenizer(), prompt_length=3)
+    prompt = torch.tensor([[0, 1, 1]])  # token 1 is a word of the passages
+    scores = torch.tensor([[0.0, 4.0, 3.5]])  # the model would start quoting it
+    first = processors(prompt, scores.clone())
+    assert first.argmax() == 1 and first[0, 1] == 4.0, "a passage word was penalized before the answer used it"
+    # Once the answer has used token 1, repeating it is penalized as usual.
+    later = processors(torch.tensor([[0, 1, 1, 1]]), scores.clone())
+    assert later[0, 1] < 4.0
