@@ -8,10 +8,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 from app.citations import VerifyOptions, cosine_embedder, verify
 from app.generator import GenerationOptions, Generator, TransformersGenerator
+from app.quoting import drop_questions, plan_quotes
 from app.guardrails import GuardrailConfig, Guardrails
 from finetune.prompt import NOT_FOUND, PromptPassage, build_messages, fit_passages, passage_label
 from app.retrieval import Passage, RetrievalOptions, Retriever
@@ -30,6 +31,8 @@ class AnswerOptions:
     require_support: bool = True  # refuse when no sentence of the answer is supported by a passage
     disabled_guards: frozenset[str] = frozenset()  # guards the user switched off (only those the admin allows)
     adapter: str | None = None  # this question only: NAME, NAME@vN, a folder or "none"; None = the engine's choice
+    decoding: Literal["quote", "free"] = "quote"  # quote: the model may only copy passages verbatim, cited, or refuse
+    quote_candidates: int = 4  # quote: the sentences closest to the question that a quote may start at
 
 
 @dataclass
@@ -179,16 +182,22 @@ class Engine:
         shown = fit_passages(checked.text, shown, generator.count_tokens, generator.context_tokens,
                              options.generation.max_new_tokens)
         passages = passages[: len(shown)]
+        if options.decoding == "quote":
+            plan = plan_quotes(checked.text, [s.text for s in shown], cosine_embedder(self.embedder),
+                               options.quote_candidates)
+            generation = replace(generation, quotes=plan, refusal=NOT_FOUND)
         retrieved = [_retrieved(i, p, shown[i - 1].text) for i, p in enumerate(passages, start=1)]
 
         generation_started = time.perf_counter()
         text = ""
-        for piece in generator.stream(build_messages(checked.text, shown), generation):
+        for piece in generator.stream(build_messages(checked.text, shown, options.decoding), generation):
             if not text:
                 timings["first_token"] = time.perf_counter() - started
             text += piece
             yield self.guardrails.partial_answer(text, disabled)
         timings["generate"] = time.perf_counter() - generation_started
+        if options.decoding == "quote":
+            text = drop_questions(text)
 
         if _is_refusal(text):
             yield finish(NOT_FOUND, True, "model found no answer in the passages", retrieved=retrieved)

@@ -15,6 +15,7 @@ class GenerationOptions:
     repetition_penalty: float = 1.1  # small models loop without it
     refusal: str | None = None  # the fixed "not in the documents" reply the model was tuned to give
     refusal_threshold: float | None = None  # start `refusal` only if its first token gets at least this probability
+    quotes: object | None = None  # an app.quoting.QuotePlan: the answer may only quote its passages, or be `refusal`
 
 
 class Generator(Protocol):
@@ -30,7 +31,7 @@ GENERATION_THREAD = "groundwork-generate"
 
 
 def logits_processors(options: GenerationOptions, tokenizer, prompt_length: int):
-    """The repetition penalty over the answer only, then the refusal threshold.
+    """The repetition penalty over the answer only, then the refusal threshold, then the quote constraint.
 
     transformers' own repetition_penalty also penalizes every token of the prompt, i.e. the words of the
     passages the answer should quote, and the "[" of their numbers: measured on the tuned adapter, it raised the
@@ -45,6 +46,10 @@ def logits_processors(options: GenerationOptions, tokenizer, prompt_length: int)
     if options.refusal and options.refusal_threshold:
         first = tokenizer.encode(options.refusal, add_special_tokens=False)[0]
         processors.append(RefusalThreshold(first, options.refusal_threshold, prompt_length))
+    if options.quotes:
+        from app.quoting import QuoteConstraint
+
+        processors.append(QuoteConstraint(tokenizer, options.quotes, options.refusal or "", prompt_length))
     return processors
 
 
