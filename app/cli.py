@@ -111,6 +111,8 @@ def ask(
     adapters: Path = typer.Option(DATA_DIR / "adapters", "--adapters", help="Adapter registry directory."),
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Load the model in bf16 instead of 4-bit."),
     top_k: int = typer.Option(5, "--top-k", help="Passages given to the model."),
+    decoding: str = typer.Option("quote", "--decoding", help="quote: the answer copies sentences of the passages "
+                                                             "verbatim, cited; free: the model's own words."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole answer as one JSON object."),
 ) -> None:
     """Answer a question from the indexed documents, with cited sources."""
@@ -126,7 +128,9 @@ def ask(
                   if DEFAULT_GUARDRAILS.exists() else GuardrailConfig())
     engine = Engine(EngineConfig(index_dir=index, model=model, quantize=not no_quantize, adapter=adapter,
                                  adapters_dir=adapters, guardrails=guardrails))
-    options = AnswerOptions(retrieval=RetrievalOptions(top_k=top_k))
+    if decoding not in ("quote", "free"):
+        raise typer.BadParameter(f"--decoding must be quote or free, not {decoding!r}")
+    options = AnswerOptions(retrieval=RetrievalOptions(top_k=top_k), decoding=decoding)
     if as_json:
         typer.echo(json.dumps(engine.answer(question, who, options).to_dict(), ensure_ascii=False))
         return

@@ -33,6 +33,8 @@ class AnswerOptions:
     adapter: str | None = None  # this question only: NAME, NAME@vN, a folder or "none"; None = the engine's choice
     decoding: Literal["quote", "free"] = "quote"  # quote: the model may only copy passages verbatim, cited, or refuse
     quote_candidates: int = 4  # quote: the sentences closest to the question that a quote may start at
+    min_quote_similarity: float = 0.53  # quote: refuse, without the model, when no sentence is this close to the
+    #                                     question (cosine; set on the acme train+validation splits, see README)
 
 
 @dataclass
@@ -182,11 +184,15 @@ class Engine:
         shown = fit_passages(checked.text, shown, generator.count_tokens, generator.context_tokens,
                              options.generation.max_new_tokens)
         passages = passages[: len(shown)]
+        retrieved = [_retrieved(i, p, shown[i - 1].text) for i, p in enumerate(passages, start=1)]
         if options.decoding == "quote":
             plan = plan_quotes(checked.text, [s.text for s in shown], cosine_embedder(self.embedder),
                                options.quote_candidates)
+            if plan.similarity < options.min_quote_similarity:
+                yield finish(NOT_FOUND, True, "no sentence of the passages is close enough to the question",
+                             retrieved=retrieved)
+                return
             generation = replace(generation, quotes=plan, refusal=NOT_FOUND)
-        retrieved = [_retrieved(i, p, shown[i - 1].text) for i, p in enumerate(passages, start=1)]
 
         generation_started = time.perf_counter()
         text = ""

@@ -107,6 +107,7 @@ class QuotePlan:
     max_segments: int = 1  # "[n] quote" segments per answer
     max_sentences: int = 2  # sentences (or lines) per quote, questions not counted
     max_chars: int = 400  # past this length a quote may stop at any word
+    similarity: float = 1.0  # cosine similarity of the question and the closest sentence (1.0 when not measured)
 
 
 def sentences(passage: str) -> list[tuple[int, str]]:
@@ -137,7 +138,8 @@ def plan_quotes(question: str, passages: list[str], embed, candidates: int = 4, 
     starts: list[list[int]] = [[] for _ in passages]
     for i in best:
         starts[found[i][0]].append(found[i][1])
-    return QuotePlan(tuple(passages), tuple(tuple(sorted(s)) for s in starts), **limits)
+    return QuotePlan(tuple(passages), tuple(tuple(sorted(s)) for s in starts), similarity=float(scores[best[0]]),
+                     **limits)
 
 
 _SEGMENT = re.compile(r"(\[\d+\])")

@@ -31,16 +31,19 @@ acme() {
     local common=(--qa examples/acme/qa.jsonl --index "$ACME_INDEX" --users "$users" --split test)
     $GW eval "${common[@]}" --closed-book "${BASE[@]}" --out "$OUT/acme-closed-book" --name "closed-book"
     $GW eval "${common[@]}" --extractive "${EXTRA[@]}" --out "$OUT/acme-extractive" --name "extractive"
-    $GW eval "${common[@]}" "${BASE[@]}" --out "$OUT/acme-rag-base" --name "RAG base"
-    $GW eval compare "$OUT/acme-closed-book" "$OUT/acme-extractive" "$OUT/acme-rag-base" --out "$OUT/acme-report"
+    $GW eval "${common[@]}" "${BASE[@]}" --decoding free --out "$OUT/acme-rag-free" --name "RAG base, free"
+    $GW eval "${common[@]}" "${BASE[@]}" --out "$OUT/acme-rag-base" --name "RAG base, quote"
+    $GW eval compare "$OUT/acme-closed-book" "$OUT/acme-extractive" "$OUT/acme-rag-free" "$OUT/acme-rag-base" \
+        --out "$OUT/acme-report"
 }
 
 pydocs() {
     [ -f "$PYDOCS_INDEX/index.sqlite" ] || $GW ingest "$PYDOCS/html" --index "$PYDOCS_INDEX"  # ~11 min
     local common=(--qa "$PYDOCS/qa.jsonl" --index "$PYDOCS_INDEX" --split test)
     $GW eval "${common[@]}" --extractive "${EXTRA[@]}" --out "$OUT/pydocs-extractive" --name "extractive"
-    $GW eval "${common[@]}" "${BASE[@]}" --out "$OUT/pydocs-rag-base" --name "RAG base"
-    $GW eval compare "$OUT/pydocs-extractive" "$OUT/pydocs-rag-base" --out "$OUT/pydocs-report"
+    $GW eval "${common[@]}" "${BASE[@]}" --decoding free --out "$OUT/pydocs-rag-free" --name "RAG base, free"
+    $GW eval "${common[@]}" "${BASE[@]}" --out "$OUT/pydocs-rag-base" --name "RAG base, quote"
+    $GW eval compare "$OUT/pydocs-extractive" "$OUT/pydocs-rag-free" "$OUT/pydocs-rag-base" --out "$OUT/pydocs-report"
 }
 
 case "${1:-all}" in

@@ -49,6 +49,8 @@ def run(
     no_quantize: Annotated[bool, typer.Option("--no-quantize", help="Load the model in bf16, not 4-bit.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", help="Passages given to the model.")] = 5,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = 200,
+    decoding: Annotated[str, typer.Option(
+        "--decoding", help="rag: quote (verbatim cited quotes or a refusal) or free (the model's own words).")] = "quote",
     workers: Annotated[int, typer.Option(
         "--workers", help="Questions answered at once (one engine each, the model shared); 2 measured 1.8x faster "
                           "than 1 on a 2-core box.")] = min(2, os.cpu_count() or 1),
@@ -95,7 +97,7 @@ def run(
     config = EvalConfig(qa_file=qa, index_dir=index, out_dir=out, mode=mode, adapter=adapter, adapters_dir=adapters,
                         model=model,
                         quantize=not no_quantize, split=split, users_file=users_file, top_k=top_k,
-                        max_new_tokens=max_new_tokens, workers=workers, limit=limit, name=name, progress=not quiet, rescore=rescore,
+                        max_new_tokens=max_new_tokens, decoding=decoding, workers=workers, limit=limit, name=name, progress=not quiet, rescore=rescore,
                         guardrails=guardrails)
     try:
         result = run_eval(config)

@@ -56,6 +56,7 @@ class EvalConfig:
     users_file: Path | None = None  # resolves the QA set's `user` names
     top_k: int = 5  # passages given to the model (as `groundwork ask --top-k`)
     max_new_tokens: int = 200  # longest answer
+    decoding: str = "quote"  # rag: "quote" (verbatim cited quotes or a refusal) or "free" (the model's own words)
     workers: int = 1  # questions answered at once (one engine each; the model's weights are shared)
     limit: int | None = None  # only the first N selected questions (quick runs)
     threshold: float = CORRECT_THRESHOLD  # correctness_score at or above which an answer counts as correct
@@ -102,6 +103,7 @@ def _fingerprint(config: EvalConfig, index_generation: int, adapter_resolved: st
             "adapter": adapter_resolved,  # what answers (NAME@vN, a folder or None), not how it was named
             "quantize": config.quantize if config.mode != "extractive" else None, "top_k": config.top_k,
             "max_new_tokens": config.max_new_tokens if config.mode != "extractive" else None,
+            "decoding": config.decoding if config.mode == "rag" else None,
             "guardrails": _guardrails_dict(config.guardrails)}
 
 
@@ -169,7 +171,8 @@ class _Asker:
         from app.retrieval import RetrievalOptions
 
         self.options = AnswerOptions(retrieval=RetrievalOptions(top_k=config.top_k),
-                                     generation=GenerationOptions(max_new_tokens=config.max_new_tokens))
+                                     generation=GenerationOptions(max_new_tokens=config.max_new_tokens),
+                                     decoding=config.decoding)
 
     def ranking(self, question: str, user) -> list[dict]:
         """The evaluator's own top-10 retrieval (same settings as the engine's), after the question guardrails."""
@@ -333,6 +336,8 @@ def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = N
     """
     if config.mode not in MODES:
         raise EvalError(f"unknown mode '{config.mode}': use one of {', '.join(MODES)}")
+    if config.decoding not in ("quote", "free"):
+        raise EvalError(f"--decoding must be quote or free, not '{config.decoding}'")
     if config.workers < 1:
         raise EvalError("--workers must be at least 1")
     items = select_split(load_qa(config.qa_file), config.split)

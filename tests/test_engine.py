@@ -198,6 +198,33 @@ def test_real_generation_streams_and_returns_a_checked_answer(index_dir, embedde
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("question, fact, source", [
+    ("How many days do I have to submit an expense claim?", "30 days", "expenses.md"),
+    ("What is the meal allowance in Austin?", "60 USD", "expenses.md"),
+    ("How many days of annual leave do employees get?", "27 days", "leave.md"),
+])
+def test_quoted_answers_of_the_packaged_model_copy_the_passage_that_holds_the_fact(
+        index_dir, embedder, smol, question, fact, source) -> None:
+    """The default decoding: the 135M model picks the sentence; every word it writes is the cited passage's."""
+    import re
+
+    answer = _engine(index_dir, embedder, TransformersGenerator(smol)).answer(question, ALICE)
+    assert not answer.refused, answer.refusal_reason
+    assert fact in answer.answer and [c.source for c in answer.citations] == [source], answer.answer
+    for sentence in re.split(r"(?<=[.!?])\s+", answer.answer):
+        body = re.sub(r"\s*\[\d+\]", "", sentence)
+        assert any(body in " ".join(c.text.split()) for c in answer.citations), sentence
+
+
+@pytest.mark.slow
+def test_free_decoding_lets_the_model_write_its_own_words(index_dir, embedder, smol) -> None:
+    generator = RecordingGenerator(smol)
+    options = AnswerOptions(decoding="free", generation=GenerationOptions(max_new_tokens=30), require_support=False)
+    _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE, options)
+    assert "Cite the passage each fact comes from" in generator.prompts[0][0]["content"]
+
+
+@pytest.mark.slow
 def test_an_abandoned_stream_stops_the_model_before_releasing_it(smol) -> None:
     import threading
 
