@@ -33,6 +33,8 @@ class AnswerOptions:
     adapter: str | None = None  # this question only: NAME, NAME@vN, a folder or "none"; None = the engine's choice
     decoding: Literal["quote", "free"] = "quote"  # quote: the model may only copy passages verbatim, cited, or refuse
     quote_candidates: int = 4  # quote: the sentences closest to the question that a quote may start at
+    quote_refusal_threshold: float = 0.5  # quote, model without a calibrated threshold: it may refuse only when
+    #                                       the refusal's first token gets at least this probability
     min_quote_similarity: float = 0.53  # quote: refuse, without the model, when no sentence is this close to the
     #                                     question (cosine; set on the acme train+validation splits, see README)
 
@@ -192,7 +194,8 @@ class Engine:
                 yield finish(NOT_FOUND, True, "no sentence of the passages is close enough to the question",
                              retrieved=retrieved)
                 return
-            generation = replace(generation, quotes=plan, refusal=NOT_FOUND)
+            generation = replace(generation, quotes=plan, refusal=NOT_FOUND,
+                                 refusal_threshold=generation.refusal_threshold or options.quote_refusal_threshold)
 
         generation_started = time.perf_counter()
         text = ""
