@@ -30,6 +30,7 @@ _STOP = frozenset("a an and are as at be by can do does for from has have how i 
 
 
 ANSWER_STYLES = ("quote", "answer")
+_PROMPT_STYLE = {"quote": "quote", "answer": "free"}  # the engine's decoding whose prompt each style trains on
 
 
 class DataError(Exception):
@@ -295,7 +296,8 @@ def _example(item: QAItem, kind: str, distractors: list, gold, rng: random.Rando
     else:
         target = cite_sentences(item.answer or "", gold_n)
     return TrainingExample(id=f"{item.id}:{kind}", question_id=item.id, kind=kind,
-                           messages=build_messages(item.question, shown), target=target,
+                           messages=build_messages(item.question, shown, _PROMPT_STYLE[options.answer_style]),
+                           target=target,
                            sources=[c.source for c in chosen], gold=gold_n)
 
 
