@@ -1,5 +1,6 @@
 """Engine latency on this machine: retrieval p50/p95 per index, and time to first token / tokens per second
-for the default model in 4-bit vs bf16 with 5 retrieved passages in the prompt (same questions, same run).
+for the default model in 4-bit vs bf16, with quoted vs free decoding, 5 retrieved passages in the prompt
+(same questions, same run).
 
     python benchmarks/engine_latency.py --index DIR [--index DIR2] --qa FILE [--threads 1] [--quick]
 """
@@ -57,12 +58,15 @@ def main() -> None:
         print(f"| {index} | {engine.reader.stats().chunks} | {statistics.median(timings):.1f} | "
               f"{percentile(timings, 0.95):.1f} | {len(runs)} |")
 
-    print("\n| model | load s | first token s (p50) | tokens/s (p50) | min-max tokens/s | questions |\n|---|---|---|---|---|---|")
+    print("\n| model | decoding | load s | first token s (p50) | tokens/s (p50) | min-max tokens/s | questions |\n"
+          "|---|---|---|---|---|---|---|")
     gen_questions = questions[:3 if args.quick else 6]
-    options = AnswerOptions(retrieval=RetrievalOptions(top_k=5, min_score=-1.0),
-                            generation=GenerationOptions(max_new_tokens=64), require_support=False)
     medians = {}
-    for quantize in (True, False):
+    for quantize, decoding in ((True, "quote"), (True, "free"), (False, "quote"), (False, "free")):
+        # every question reaches the model: no relevance cut-offs, and the base model may not refuse
+        options = AnswerOptions(retrieval=RetrievalOptions(top_k=5, min_score=-1.0), decoding=decoding,
+                                min_quote_similarity=-1.0, quote_refusal_threshold=1.1,
+                                generation=GenerationOptions(max_new_tokens=64), require_support=False)
         engine = Engine(EngineConfig(index_dir=args.index[0], quantize=quantize))
         started = time.perf_counter()
         generator = engine.generator
@@ -83,14 +87,19 @@ def main() -> None:
             first.append(first_token - began)
             rates.append(tokens / max(end - first_token, 1e-6))
         name = "4-bit NF4" if quantize else "bf16"
-        medians[name] = (statistics.median(first), statistics.median(rates))
-        print(f"| {name} | {load:.1f} | {statistics.median(first):.2f} | {statistics.median(rates):.1f} | "
+        medians[name, decoding] = (statistics.median(first), statistics.median(rates))
+        print(f"| {name} | {decoding} | {load:.1f} | {statistics.median(first):.2f} | {statistics.median(rates):.1f} | "
               f"{min(rates):.1f}-{max(rates):.1f} | {len(gen_questions)} ({len(retrieved)} passages) |")
         from finetune.models import clear_model_cache
 
-        clear_model_cache()
-    (q_first, q_rate), (b_first, b_rate) = medians["4-bit NF4"], medians["bf16"]
-    print(f"\n4-bit / bf16: first token x{q_first / b_first:.2f}, tokens/s x{q_rate / b_rate:.2f}")
+        if decoding == "free":
+            clear_model_cache()
+    for decoding in ("free", "quote"):
+        (q_first, q_rate), (b_first, b_rate) = medians["4-bit NF4", decoding], medians["bf16", decoding]
+        print(f"{decoding}: 4-bit / bf16: first token x{q_first / b_first:.2f}, tokens/s x{q_rate / b_rate:.2f}")
+    for name in ("4-bit NF4", "bf16"):
+        (q_first, q_rate), (f_first, f_rate) = medians[name, "quote"], medians[name, "free"]
+        print(f"{name}: quote / free: first token x{q_first / f_first:.2f}, tokens/s x{q_rate / f_rate:.2f}")
 
 
 if __name__ == "__main__":

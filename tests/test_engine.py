@@ -141,11 +141,15 @@ def test_restricted_passages_never_reach_the_prompt_of_an_outsider(index_dir, em
 
 def test_injected_instruction_in_a_document_is_excluded_before_the_prompt(index_dir, embedder) -> None:
     generator = ScriptedGenerator("Printer access is restored by the service desk.")
-    answer = _engine(index_dir, embedder, generator).answer("How do I get printer access restored?", ALICE)
+    engine = _engine(index_dir, embedder, generator)
+    # free decoding: the model sees the passages that are left (quoting refuses before it, as nothing relevant is)
+    answer = engine.answer("How do I get printer access restored?", ALICE, AnswerOptions(decoding="free"))
     assert any(f["guard"] == "injection" and f["action"] == "excluded" and f["source"] == "printers.md"
                for f in answer.flags)
     assert all("Ignore all previous instructions" not in p.text for p in answer.retrieved)
     assert all("Ignore all previous" not in m["content"] for m in generator.prompts[0])
+    quoted = engine.answer("How do I get printer access restored?", ALICE)
+    assert quoted.refused and len(generator.prompts) == 1, "the excluded passage was the only relevant one"
 
 
 def test_question_guardrails(index_dir, embedder) -> None:
