@@ -75,9 +75,13 @@ def verify(answer: str, passages: list[str], embed=None, options: VerifyOptions 
     """Check every [n] in `answer` against `passages` (1-based); `embed(texts) -> unit vectors` is optional."""
     sentences = split_sentences(answer)
     passage_words = [content_words(p) for p in passages]
-    passage_vectors = embed(passages) if embed is not None and passages else None
     sentence_texts = [re.sub(r"\s+([.!?,;:])", r"\1", _MARKER.sub("", s)).strip() for s in sentences]
-    sentence_vectors = embed(sentence_texts) if embed is not None and sentence_texts else None
+    vectors: list = []  # [sentence vectors, passage vectors], embedded on first need: most checks are lexical
+
+    def similarity(i: int, n: int) -> float:
+        if not vectors:
+            vectors.extend([embed(sentence_texts), embed(passages)])
+        return float(vectors[0][i] @ vectors[1][n - 1])
 
     def support(i: int, n: int) -> bool:
         words = content_words(sentence_texts[i])
@@ -85,9 +89,7 @@ def verify(answer: str, passages: list[str], embed=None, options: VerifyOptions 
             return False
         if len(words & passage_words[n - 1]) / len(words) >= options.min_word_overlap:
             return True
-        if passage_vectors is not None:
-            return float(sentence_vectors[i] @ passage_vectors[n - 1]) >= options.min_similarity
-        return False
+        return embed is not None and similarity(i, n) >= options.min_similarity
 
     checks: list[SentenceCheck] = []
     rebuilt: list[str] = []
@@ -99,8 +101,8 @@ def verify(answer: str, passages: list[str], embed=None, options: VerifyOptions 
         unsupported = [n for n in valid if n not in supported]
         if not supported and options.add_missing and content_words(sentence_texts[i]):
             candidates = [n for n in range(1, len(passages) + 1) if support(i, n)]
-            if candidates and passage_vectors is not None:
-                candidates.sort(key=lambda n: -float(sentence_vectors[i] @ passage_vectors[n - 1]))
+            if len(candidates) > 1 and embed is not None:
+                candidates.sort(key=lambda n: -similarity(i, n))
             supported = candidates[:1]
         checks.append(SentenceCheck(sentence_texts[i], cited, supported, unsupported, invalid))
         body = sentence_texts[i]

@@ -118,7 +118,7 @@ def ask(
     """Answer a question from the indexed documents, with cited sources."""
     import json
 
-    from app.engine import AnswerOptions, Engine, EngineConfig
+    from app.engine import DECODINGS, AnswerOptions, Engine, EngineConfig
     from app.guardrails import GuardrailConfig
     from app.retrieval import RetrievalOptions
     from app.users import ANONYMOUS, UserStore
@@ -128,8 +128,8 @@ def ask(
                   if DEFAULT_GUARDRAILS.exists() else GuardrailConfig())
     engine = Engine(EngineConfig(index_dir=index, model=model, quantize=not no_quantize, adapter=adapter,
                                  adapters_dir=adapters, guardrails=guardrails))
-    if decoding not in ("quote", "free"):
-        raise typer.BadParameter(f"--decoding must be quote or free, not {decoding!r}")
+    if decoding not in DECODINGS:
+        raise typer.BadParameter(f"--decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
     options = AnswerOptions(retrieval=RetrievalOptions(top_k=top_k), decoding=decoding)
     if as_json:
         typer.echo(json.dumps(engine.answer(question, who, options).to_dict(), ensure_ascii=False))

@@ -21,6 +21,9 @@ from ingest.embedding import Embedder
 from ingest.reader import IndexReader
 
 
+DECODINGS = ("quote", "free")  # how the model may write: verbatim cited quotes, or its own words
+
+
 @dataclass(frozen=True)
 class AnswerOptions:
     """Per-question settings."""
@@ -184,7 +187,7 @@ class Engine:
         shown = [PromptPassage(p.chunk.text, passage_label(p.chunk.source, p.chunk.heading, p.chunk.page))
                  for p in passages]
         shown = fit_passages(checked.text, shown, generator.count_tokens, generator.context_tokens,
-                             options.generation.max_new_tokens)
+                             options.generation.max_new_tokens, options.decoding)
         passages = passages[: len(shown)]
         retrieved = [_retrieved(i, p, shown[i - 1].text) for i, p in enumerate(passages, start=1)]
         if options.decoding == "quote":

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import re
 import threading
+import weakref
 from dataclasses import dataclass
+
+from app.citations import split_sentences
 
 _LOOKAHEAD = 24  # characters of each possible continuation matched against token texts
 _SENTENCE_END = ".!?"
-_token_tables: dict[int, tuple[dict[str, list[int]], list[str | None]]] = {}
+_token_tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> (by text, by id)
 _token_tables_lock = threading.Lock()
 
 
@@ -50,9 +53,8 @@ def token_texts(tokenizer) -> tuple[dict[str, list[int]], list[str | None]]:
     A token's text is decoded after an anchor token and the anchor's text cut off, so SentencePiece tokens
     keep their leading space. Special tokens and partial UTF-8 bytes ("\ufffd") get None.
     """
-    key = id(tokenizer)
     with _token_tables_lock:
-        if key not in _token_tables:
+        if tokenizer not in _token_tables:
             anchor = tokenizer.encode("a", add_special_tokens=False)[-1]
             prefix = tokenizer.decode([anchor])
             size = len(tokenizer)
@@ -68,8 +70,8 @@ def token_texts(tokenizer) -> tuple[dict[str, list[int]], list[str | None]]:
             for i, piece in enumerate(texts):
                 if piece is not None:
                     by_text.setdefault(piece, []).append(i)
-            _token_tables[key] = (by_text, texts)
-        return _token_tables[key]
+            _token_tables[tokenizer] = (by_text, texts)
+        return _token_tables[tokenizer]
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ def drop_questions(answer: str) -> str:
         return answer
     out = []
     for marker, quote in zip(parts[1::2], parts[2::2]):
-        kept = " ".join(s for s in re.split(r"(?<=[.!?])\s+", quote.strip()) if s and not s.endswith("?"))
+        kept = " ".join(s for s in split_sentences(quote) if not s.endswith("?"))
         if kept:
             out.append(f"{marker} {kept}")
     return " ".join(out)

@@ -336,8 +336,10 @@ def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = N
     """
     if config.mode not in MODES:
         raise EvalError(f"unknown mode '{config.mode}': use one of {', '.join(MODES)}")
-    if config.decoding not in ("quote", "free"):
-        raise EvalError(f"--decoding must be quote or free, not '{config.decoding}'")
+    from app.engine import DECODINGS
+
+    if config.decoding not in DECODINGS:
+        raise EvalError(f"--decoding must be one of {', '.join(DECODINGS)}, not '{config.decoding}'")
     if config.workers < 1:
         raise EvalError("--workers must be at least 1")
     items = select_split(load_qa(config.qa_file), config.split)

@@ -49,10 +49,9 @@ def build_messages(question: str, passages: list[PromptPassage], style: str = "f
 
 
 def fit_passages(question: str, passages: list[PromptPassage], count_tokens, context_tokens: int,
-                 reserve_tokens: int) -> list[PromptPassage]:
+                 reserve_tokens: int, style: str = "free") -> list[PromptPassage]:
     """Keep the best-ranked passages that fit in context_tokens minus the answer's reserve; trim the last one."""
-    longest_rules = max(PROMPT_STYLES.values(), key=count_tokens)
-    budget = context_tokens - reserve_tokens - count_tokens(longest_rules + question) - 32
+    budget = context_tokens - reserve_tokens - count_tokens(PROMPT_STYLES[style] + question) - 32
     kept: list[PromptPassage] = []
     for passage in passages:
         cost = count_tokens(passage.text) + count_tokens(passage.label) + 6

@@ -27,12 +27,14 @@ class ScriptedGenerator:
     def __init__(self, answer: str) -> None:
         self.answer = answer
         self.prompts: list[list[dict]] = []
+        self.options: list[GenerationOptions] = []
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
     def stream(self, messages, options):
         self.prompts.append(messages)
+        self.options.append(options)
         for word in self.answer.split(" "):
             yield word + " "
 
@@ -139,6 +141,20 @@ def test_restricted_passages_never_reach_the_prompt_of_an_outsider(index_dir, em
     assert nothing.refused and nothing.retrieved == []
 
 
+def test_quote_decoding_is_the_default_and_free_decoding_leaves_the_model_its_words(index_dir, embedder) -> None:
+    quote = "[1] Expense claims must be submitted within 30 days of the purchase."
+    generator = ScriptedGenerator(quote)
+    engine = _engine(index_dir, embedder, generator)
+    answer = engine.answer("How many days do I have to submit an expense claim?", ALICE)
+    assert "copy word for word" in generator.prompts[0][0]["content"]
+    plan = generator.options[0].quotes
+    assert plan is not None and "30 days" in plan.passages[0] and generator.options[0].refusal == NOT_FOUND
+    assert answer.answer == "Expense claims must be submitted within 30 days of the purchase [1]."
+    engine.answer("How many days do I have to submit an expense claim?", ALICE, AnswerOptions(decoding="free"))
+    assert "Cite the passage each fact comes from" in generator.prompts[1][0]["content"]
+    assert generator.options[1].quotes is None
+
+
 def test_injected_instruction_in_a_document_is_excluded_before_the_prompt(index_dir, embedder) -> None:
     generator = ScriptedGenerator("Printer access is restored by the service desk.")
     engine = _engine(index_dir, embedder, generator)
@@ -218,14 +234,6 @@ def test_quoted_answers_of_the_packaged_model_copy_the_passage_that_holds_the_fa
     for sentence in re.split(r"(?<=[.!?])\s+", answer.answer):
         body = re.sub(r"\s*\[\d+\]", "", sentence)
         assert any(body in " ".join(c.text.split()) for c in answer.citations), sentence
-
-
-@pytest.mark.slow
-def test_free_decoding_lets_the_model_write_its_own_words(index_dir, embedder, smol) -> None:
-    generator = RecordingGenerator(smol)
-    options = AnswerOptions(decoding="free", generation=GenerationOptions(max_new_tokens=30), require_support=False)
-    _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE, options)
-    assert "Cite the passage each fact comes from" in generator.prompts[0][0]["content"]
 
 
 @pytest.mark.slow
