@@ -66,6 +66,8 @@ def ingest(
         typer.echo(f"  skipped: {problem.path}: {problem.reason}")
     for source in summary.removed:
         typer.echo(f"  removed: {source} (file is gone)")
+    for problem in summary.acl_tightened:
+        typer.echo(f"  permissions: {problem.path}: {problem.reason}")
     if summary.acl_changed:
         typer.echo(f"  permissions changed on {summary.acl_changed} unchanged document(s)")
     typer.echo(f"Ingested into {index}: {summary.one_line()}")

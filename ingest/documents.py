@@ -70,6 +70,7 @@ class IngestSummary:
     failed: list[FileProblem] = field(default_factory=list)
     skipped: list[FileProblem] = field(default_factory=list)
     acl_changed: int = 0
+    acl_tightened: list[FileProblem] = field(default_factory=list)  # stricter groups: same content under another path
     chunks_added: int = 0
     chunks_removed: int = 0
     documents_total: int = 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +14,7 @@ from ingest.chunking import Chunker, ChunkingOptions
 from ingest.documents import Chunk, FileProblem, IngestSummary, LoadedDocument
 from ingest.embedding import DEFAULT_EMBEDDER, Embedder
 from ingest.loaders import LoadError, load_document
+from ingest.permissions import Reached, effective_groups, paths_reaching
 from ingest.scan import Candidate, display, scan, sha256_of
 from ingest.store import DocumentRecord, IndexLock, IndexWriter
 
@@ -70,15 +71,17 @@ def ingest(paths: list[Path | str], options: IngestOptions = IngestOptions(), em
             upserts: list[DocumentRecord] = []
             todo: list[tuple[Candidate, str, str, tuple[str, ...]]] = []
 
-            for cand in tqdm(found.candidates, desc="Checking", unit="file", leave=False,
-                             disable=not options.show_progress):
-                key = display(cand.root / cand.source)
-                groups = rules.groups_for(cand.source)
-                try:
-                    sha = sha256_of(cand.path)
-                except OSError as exc:
-                    summary.failed.append(FileProblem(cand.source, f"cannot read: {exc.strerror}"))
-                    continue
+            reached = _hash_candidates(found.candidates, summary, options.show_progress)
+            covered = _covered(existing, roots)
+            outside = {key: doc for key, doc in existing.items() if key not in covered}
+            access = effective_groups(reached, rules, outside)
+            summary.acl_tightened = access.notes
+            for key, groups in access.tightened_indexed.items():  # a copy indexed from another folder
+                upserts.append(replace(existing[key], groups=groups))
+                summary.acl_changed += 1
+            for item in reached:
+                cand, key, sha = item.candidate, item.key, item.sha256
+                groups = access.groups[key]
                 old = existing.get(key)
                 if old is not None and old.sha256 == sha:
                     summary.unchanged += 1
@@ -88,7 +91,7 @@ def ingest(paths: list[Path | str], options: IngestOptions = IngestOptions(), em
                     continue
                 todo.append((cand, key, sha, groups))
 
-            removals = _removed(existing, roots, found.present)
+            removals = [key for key in existing if key in covered and key not in found.present]
 
             upserts += _process(todo, writer, embedder, options, summary, existing, on_progress)
             summary.removed = [existing[p].source for p in removals]
@@ -117,12 +120,23 @@ def _acl_rules(options: IngestOptions, writer: IndexWriter) -> AclRules:
     return AclRules.parse(stored, origin="ACL rules stored in the index") if stored else AclRules()
 
 
-def _removed(existing: dict[str, DocumentRecord], roots: list[Path], seen: set[str]) -> list[str]:
-    """Indexed documents under this run's roots whose files are gone."""
+def _hash_candidates(candidates: list[Candidate], summary: IngestSummary, show_progress: bool) -> list[Reached]:
+    reached = []
+    for cand in tqdm(candidates, desc="Checking", unit="file", leave=False, disable=not show_progress):
+        try:
+            sha = sha256_of(cand.path)
+        except OSError as exc:
+            summary.failed.append(FileProblem(cand.source, f"cannot read: {exc.strerror}"))
+            continue
+        reached.append(Reached(cand, display(cand.root / cand.source), sha, cand.inode, paths_reaching(cand)))
+    return reached
+
+
+def _covered(existing: dict[str, DocumentRecord], roots: list[Path]) -> set[str]:
+    """Keys of the indexed documents this run's roots cover (each is re-checked, or removed if gone)."""
     folders = {display(r.resolve()) for r in roots if r.is_dir()}
     files = {display(r.resolve().parent / r.name) for r in roots if not r.is_dir()}
-    return [key for key, doc in existing.items()
-            if (doc.root in folders or key in files) and key not in seen]
+    return {key for key, doc in existing.items() if doc.root in folders or key in files}
 
 
 def _record(cand: Candidate, key: str, sha: str, groups: tuple[str, ...], title: str | None,

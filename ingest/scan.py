@@ -20,6 +20,7 @@ class Candidate:
     source: str
     size: int
     mtime: float
+    inode: tuple[int, int] = (0, 0)  # (device, inode) of the content: hard links and symlinks share it
 
 
 @dataclass
@@ -100,7 +101,8 @@ def _consider(file: Path, root: Path, relative: str, result: ScanResult, max_fil
     if info.st_size > max_file_bytes:
         skip(f"too large: {info.st_size / 1e6:.0f} MB is over the {max_file_bytes / 1e6:.0f} MB limit (--max-file-mb)")
         return
-    result.candidates.append(Candidate(path=file, root=root, source=shown, size=info.st_size, mtime=info.st_mtime))
+    result.candidates.append(Candidate(path=file, root=root, source=shown, size=info.st_size, mtime=info.st_mtime,
+                                       inode=(info.st_dev, info.st_ino)))
 
 
 def sha256_of(path: Path) -> str:

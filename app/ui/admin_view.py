@@ -37,10 +37,12 @@ def problems(stats: IndexStats) -> str:
     run = stats.last_run or {}
     failed = run.get("failed") or []
     skipped = run.get("skipped") or []
-    if not failed and not skipped:
+    tightened = run.get("acl_tightened") or []
+    if not failed and not skipped and not tightened:
         return '<div class="gw-note" id="gw-problems">The last run indexed every file it found.</div>'
     items = [f'<li><b>{text(p["path"])}</b>: {text(p["reason"])} <i>(failed)</i></li>' for p in failed]
     items += [f'<li><b>{text(p["path"])}</b>: {text(p["reason"])} <i>(skipped)</i></li>' for p in skipped]
+    items += [f'<li><b>{text(p["path"])}</b>: {text(p["reason"])} <i>(permissions)</i></li>' for p in tightened]
     return f'<ul class="gw-problems" id="gw-problems">{"".join(items)}</ul>'
 
 
@@ -74,6 +76,7 @@ def progress(job: JobState) -> str:
     assert summary is not None
     items = [f'<li><b>{text(p.path)}</b>: {text(p.reason)}</li>' for p in summary.failed]
     items += [f'<li><b>{text(p.path)}</b>: {text(p.reason)} (skipped)</li>' for p in summary.skipped]
+    items += [f'<li><b>{text(p.path)}</b>: {text(p.reason)} (permissions)</li>' for p in summary.acl_tightened]
     listing = f'<ul class="gw-problems">{"".join(items)}</ul>' if items else ""
     return (f'<div class="gw-progress"><div style="width: 100%"></div></div>'
             f'<div class="gw-summary" id="gw-ingest-status" data-state="done" style="margin-top: 8px">'
