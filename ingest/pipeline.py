@@ -15,7 +15,7 @@ from ingest.documents import Chunk, FileProblem, IngestSummary, LoadedDocument
 from ingest.embedding import DEFAULT_EMBEDDER, Embedder
 from ingest.loaders import LoadError, load_document
 from ingest.permissions import Reached, effective_groups, paths_reaching
-from ingest.scan import Candidate, display, scan, sha256_of
+from ingest.scan import Candidate, display, scan, sha256_of, snapshot
 from ingest.store import DocumentRecord, IndexLock, IndexWriter
 
 ProgressCallback = Callable[[int, int, str], None]  # (files done, files to process, current file)
@@ -188,10 +188,12 @@ def _process(todo, writer: IndexWriter, embedder: Embedder, options: IngestOptio
                 finish(cand, key, sha, groups, staged[0], staged[1])
                 continue
             try:
-                document = load_document(cand.path)
-            except LoadError as exc:
+                with snapshot(cand.path, sha) as copy:
+                    document = load_document(copy)
+            except (LoadError, OSError) as exc:
                 kept = " (previous version kept)" if key in existing else ""
-                summary.failed.append(FileProblem(cand.source, f"{exc}{kept}"))
+                reason = exc if isinstance(exc, LoadError) else f"cannot read: {exc.strerror}"
+                summary.failed.append(FileProblem(cand.source, f"{reason}{kept}"))
                 bar.update(1)
                 continue
             if chunker is None:

@@ -1,14 +1,17 @@
 """Finding the files to ingest under the given roots, safely: no escaping symlinks, no special files."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.documents import FileProblem
-from ingest.loaders import SUPPORTED_EXTENSIONS
+from ingest.loaders import SUPPORTED_EXTENSIONS, LoadError
 
 
 @dataclass(frozen=True)
@@ -111,3 +114,26 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class ChangedWhileReading(LoadError):
+    """The file's bytes no longer match the hash its permissions were decided on."""
+
+
+@contextlib.contextmanager
+def snapshot(path: Path, sha256: str):
+    """A private copy of `path` whose bytes are exactly those hashed as `sha256`, for the loader to parse.
+
+    Permissions are decided on the hash; without this a file swapped for a symlink to a restricted one between
+    hashing and parsing would be indexed under the first file's groups.
+    """
+    with tempfile.TemporaryDirectory(prefix="groundwork-load-") as folder:
+        copy = Path(folder) / path.name
+        digest = hashlib.sha256()
+        with open(path, "rb") as source, open(copy, "wb") as target:
+            for block in iter(lambda: source.read(1 << 20), b""):
+                digest.update(block)
+                target.write(block)
+        if digest.hexdigest() != sha256:
+            raise ChangedWhileReading("the file changed while it was being ingested; run ingestion again")
+        yield copy

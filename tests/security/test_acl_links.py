@@ -103,6 +103,28 @@ def test_a_link_into_a_hidden_folder_keeps_that_folders_rule(tmp_path: Path, emb
     assert _groups_of(tmp_path)["public/handbook.md"] == ("hr",)
 
 
+def test_a_file_swapped_for_a_link_after_hashing_is_not_indexed_with_its_old_groups(tmp_path: Path, embedder,
+                                                                                   monkeypatch) -> None:
+    """The race: permissions are decided on the hash, so the parser must read exactly the hashed bytes."""
+    import ingest.pipeline
+
+    docs = _docs(tmp_path / "docs")
+    handbook = docs / "public" / "handbook.md"
+    handbook.write_text("# Handbook\n\nWelcome to Acme.\n")
+    decide = ingest.pipeline.effective_groups
+
+    def decide_then_swap(*args, **kwargs):
+        decided = decide(*args, **kwargs)
+        handbook.unlink()
+        os.symlink("../hr/confidential/exec-pay.md", handbook)
+        return decided
+
+    monkeypatch.setattr(ingest.pipeline, "effective_groups", decide_then_swap)
+    summary = _ingest(tmp_path, embedder, docs)
+    assert _employee_sees_secret(tmp_path, embedder) == []
+    assert {p.path: p.reason for p in summary.failed}["public/handbook.md"].startswith("the file changed while")
+
+
 def test_hard_link_to_a_restricted_file_is_restricted(tmp_path: Path, embedder) -> None:
     docs = _docs(tmp_path / "docs")
     os.link(docs / "hr" / "confidential" / "exec-pay.md", docs / "public" / "handbook.md")
