@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ingest.text import content_words, split_sentences
+
+__all__ = ["SentenceCheck", "Verification", "VerifyOptions", "content_words", "cosine_embedder", "split_sentences",
+           "verify"]
+
 _MARKER = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
-_WORD = re.compile(r"[a-z0-9][a-z0-9'’\-]*")
-_STOPWORDS = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been being it its
-this that these those there their they them you your we our us he she his her i me my not no do does did can could
-will would shall should may might must have has had about into over under than then so such per each any all""".split())
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,8 @@ class Verification:
         return [s.text for s in self.sentences if self.drop_unsupported and s.text and not s.supported]
 
 
-def content_words(text: str) -> set[str]:
-    return {w.strip("'’-") for w in _WORD.findall(text.lower())} - _STOPWORDS - {""}
-
-
 def _numbers(marker: str) -> list[int]:
     return [int(n) for n in re.split(r"\s*[,;]\s*", marker)]
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(text.strip())) if s]
 
 
 def verify(answer: str, passages: list[str], embed=None, options: VerifyOptions = VerifyOptions()) -> Verification:

@@ -15,10 +15,12 @@ from typing import List, Optional
 
 import typer
 
-DATA_DIR = Path(os.environ.get("GROUNDWORK_DATA", "groundwork-data"))
-DEFAULT_INDEX = Path(os.environ.get("GROUNDWORK_INDEX", DATA_DIR / "index"))
-DEFAULT_USERS = DATA_DIR / "users.json"
-DEFAULT_GUARDRAILS = DATA_DIR / "guardrails.json"
+from app.config import Settings
+from finetune.models import DEFAULT_MODEL
+from ingest.defaults import MAX_FILE_MB, TOP_K
+
+SETTINGS = Settings.from_env()  # the one place the GROUNDWORK_* variables are read (see app/config.py)
+COMMANDS_GROUP = "groundwork.commands"  # entry-point group of extra subcommands (typer apps), e.g. `eval`
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Groundwork: answers from your company's documents, with citations.")
@@ -47,10 +49,10 @@ def version() -> None:
 @cli.command()
 def ingest(
     paths: List[Path] = typer.Argument(..., help="Folders or files to index."),
-    index: Path = typer.Option(DEFAULT_INDEX, "--index", help="Index directory."),
+    index: Path = typer.Option(SETTINGS.index_dir, "--index", help="Index directory."),
     acl: Optional[Path] = typer.Option(None, "--acl", help="ACL rules (TOML); default: the rules stored in the index."),
     embedder: str = typer.Option("all-MiniLM-L6-v2", "--embedder", help="Embedding model name or folder."),
-    max_file_mb: float = typer.Option(50.0, "--max-file-mb", help="Skip files larger than this."),
+    max_file_mb: float = typer.Option(MAX_FILE_MB, "--max-file-mb", help="Skip files larger than this."),
     batch_chunks: int = typer.Option(64, "--batch-chunks", help="Chunks embedded and saved together."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -74,7 +76,7 @@ def ingest(
 
 
 @index_cli.command("stats")
-def index_stats(index: Path = typer.Option(DEFAULT_INDEX, "--index", help="Index directory.")) -> None:
+def index_stats(index: Path = typer.Option(SETTINGS.index_dir, "--index", help="Index directory.")) -> None:
     """Documents, chunks, formats, groups and the last run of an index."""
     from ingest.reader import IndexReader
 
@@ -103,16 +105,16 @@ def index_stats(index: Path = typer.Option(DEFAULT_INDEX, "--index", help="Index
 @cli.command()
 def ask(
     question: str = typer.Argument(..., help="The question."),
-    index: Path = typer.Option(DEFAULT_INDEX, "--index", help="Index directory."),
+    index: Path = typer.Option(SETTINGS.index_dir, "--index", help="Index directory."),
     user: Optional[str] = typer.Option(None, "--user", help="Answer as this user (their groups); default: only "
                                                               "documents open to everyone."),
-    users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file."),
-    model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model name, HF id or folder."),
+    users_file: Path = typer.Option(SETTINGS.users_file, "--users", help="Users file."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model name, HF id or folder."),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter: NAME, NAME@vN, a folder, or none "
                                                                   "(default: the most recently promoted adapter)."),
-    adapters: Path = typer.Option(DATA_DIR / "adapters", "--adapters", help="Adapter registry directory."),
+    adapters: Path = typer.Option(SETTINGS.adapters_dir, "--adapters", help="Adapter registry directory."),
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Load the model in bf16 instead of 4-bit."),
-    top_k: int = typer.Option(5, "--top-k", help="Passages given to the model."),
+    top_k: int = typer.Option(TOP_K, "--top-k", help="Passages given to the model."),
     decoding: str = typer.Option("quote", "--decoding", help="quote: the answer copies sentences of the passages "
                                                              "verbatim, cited; free: the model's own words."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole answer as one JSON object."),
@@ -121,13 +123,12 @@ def ask(
     import json
 
     from app.engine import DECODINGS, AnswerOptions, Engine, EngineConfig
-    from app.guardrails import GuardrailConfig
-    from app.retrieval import RetrievalOptions
+    from app.guardrails.config import read_guardrails
+    from ingest.retrieval import RetrievalOptions
     from app.users import ANONYMOUS, UserStore
 
     who = UserStore(users_file).get(user) if user else ANONYMOUS
-    guardrails = (GuardrailConfig.from_dict(json.loads(DEFAULT_GUARDRAILS.read_text()))
-                  if DEFAULT_GUARDRAILS.exists() else GuardrailConfig())
+    guardrails = read_guardrails(SETTINGS.guardrails_file)
     engine = Engine(EngineConfig(index_dir=index, model=model, quantize=not no_quantize, adapter=adapter,
                                  adapters_dir=adapters, guardrails=guardrails))
     if decoding not in DECODINGS:
@@ -169,7 +170,7 @@ def users_add(
     password: Optional[str] = typer.Option(None, "--password", help="Default: asked for at the prompt.",
                                            envvar="GROUNDWORK_PASSWORD"),
     replace: bool = typer.Option(False, "--replace", help="Change an existing user."),
-    users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file."),
+    users_file: Path = typer.Option(SETTINGS.users_file, "--users", help="Users file."),
 ) -> None:
     """Add a user (the password is stored as a scrypt hash)."""
     from app.users import UserStore
@@ -181,7 +182,7 @@ def users_add(
 
 
 @users_cli.command("list")
-def users_list(users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file.")) -> None:
+def users_list(users_file: Path = typer.Option(SETTINGS.users_file, "--users", help="Users file.")) -> None:
     """List users with their role and groups."""
     from app.users import UserStore
 
@@ -191,7 +192,7 @@ def users_list(users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="U
 
 @users_cli.command("remove")
 def users_remove(name: str = typer.Argument(...),
-                 users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file.")) -> None:
+                 users_file: Path = typer.Option(SETTINGS.users_file, "--users", help="Users file.")) -> None:
     """Remove a user."""
     from app.users import UserStore
 
@@ -203,11 +204,11 @@ def users_remove(name: str = typer.Argument(...),
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(7860, "--port", help="Port to listen on."),
-    index: Path = typer.Option(DEFAULT_INDEX, "--index", help="Index directory (created empty if missing)."),
-    users_file: Path = typer.Option(DEFAULT_USERS, "--users", help="Users file (add users with `groundwork users add`)."),
-    adapters: Path = typer.Option(DATA_DIR / "adapters", "--adapters", help="Adapter registry directory."),
-    uploads: Path = typer.Option(DATA_DIR / "documents", "--uploads", help="Where documents uploaded by admins go."),
-    model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model name, HF id or folder."),
+    index: Path = typer.Option(SETTINGS.index_dir, "--index", help="Index directory (created empty if missing)."),
+    users_file: Path = typer.Option(SETTINGS.users_file, "--users", help="Users file (add users with `groundwork users add`)."),
+    adapters: Path = typer.Option(SETTINGS.adapters_dir, "--adapters", help="Adapter registry directory."),
+    uploads: Path = typer.Option(SETTINGS.documents_dir, "--uploads", help="Where documents uploaded by admins go."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model name, HF id or folder."),
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Load the model in bf16 instead of 4-bit."),
     threads: int = typer.Option(1, "--threads", help="Torch threads per answer (1 suits a small shared CPU)."),
 ) -> None:
@@ -219,8 +220,8 @@ def serve(
         typer.echo(f"warning: no users in {users_file}: nobody can log in. Add one with "
                    f"`groundwork users add NAME --role admin`.", err=True)
     options = ServeOptions(host=host, port=port, index_dir=index, users_file=users_file,
-                           guardrails_file=DEFAULT_GUARDRAILS, adapters_dir=adapters, docs_dir=uploads,
-                           acl_file=DATA_DIR / "acl.toml", model=model, quantize=not no_quantize,
+                           guardrails_file=SETTINGS.guardrails_file, adapters_dir=adapters, docs_dir=uploads,
+                           acl_file=SETTINGS.acl_file, model=model, quantize=not no_quantize,
                            torch_threads=threads)
     typer.echo(f"Starting: loading the index and {model} (its first start converts it once)...")
     run_server(options, on_ready=lambda url: typer.echo(f"Groundwork is running at {url}  (Ctrl-C to stop)"))
@@ -231,26 +232,44 @@ from app.finetune_cli import adapters_cli, finetune_command  # noqa: E402
 cli.command("finetune")(finetune_command)
 cli.add_typer(adapters_cli, name="adapters")
 
-from eval.cli import eval_cli  # noqa: E402  (import-light: heavy imports happen inside its commands)
 
-cli.add_typer(eval_cli, name="eval")
+def _add_plugin_commands() -> None:
+    """Subcommands registered by packages under the `groundwork.commands` entry-point group (typer apps, added
+    under the entry point's name): `groundwork eval` comes from eval.cli this way, so app/ never imports eval/."""
+    from importlib.metadata import entry_points
+
+    for point in sorted(entry_points(group=COMMANDS_GROUP), key=lambda p: p.name):
+        cli.add_typer(point.load(), name=point.name)  # import-light: heavy imports happen inside the commands
+
+
+_add_plugin_commands()
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions shown as one `error:` line: GroundworkError, plus (while every error class is being moved
+    under it) the classes caught before it existed."""
+    import importlib
+
+    classes = []
+    for module, name in (("ingest.errors", "GroundworkError"), ("app.users", "UserError"),
+                         ("finetune.adapters", "AdapterError"), ("finetune.data", "DataError"),
+                         ("finetune.models", "ModelLoadError"), ("finetune.train", "TrainingError"),
+                         ("ingest.acl", "AclError"), ("ingest.pipeline", "IngestError"),
+                         ("ingest.store", "IndexError_")):
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(found, type) and issubclass(found, BaseException):
+            classes.append(found)
+    return tuple(classes)
 
 
 def main() -> None:
-    from app.users import UserError
-    from eval.errors import EvalError
-    from finetune.adapters import AdapterError
-    from finetune.data import DataError
-    from finetune.models import ModelLoadError
-    from finetune.train import TrainingError
-    from ingest.acl import AclError
-    from ingest.pipeline import IngestError
-    from ingest.store import IndexError_
-
+    errors = _user_errors()
     try:
         cli()
-    except (IngestError, IndexError_, AclError, UserError, ModelLoadError, AdapterError, DataError,
-            TrainingError, EvalError) as exc:
+    except errors as exc:
         if _debug:
             raise
         typer.echo(f"error: {exc}", err=True)

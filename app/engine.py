@@ -8,20 +8,25 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal, Protocol, Sequence
 
+from app import refusals
 from app.citations import VerifyOptions, cosine_embedder, verify
-from app.generator import GenerationOptions, Generator, TransformersGenerator
+from app.generator import GENERATOR_BACKENDS, GenerationOptions, Generator, capabilities_of
 from app.quoting import drop_questions, plan_quotes
 from app.guardrails import GuardrailConfig, Guardrails
-from finetune.prompt import NOT_FOUND, PromptPassage, build_messages, fit_passages, passage_label
-from app.retrieval import Passage, RetrievalOptions, Retriever
+from finetune.models import DEFAULT_MODEL
+from finetune.prompt import (CLOSED_BOOK_PROMPT, CLOSED_BOOK_REFUSAL_PHRASES, NOT_FOUND, PromptPassage,
+                             build_messages, fit_passages, is_refusal, passage_label)
+from ingest.retrieval import Passage, RetrievalOptions, Retriever
 from app.users import User
 from ingest.embedding import Embedder
-from ingest.reader import IndexReader
+from ingest.vector_store import VectorStore, open_vector_store
 
 
 DECODINGS = ("quote", "free")  # how the model may write: verbatim cited quotes, or its own words
+
+Turn = tuple[str, str]  # one prior exchange of a conversation: (question, answer)
 
 
 @dataclass(frozen=True)
@@ -86,20 +91,24 @@ class EngineConfig:
     """Which index and models the engine uses."""
 
     index_dir: Path = Path("groundwork-data/index")
-    model: str = "smollm2-135m-instruct"  # registry name, Hugging Face id or local folder
+    model: str = DEFAULT_MODEL  # registry name, Hugging Face id or local folder
     quantize: bool = True  # 4-bit NF4 (bitsandbytes); False loads bf16
     adapter: str | None = None  # NAME, NAME@vN, folder or "none"; None = the most recently promoted adapter, if any
     adapters_dir: Path = Path("groundwork-data/adapters")  # the adapter registry
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
+    generator: str = "transformers"  # the generator backend, a key of app.generator.GENERATOR_BACKENDS
 
 
 class Engine:
     """Answers questions for users from one index. The model loads on the first question that needs it."""
 
     def __init__(self, config: EngineConfig = EngineConfig(), embedder: Embedder | None = None,
-                 generator: Generator | None = None) -> None:
+                 generator: Generator | None = None, answer_stage: "AnswerStage | None" = None) -> None:
         self.config = config
-        self.reader = IndexReader(config.index_dir)
+        # What turns the question and its passages into an answer: GroundedAnswer (the model, citations checked)
+        # by default; eval's baselines are ExtractiveAnswer and ClosedBookAnswer. Settable after construction.
+        self.answer_stage: AnswerStage = answer_stage or GroundedAnswer()
+        self.reader: VectorStore = open_vector_store(config.index_dir)
         self.embedder = embedder or Embedder(self.reader.embedder)
         self.retriever = Retriever(self.reader, self.embedder)
         self.guardrails = Guardrails(config.guardrails)
@@ -125,101 +134,175 @@ class Engine:
         """
         if self._fixed_generator is not None:
             return self._fixed_generator, None, {}
-        from finetune.adapters import AdapterRegistry, check_adapter_files, check_card_base, read_card
-        from finetune.models import get_model
+        from finetune.adapters import AdapterRegistry, read_card
 
+        try:
+            load = GENERATOR_BACKENDS[self.config.generator]
+        except KeyError:
+            raise ValueError(f"unknown generator backend {self.config.generator!r}: one of "
+                             f"{', '.join(GENERATOR_BACKENDS)}") from None
         folder, label = AdapterRegistry(self.config.adapters_dir).resolve(adapter, verify=False)
         key = str(folder) if folder is not None else None
         with self._generators_lock:
             if key not in self._generators:
-                if folder is not None:
-                    check_adapter_files(folder)  # once per adapter, before its first load
-                loaded = get_model(self.config.model, quantize=self.config.quantize, adapter=folder)
-                if folder is not None:
-                    check_card_base(folder, loaded.base_sha256, self.config.model)
-                self._generators[key] = TransformersGenerator(loaded)
+                self._generators[key] = load(self.config.model, self.config.quantize, folder)
             if folder is not None:  # re-read: calibrating a version updates its card
                 self._decoding[key] = read_card(folder).get("decoding", {})
             return self._generators[key], label, self._decoding.get(key, {})
 
-    def answer(self, question: str, user: User, options: AnswerOptions = AnswerOptions()) -> Answer:
+    def answer(self, question: str, user: User, options: AnswerOptions = AnswerOptions(),
+               history: Sequence[Turn] | None = None) -> Answer:
         final = None
-        for final in self.stream(question, user, options):
+        for final in self.stream(question, user, options, history):
             pass
         assert isinstance(final, Answer)
         return final
 
-    def stream(self, question: str, user: User, options: AnswerOptions = AnswerOptions()) -> Iterator[str | Answer]:
-        """Yield the answer text so far (PII-redacted) as it is generated, then the final Answer."""
+    def stream(self, question: str, user: User, options: AnswerOptions = AnswerOptions(),
+               history: Sequence[Turn] | None = None) -> Iterator[str | Answer]:
+        """Yield the answer text so far (PII-redacted) as it is generated, then the final Answer.
+
+        `history`: the conversation so far, (question, answer) pairs, oldest first. Accepted now so callers can
+        pass it; it is not used yet (each question is answered on its own) until conversation memory lands.
+        """
         started = time.perf_counter()
         timings: dict[str, float] = {}
         flags: list[dict] = []
-
-        adapter_label: str | None = None
+        stage = self.answer_stage
+        outcome = {"adapter": None, "model": stage.model if stage.model is not None else self.config.model}
 
         def finish(text: str, refused: bool, reason: str | None, citations=(), retrieved=()) -> Answer:
             timings["total"] = time.perf_counter() - started
             return Answer(question=question, answer=text, refused=refused, refusal_reason=reason,
                           citations=list(citations), retrieved=list(retrieved), flags=flags, timings=timings,
-                          user=user.name, model=self.config.model, adapter=adapter_label)
+                          user=user.name, model=outcome["model"], adapter=outcome["adapter"])
 
         disabled = options.disabled_guards
         checked = self.guardrails.check_question(question, disabled=disabled)
         flags += [e.to_dict() for e in checked.events]
         if checked.refusal:
-            yield finish(checked.refusal, True, "guardrail")
+            yield finish(checked.refusal, True, refusals.GUARDRAIL)
             return
 
-        passages = self.retriever.retrieve(checked.text, set(user.groups), options.retrieval)
-        timings["retrieve"] = time.perf_counter() - started
-        passages, events = self.guardrails.filter_passages(passages, text_of=lambda p: p.chunk.text,
-                                                           source_of=lambda p: p.chunk.source, disabled=disabled)
-        flags += [e.to_dict() for e in events]
-        if not passages:
-            yield finish(NOT_FOUND, True, "no relevant passages")
-            return
+        passages: list[Passage] = []
+        if stage.retrieves:
+            passages = self.retriever.retrieve(checked.text, set(user.groups), options.retrieval)
+            timings["retrieve"] = time.perf_counter() - started
+            passages, events = self.guardrails.filter_passages(passages, text_of=lambda p: p.chunk.text,
+                                                               source_of=lambda p: p.chunk.source, disabled=disabled)
+            flags += [e.to_dict() for e in events]
+            if not passages:
+                yield finish(NOT_FOUND, True, refusals.NO_PASSAGES)
+                return
+        yield from stage.run(AnswerTurn(engine=self, question=checked.text, passages=passages, options=options,
+                                        flags=flags, timings=timings, started=started, finish=finish,
+                                        outcome=outcome))
 
-        generator, adapter_label, decoding = self._generator_and_decoding(
-            options.adapter if options.adapter is not None else self.config.adapter)
+
+@dataclass
+class AnswerTurn:
+    """What an answer stage gets from Engine.stream: the checked question, its passages, and how to finish."""
+
+    engine: Engine
+    question: str  # after the question guardrails
+    passages: list[Passage]  # ACL-filtered, guardrail-filtered (empty when the stage does not retrieve)
+    options: AnswerOptions
+    flags: list[dict]  # append guardrail events here
+    timings: dict[str, float]
+    started: float  # time.perf_counter() when the question arrived
+    finish: Callable[..., Answer]  # finish(text, refused, reason, citations=(), retrieved=()) -> Answer
+    outcome: dict  # "adapter": label of the adapter that wrote the answer; "model": the model label
+    card: dict = field(default_factory=dict)  # decoding settings from the adapter's card (set by generator())
+
+    def generator(self) -> Generator:
+        """The generator for this question's adapter (recorded as the answer's adapter)."""
+        engine, options = self.engine, self.options
+        generator, self.outcome["adapter"], self.card = engine._generator_and_decoding(
+            options.adapter if options.adapter is not None else engine.config.adapter)
+        return generator
+
+    def generate(self, generator: Generator, messages: list[dict[str, str]],
+                 generation: GenerationOptions) -> Iterator[str]:
+        """Stream the model's text; yields the text so far (PII-redacted) and returns the full text."""
+        engine, disabled = self.engine, self.options.disabled_guards
+        generation_started = time.perf_counter()
+        text = ""
+        for piece in generator.stream(messages, generation):
+            if not text:
+                self.timings["first_token"] = time.perf_counter() - self.started
+            text += piece
+            yield engine.guardrails.partial_answer(text, disabled)
+        self.timings["generate"] = time.perf_counter() - generation_started
+        return text
+
+
+class AnswerStage(Protocol):
+    """The last stage of the engine: turns a question and its passages into the final Answer."""
+
+    retrieves: bool  # False: the stage answers without passages (retrieval is skipped)
+    model: str | None  # the model label of its answers; None = EngineConfig.model
+
+    def run(self, turn: AnswerTurn) -> Iterator[str | Answer]:
+        """Yield partial answer texts, then exactly one Answer (made with turn.finish)."""
+
+
+class GroundedAnswer:
+    """The default: prompt with numbered passages → generate (quoted or free) → verify citations → guardrails.
+
+    Quote decoding needs a backend whose capabilities include logits processors. With one that has none
+    (e.g. a remote API), the engine degrades explicitly: it prompts for free (cited) answers instead, skips the
+    adapter's calibrated refusal threshold, and records a "decoding" flag saying so; the citation check still
+    withdraws what the passages do not support.
+    """
+
+    retrieves = True
+    model = None
+
+    def run(self, turn: AnswerTurn) -> Iterator[str | Answer]:
+        engine, options, flags, finish = turn.engine, turn.options, turn.flags, turn.finish
+        question, passages = turn.question, turn.passages
+        generator = turn.generator()
+        card = turn.card
+        capabilities = capabilities_of(generator)
+        decoding = options.decoding
+        if decoding == "quote" and not capabilities.logits_processors:
+            decoding = "free"
+            flags.append({"guard": "decoding", "stage": "generate", "action": "degraded",
+                          "detail": "this generator backend cannot constrain decoding: answered in free form "
+                                    "instead of verbatim quotes", "source": None})
         generation = options.generation
-        if generation.refusal_threshold is None and decoding.get("refusal_threshold"):
-            generation = replace(generation, refusal=NOT_FOUND, refusal_threshold=decoding["refusal_threshold"])
+        if (generation.refusal_threshold is None and card.get("refusal_threshold")
+                and capabilities.logits_processors):
+            generation = replace(generation, refusal=NOT_FOUND, refusal_threshold=card["refusal_threshold"])
         shown = [PromptPassage(p.chunk.text, passage_label(p.chunk.source, p.chunk.heading, p.chunk.page))
                  for p in passages]
-        shown = fit_passages(checked.text, shown, generator.count_tokens, generator.context_tokens,
-                             options.generation.max_new_tokens, options.decoding)
+        shown = fit_passages(question, shown, generator.count_tokens, generator.context_tokens,
+                             options.generation.max_new_tokens, decoding)
         passages = passages[: len(shown)]
         retrieved = [_retrieved(i, p, shown[i - 1].text) for i, p in enumerate(passages, start=1)]
-        if options.decoding == "quote":
-            plan = plan_quotes(checked.text, [s.text for s in shown], cosine_embedder(self.embedder),
+        if decoding == "quote":
+            plan = plan_quotes(question, [s.text for s in shown], cosine_embedder(engine.embedder),
                                options.quote_candidates)
             if plan.similarity < options.min_quote_similarity:
-                yield finish(NOT_FOUND, True, "no sentence of the passages is close enough to the question",
+                yield finish(NOT_FOUND, True, refusals.NO_CLOSE_SENTENCE,
                              retrieved=retrieved)
                 return
             generation = replace(generation, quotes=plan, refusal=NOT_FOUND,
                                  refusal_threshold=generation.refusal_threshold or options.quote_refusal_threshold)
 
-        generation_started = time.perf_counter()
-        text = ""
-        for piece in generator.stream(build_messages(checked.text, shown, options.decoding), generation):
-            if not text:
-                timings["first_token"] = time.perf_counter() - started
-            text += piece
-            yield self.guardrails.partial_answer(text, disabled)
-        timings["generate"] = time.perf_counter() - generation_started
-        if options.decoding == "quote":
+        text = yield from turn.generate(generator, build_messages(question, shown, decoding), generation)
+        if decoding == "quote":
             text = drop_questions(text)
 
-        if _is_refusal(text):
-            yield finish(NOT_FOUND, True, "model found no answer in the passages", retrieved=retrieved)
+        if is_refusal(text):
+            yield finish(NOT_FOUND, True, refusals.MODEL_FOUND_NO_ANSWER, retrieved=retrieved)
             return
-        checked_citations = verify(text, [s.text for s in shown], cosine_embedder(self.embedder),
+        checked_citations = verify(text, [s.text for s in shown], cosine_embedder(engine.embedder),
                                    options.verification)
         if options.require_support and not checked_citations.cited:
             flags.append({"guard": "citations", "stage": "answer", "action": "blocked",
                           "detail": "no sentence of the answer is supported by the passages", "source": None})
-            yield finish(NOT_FOUND, True, "answer not supported by the passages", retrieved=retrieved)
+            yield finish(NOT_FOUND, True, refusals.UNSUPPORTED, retrieved=retrieved)
             return
         if checked_citations.dropped:
             flags.append({"guard": "citations", "stage": "answer", "action": "redacted",
@@ -231,22 +314,48 @@ class Engine:
                                    if checked_citations.unsupported else [])
             flags.append({"guard": "citations", "stage": "answer", "action": "redacted",
                           "detail": "removed citations " + " and ".join(removed), "source": None})
-        final_text, events = self.guardrails.check_answer(checked_citations.text, disabled)
+        final_text, events = engine.guardrails.check_answer(checked_citations.text, options.disabled_guards)
         flags += [e.to_dict() for e in events]
         citations = [Citation(n=n, source=r.source, page=r.page, heading=r.heading, text=r.text, score=r.score)
                      for n in checked_citations.cited for r in retrieved if r.n == n]
         yield finish(final_text, False, None, citations, retrieved)
 
 
+class ExtractiveAnswer:
+    """Baseline (no model): the top retrieved passage, whole, is the answer, cited as [1]."""
+
+    retrieves = True
+    model = "extractive"
+
+    def run(self, turn: AnswerTurn) -> Iterator[str | Answer]:
+        retrieved = [_retrieved(i, p, p.chunk.text) for i, p in enumerate(turn.passages, start=1)]
+        top = retrieved[0]
+        citation = Citation(n=top.n, source=top.source, page=top.page, heading=top.heading, text=top.text,
+                            score=top.score)
+        text, events = turn.engine.guardrails.check_answer(f"{top.text} [1]", turn.options.disabled_guards)
+        turn.flags.extend(e.to_dict() for e in events)
+        yield turn.finish(text, False, None, [citation], retrieved)
+
+
+class ClosedBookAnswer:
+    """Baseline: the same model and adapter answer from what they know, with no passages and no citations."""
+
+    retrieves = False
+    model = None
+
+    def run(self, turn: AnswerTurn) -> Iterator[str | Answer]:
+        generator = turn.generator()
+        messages = [{"role": "system", "content": CLOSED_BOOK_PROMPT}, {"role": "user", "content": turn.question}]
+        text = yield from turn.generate(generator, messages, turn.options.generation)
+        if is_refusal(text, CLOSED_BOOK_REFUSAL_PHRASES):
+            yield turn.finish(NOT_FOUND, True, "model does not know")
+            return
+        text, events = turn.engine.guardrails.check_answer(text.strip(), turn.options.disabled_guards)
+        turn.flags.extend(e.to_dict() for e in events)
+        yield turn.finish(text, False, None)
+
+
 def _retrieved(n: int, passage: Passage, text: str) -> RetrievedPassage:
     chunk = passage.chunk
     return RetrievedPassage(n=n, source=chunk.source, page=chunk.page, heading=chunk.heading, anchor=chunk.anchor,
                             text=text, score=round(passage.score, 4))
-
-
-def _is_refusal(text: str) -> bool:
-    lowered = " ".join(text.lower().split())
-    return not lowered or any(s in lowered for s in (
-        "could not find this in the documents", "couldn't find this in the documents",
-        "not in the documents", "do not contain the answer", "don't contain the answer",
-        "does not contain the answer", "no information about"))

@@ -2,26 +2,27 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-DATA_DIR = Path(os.environ.get("GROUNDWORK_DATA", "groundwork-data"))
-DEFAULT_ADAPTERS = Path(os.environ.get("GROUNDWORK_ADAPTERS", DATA_DIR / "adapters"))
-DEFAULT_INDEX = Path(os.environ.get("GROUNDWORK_INDEX", DATA_DIR / "index"))
+from app.config import Settings
+from finetune.defaults import LORA_R
+from finetune.models import DEFAULT_MODEL
+
+SETTINGS = Settings.from_env()
 
 adapters_cli = typer.Typer(no_args_is_help=True, help="List, promote, roll back, remove and export LoRA adapters.")
-RegistryOption = typer.Option(DEFAULT_ADAPTERS, "--adapters", help="Adapter registry directory.")
+RegistryOption = typer.Option(SETTINGS.adapters_dir, "--adapters", help="Adapter registry directory.")
 
 
 def finetune_command(
     name: str = typer.Option(..., "--name", help="Adapter name; each run adds a new version."),
     data: List[Path] = typer.Option([], "--data", help="QA JSONL file(s): id, question, answer, gold_source, ..."),
     from_index: bool = typer.Option(False, "--from-index", help="Also derive questions from the documents' headings."),
-    index: Path = typer.Option(DEFAULT_INDEX, "--index", help="Index the passages come from."),
-    model: str = typer.Option("smollm2-135m-instruct", "--model", help="Base model: registry name, HF id or folder."),
+    index: Path = typer.Option(SETTINGS.index_dir, "--index", help="Index the passages come from."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model: registry name, HF id or folder."),
     epochs: float = typer.Option(2.0, "--epochs"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
     batch_size: int = typer.Option(4, "--batch-size", help="Examples per optimizer step."),
@@ -29,7 +30,7 @@ def finetune_command(
     learning_rate: float = typer.Option(2e-4, "--lr"),
     warmup_steps: int = typer.Option(5, "--warmup-steps"),
     max_grad_norm: float = typer.Option(0.3, "--max-grad-norm"),
-    lora_r: int = typer.Option(16, "--lora-r"),
+    lora_r: int = typer.Option(LORA_R, "--lora-r"),
     lora_alpha: int = typer.Option(32, "--lora-alpha"),
     lora_dropout: float = typer.Option(0.05, "--lora-dropout"),
     no_quantize: bool = typer.Option(False, "--no-quantize", help="LoRA on a 16-bit base instead of QLoRA."),

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
 
 
 @dataclass(frozen=True)
@@ -18,8 +19,29 @@ class GenerationOptions:
     quotes: object | None = None  # an app.quoting.QuotePlan: the answer may only quote its passages, or be `refusal`
 
 
+@dataclass(frozen=True)
+class GeneratorCapabilities:
+    """What a generator backend can do; the engine adapts its decoding to it (see Engine.stream)."""
+
+    streaming: bool = True  # yields the answer in pieces as it is generated (else one piece at the end)
+    logits_processors: bool = True  # runs our logits processors: quote decoding and the refusal threshold
+    logprobs: bool = True  # exposes token probabilities (refusal calibration reads them)
+    adapters: bool = True  # a LoRA adapter can be chosen per request
+
+
+# The in-process transformers backend can do everything. A generator without a `capabilities` attribute is
+# taken to be such a backend (what the engine assumed before capabilities were declared).
+FULL_CAPABILITIES = GeneratorCapabilities()
+
+
+def capabilities_of(generator) -> GeneratorCapabilities:
+    """The declared capabilities of a generator (FULL_CAPABILITIES when it declares none)."""
+    return getattr(generator, "capabilities", None) or FULL_CAPABILITIES
+
+
 class Generator(Protocol):
     context_tokens: int
+    capabilities: GeneratorCapabilities
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -66,7 +88,9 @@ class _StopWhen:
 
 
 class TransformersGenerator:
-    """A causal LM from finetune.models, one generation at a time per instance."""
+    """A causal LM from finetune.models, one generation at a time per instance (the default backend)."""
+
+    capabilities = FULL_CAPABILITIES
 
     def __init__(self, loaded) -> None:
         self.loaded = loaded
@@ -139,3 +163,24 @@ class RefusalThreshold:
             probability = scores.float().softmax(-1)[:, self.token_id]
             scores[probability < self.threshold, self.token_id] = float("-inf")
         return scores
+
+
+# --- backends, chosen by EngineConfig.generator ---------------------------------------------------------------
+def load_transformers_generator(model: str, quantize: bool, adapter: Path | None) -> TransformersGenerator:
+    """The in-process backend: the base model from the registry (4-bit or bf16), with the adapter folder if any."""
+    from finetune.adapters import check_adapter_files, check_card_base
+    from finetune.models import get_model
+
+    if adapter is not None:
+        check_adapter_files(adapter)  # once per adapter, before its first load
+    loaded = get_model(model, quantize=quantize, adapter=adapter)
+    if adapter is not None:
+        check_card_base(adapter, loaded.base_sha256, model)
+    return TransformersGenerator(loaded)
+
+
+# name -> loader(model, quantize, adapter folder or None) -> Generator. A remote (e.g. OpenAI-compatible)
+# backend adds its class and one entry here, declaring what it cannot do in its `capabilities`.
+GENERATOR_BACKENDS: dict[str, Callable[[str, bool, Path | None], Generator]] = {
+    "transformers": load_transformers_generator,
+}

@@ -20,7 +20,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from app.citations import split_sentences
+from ingest.text import split_sentences
 
 _LOOKAHEAD = 24  # characters of each possible continuation matched against token texts
 _SENTENCE_END = ".!?"

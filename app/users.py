@@ -5,21 +5,21 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ingest.acl import EVERYONE
+from ingest.errors import GroundworkError
+from ingest.files import atomic_write_json
 
 ROLES = ("employee", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
-class UserError(ValueError):
+class UserError(GroundworkError, ValueError):
     """A bad user operation; the message is one line for the user."""
 
 
@@ -71,14 +71,7 @@ class UserStore:
             raise UserError(f"{self.path}: not a valid users file ({exc})") from None
 
     def _write(self, users: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"users": users}, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, self.path)
+        atomic_write_json(self.path, {"users": users}, mode=0o600, indent=2, sort_keys=True)
 
     def add(self, name: str, password: str, role: str = "employee", groups: list[str] | None = None,
             replace: bool = False) -> User:
@@ -93,6 +86,18 @@ class UserStore:
             raise UserError(f"user '{name}' already exists (use --replace to change it)")
         group_set = sorted({EVERYONE, *(g.strip() for g in groups or [] if g.strip())})
         users[name] = {"role": role, "groups": group_set, "password": hash_password(password)}
+        self._write(users)
+        return User(name, role, tuple(group_set))
+
+    def update(self, name: str, role: str, groups: list[str] | None = None) -> User:
+        """Change a user's role and groups, keeping their password."""
+        if role not in ROLES:
+            raise UserError(f"invalid role '{role}': use one of {', '.join(ROLES)}")
+        users = self._read()
+        if name not in users:
+            raise UserError(f"no user '{name}'")
+        group_set = sorted({EVERYONE, *(g.strip() for g in groups or [] if g.strip())})
+        users[name] = {**users[name], "role": role, "groups": group_set}
         self._write(users)
         return User(name, role, tuple(group_set))
 

@@ -20,7 +20,7 @@ import torch
 
 from app.engine import AnswerOptions, Engine, EngineConfig
 from app.generator import GenerationOptions
-from app.retrieval import RetrievalOptions
+from ingest.retrieval import RetrievalOptions
 from app.users import User
 
 USER = User("bench", "employee", ("everyone", "hr", "finance"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from app.retrieval import RetrievalOptions, Retriever
+from ingest.retrieval import RetrievalOptions, Retriever
 from ingest.embedding import Embedder
 from ingest.reader import IndexReader
 

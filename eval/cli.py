@@ -9,17 +9,20 @@ from typing import Annotated
 
 import typer
 
+from app.config import Settings
+from finetune.models import DEFAULT_MODEL
+from ingest.defaults import TOP_K
+
 eval_cli = typer.Typer(invoke_without_command=True, pretty_exceptions_enable=False,
                        help="Batch evaluation: answer every question of a QA set, score the answers, compare runs.")
 
 def _default_out(qa: Path, split: str, mode: str, adapter: str | None, limit: int | None) -> Path:
-    data_dir = Path(os.environ.get("GROUNDWORK_DATA", "groundwork-data"))
     parts = [qa.stem if qa.stem != "qa" else qa.resolve().parent.name, split, mode]
     if adapter and mode != "extractive":
         parts.append(re.sub(r"[^A-Za-z0-9._-]+", "_", Path(adapter).name or adapter))
     if limit:
         parts.append(f"first{limit}")
-    return data_dir / "eval" / "-".join(parts)
+    return Settings.from_env().eval_dir / "-".join(parts)
 
 
 @eval_cli.callback()
@@ -45,9 +48,9 @@ def run(
     split: Annotated[str, typer.Option("--split", help="train, validation, test (held out) or all.")] = "all",
     users_file: Annotated[Path | None, typer.Option(
         "--users", help="Users file for the QA set's `user` names (default: as `groundwork ask`).")] = None,
-    model: Annotated[str, typer.Option("--model", help="Base model name, HF id or folder.")] = "smollm2-135m-instruct",
+    model: Annotated[str, typer.Option("--model", help="Base model name, HF id or folder.")] = DEFAULT_MODEL,
     no_quantize: Annotated[bool, typer.Option("--no-quantize", help="Load the model in bf16, not 4-bit.")] = False,
-    top_k: Annotated[int, typer.Option("--top-k", help="Passages given to the model.")] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", help="Passages given to the model.")] = TOP_K,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = 200,
     decoding: Annotated[str, typer.Option(
         "--decoding", help="rag: quote (verbatim cited quotes or a refusal) or free (the model's own words).")] = "quote",
@@ -69,28 +72,20 @@ def run(
     if qa is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(0 if ctx.args == [] else 2)
-    import json
-
-    from app import cli as app_cli
+    from app.guardrails.config import read_guardrails
+    from eval.cards import record_in_adapter_card
     from eval.errors import EvalError
     from eval.runner import EvalConfig, run_eval
 
     if closed_book and extractive:
         raise EvalError("--closed-book and --extractive exclude each other")
+    settings = Settings.from_env()
     mode = "closed-book" if closed_book else "extractive" if extractive else mode
-    index = index or app_cli.DEFAULT_INDEX
-    users_file = users_file or app_cli.DEFAULT_USERS
-    if adapters is None:
-        try:
-            from app.finetune_cli import DEFAULT_ADAPTERS as adapters
-        except ImportError:
-            adapters = app_cli.DATA_DIR / "adapters"
+    index = index or settings.index_dir
+    users_file = users_file or settings.users_file
+    adapters = adapters or settings.adapters_dir
     out = out or _default_out(qa, split, mode, adapter, limit)
-    guardrails = None
-    if app_cli.DEFAULT_GUARDRAILS.exists():
-        from app.guardrails import GuardrailConfig
-
-        guardrails = GuardrailConfig.from_dict(json.loads(app_cli.DEFAULT_GUARDRAILS.read_text()))
+    guardrails = read_guardrails(settings.guardrails_file) if settings.guardrails_file.exists() else None
     import torch
 
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // max(1, workers)))
@@ -109,28 +104,9 @@ def run(
         typer.secho(f"PERMISSION LEAKS: {result.leaks} passage(s) from documents the asking user may not read "
                     f"(questions: {leaky}); details in {out}/summary.json", err=True, fg="red", bold=True)
     typer.echo(f"Evaluated {result.one_line()}")
-    _record_in_adapter_card(result.summary, adapters, qa, split)
+    record_in_adapter_card(result.summary, adapters, qa, split)
     if result.leaks:
         raise typer.Exit(3)
-
-
-def _record_in_adapter_card(summary: dict, adapters: Path | None, qa: Path, split: str) -> None:
-    """A RAG run with a registry adapter (NAME@vN) adds its headline figures to that version's card."""
-    from app.finetune_cli import DEFAULT_ADAPTERS
-    from finetune.adapters import AdapterError, AdapterRegistry
-
-    adapters = adapters or DEFAULT_ADAPTERS
-    used = summary.get("adapter_used")
-    if summary.get("mode") != "rag" or not used or "@" not in str(used):
-        return
-    figures = {k: summary["metrics"].get(k) for k in ("grounded_accuracy", "correct", "citation_precision",
-                                                      "citation_recall", "answerable_refused",
-                                                      "unanswerable_refused", "leaked_passages")}
-    try:
-        AdapterRegistry(adapters).record_evaluation(used, f"{qa.name} ({split}, {summary.get('index_dir')})",
-                                                    {**figures, "questions": len(summary.get("ids", []))})
-    except AdapterError:
-        pass  # the version was removed meanwhile: the run's own summary.json still has the figures
 
 
 @eval_cli.command("compare")
@@ -144,8 +120,7 @@ def compare(
     """Compare runs: every metric per run and its difference, charts, and the questions whose outcome changed."""
     from eval.report import build_report
 
-    data_dir = Path(os.environ.get("GROUNDWORK_DATA", "groundwork-data"))
-    report = build_report(runs, out or data_dir / "eval" / "report")
+    report = build_report(runs, out or Settings.from_env().eval_dir / "report")
     typer.echo(report.markdown)
     typer.echo(f"Report: {report.html_path} ({len(report.images)} charts, {len(report.changed)} changed "
                f"question(s))")

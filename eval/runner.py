@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from eval.errors import EvalError
+from ingest.files import atomic_write, atomic_write_json
 from eval.metrics import CORRECT_THRESHOLD, DocumentAccess, question_metrics, summarize
 from eval.qa import QAItem, load_qa, resolve_users, select_split
 
@@ -32,12 +33,8 @@ SUMMARY = "summary.json"
 RUN = "run.json"
 RANKING_DEPTH = 10  # passages in the evaluator's own ranking, for hit@10 and MRR
 
-CLOSED_BOOK_PROMPT = (
-    "You are a company assistant. Answer the employee's question from what you know, in one to three "
-    "sentences. If you do not know the answer, reply exactly: I could not find this in the documents."
-)
-_REFUSALS = ("could not find this in the documents", "couldn't find this in the documents", "not in the documents",
-             "i don't know", "i do not know")
+from finetune.models import DEFAULT_MODEL  # noqa: E402
+from finetune.prompt import CLOSED_BOOK_PROMPT  # noqa: E402,F401  (re-exported: the closed-book baseline's prompt)
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,7 @@ class EvalConfig:
     mode: Mode = "rag"  # rag, closed-book (no passages) or extractive (top passage, no model)
     adapter: str | None = None  # EngineConfig(adapter=...): NAME, NAME@vN, a folder, "none"; None = the promoted one
     adapters_dir: Path | None = None  # the adapter registry; None = EngineConfig's default
-    model: str = "smollm2-135m-instruct"  # base model name, Hugging Face id or folder
+    model: str = DEFAULT_MODEL  # base model name, Hugging Face id or folder
     quantize: bool = True  # 4-bit NF4; False loads bf16
     split: str = "all"  # train, validation, test (the held-out split) or all
     users_file: Path | None = None  # resolves the QA set's `user` names
@@ -140,24 +137,13 @@ def read_results(path: Path, repair: bool = False) -> list[dict]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    atomic_write_json(path, data, indent=2, ensure_ascii=False)
 
 
 def _passage_dict(n: int, passage, text: str | None = None) -> dict:
     chunk = passage.chunk
     return {"n": n, "source": chunk.source, "page": chunk.page, "heading": chunk.heading, "anchor": chunk.anchor,
             "text": chunk.text if text is None else text, "score": round(float(passage.score), 4)}
-
-
-def _is_refusal(text: str) -> bool:
-    lowered = " ".join(text.lower().split())
-    return not lowered or any(s in lowered for s in _REFUSALS)
 
 
 class _Asker:
@@ -168,7 +154,7 @@ class _Asker:
         self.engine = engine
         from app.engine import AnswerOptions
         from app.generator import GenerationOptions
-        from app.retrieval import RetrievalOptions
+        from ingest.retrieval import RetrievalOptions
 
         self.options = AnswerOptions(retrieval=RetrievalOptions(top_k=config.top_k),
                                      generation=GenerationOptions(max_new_tokens=config.max_new_tokens),
@@ -184,93 +170,22 @@ class _Asker:
         return [{k: v for k, v in _passage_dict(i, p).items() if k != "text"} for i, p in enumerate(passages, 1)]
 
     def ask(self, item: QAItem, user) -> dict:
+        """Answer with the engine; the baselines are the same engine with another answer stage."""
+        from app.engine import ClosedBookAnswer, ExtractiveAnswer, GroundedAnswer
+
         mode = self.config.mode
+        stages = {"rag": GroundedAnswer, "extractive": ExtractiveAnswer, "closed-book": ClosedBookAnswer}
+        self.engine.answer_stage = stages[mode]()
+        raw, final = "", None
+        for final in self.engine.stream(item.question, user, self.options):
+            if isinstance(final, str):
+                raw = final
+        answer = final.to_dict()
         if mode == "rag":
-            raw, final = "", None
-            for final in self.engine.stream(item.question, user, self.options):
-                if isinstance(final, str):
-                    raw = final
-            answer = final.to_dict()
             answer["raw_answer"] = raw  # the model's text before the citation check (PII-redacted)
-            answer["ranking"] = self.ranking(item.question, user)
-        elif mode == "extractive":
-            answer = self._extractive(item.question, user)
-        else:
-            answer = self._closed_book(item.question, user)
-            answer["ranking"] = None  # no retrieval: no retrieval metrics
+        # No retrieval in closed book: no retrieval metrics.
+        answer["ranking"] = self.ranking(item.question, user) if self.engine.answer_stage.retrieves else None
         return answer
-
-    def _finish(self, question: str, user, text: str, refused: bool, reason: str | None, started: float,
-                timings: dict, flags: list, citations=(), retrieved=(), model: str = "") -> dict:
-        timings["total"] = time.perf_counter() - started
-        return {"question": question, "answer": text, "refused": refused, "refusal_reason": reason,
-                "citations": list(citations), "retrieved": list(retrieved), "flags": flags, "timings": timings,
-                "user": user.name, "model": model, "adapter": None}
-
-    def _extractive(self, question: str, user) -> dict:
-        from app.engine import NOT_FOUND
-
-        started = time.perf_counter()
-        guardrails = self.engine.guardrails
-        checked = guardrails.check_question(question)
-        flags = [e.to_dict() for e in checked.events]
-        timings: dict[str, float] = {}
-        if checked.refusal:
-            result = self._finish(question, user, checked.refusal, True, "guardrail", started, timings, flags)
-            result["ranking"] = []
-            return result
-        options = replace(self.options.retrieval, top_k=max(RANKING_DEPTH, self.config.top_k))
-        ranked = self.engine.retriever.retrieve(checked.text, set(user.groups), options)
-        timings["retrieve"] = time.perf_counter() - started
-        kept, events = guardrails.filter_passages(ranked[: self.config.top_k], text_of=lambda p: p.chunk.text,
-                                                  source_of=lambda p: p.chunk.source)
-        flags += [e.to_dict() for e in events]
-        ranking = [{k: v for k, v in _passage_dict(i, p).items() if k != "text"} for i, p in enumerate(ranked, 1)]
-        if not kept:
-            result = self._finish(question, user, NOT_FOUND, True, "no relevant passages", started, timings, flags)
-        else:
-            retrieved = [_passage_dict(i, p) for i, p in enumerate(kept, start=1)]
-            top = retrieved[0]
-            citation = {k: top[k] for k in ("n", "source", "page", "heading", "text", "score")}
-            text, events = guardrails.check_answer(f"{top['text']} [1]")
-            flags += [e.to_dict() for e in events]
-            result = self._finish(question, user, text, False, None, started, timings, flags, [citation], retrieved,
-                                  model="extractive")
-        result["ranking"] = ranking
-        return result
-
-    def _closed_book(self, question: str, user) -> dict:
-        from app.engine import NOT_FOUND
-
-        started = time.perf_counter()
-        guardrails = self.engine.guardrails
-        checked = guardrails.check_question(question)
-        flags = [e.to_dict() for e in checked.events]
-        timings: dict[str, float] = {}
-        model = getattr(self.engine.config, "model", "")
-        if checked.refusal:
-            return self._finish(question, user, checked.refusal, True, "guardrail", started, timings, flags,
-                                model=model)
-        messages = [{"role": "system", "content": CLOSED_BOOK_PROMPT}, {"role": "user", "content": checked.text}]
-        generator_for = getattr(self.engine, "generator_for", None)
-        generator, adapter = (generator_for(self.engine.config.adapter) if generator_for
-                              else (self.engine.generator, None))
-        generation_started = time.perf_counter()
-        text = ""
-        for piece in generator.stream(messages, self.options.generation):
-            if not text:
-                timings["first_token"] = time.perf_counter() - started
-            text += piece
-        timings["generate"] = time.perf_counter() - generation_started
-        if _is_refusal(text):
-            result = self._finish(question, user, NOT_FOUND, True, "model does not know", started, timings, flags,
-                                  model=model)
-        else:
-            text, events = guardrails.check_answer(text.strip())
-            flags += [e.to_dict() for e in events]
-            result = self._finish(question, user, text, False, None, started, timings, flags, model=model)
-        result["adapter"] = adapter
-        return result
 
 
 def _default_engine_factory(config: EvalConfig, embedder):
@@ -300,13 +215,7 @@ def _rescore(path: Path, done: dict[str, dict], by_id: dict[str, QAItem], users:
         record["metrics"] = question_metrics(item, record, embed)
         record["metrics"]["leaks"] = access.leaks(record, record.get("user_groups") or users[item.user].groups)
         done[record["id"]] = record
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    atomic_write(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def _resolve_adapter(config: EvalConfig) -> str | None:

@@ -20,7 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune.conversion import fsync_dir, fsync_tree
+from finetune.conversion import fsync_tree
+from ingest.errors import GroundworkError
+from ingest.files import atomic_write_json, fsync_dir
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -31,7 +33,7 @@ _VERSION = re.compile(r"^v([1-9][0-9]*)$")
 NO_ADAPTER = "none"
 
 
-class AdapterError(Exception):
+class AdapterError(GroundworkError):
     """An adapter cannot be found, trusted or changed; the message is one line for the user."""
 
 
@@ -81,13 +83,7 @@ def check_adapter_files(folder: Path) -> None:
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    atomic_write_json(path, data, indent=1, sort_keys=True)
 
 
 class AdapterRegistry:

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ingest.errors import GroundworkError
+from ingest.files import fsync_dir  # finetune.export imports it from here
+
 logger = logging.getLogger(__name__)
 
 MARKER_NAME = "groundwork-conversion.json"
@@ -31,7 +34,7 @@ FORMAT_VERSION = 1
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 
 
-class ConversionError(Exception):
+class ConversionError(GroundworkError):
     """The GGUF file could not be converted into a safetensors folder."""
 
 
@@ -143,19 +146,6 @@ def fsync_tree(folder: Path) -> None:
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
     fsync_dir(folder)
-
-
-def fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_marker(folder: Path, marker: dict) -> None:

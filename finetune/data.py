@@ -21,19 +21,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ingest.retrieval import RetrievalOptions, Retriever
+from ingest.text import PLAIN_WORD, SENTENCE_END, TRAINING_STOPWORDS, content_words, split_sentences
 from finetune.prompt import NOT_FOUND, PromptPassage, build_messages, passage_label
+from ingest.errors import GroundworkError
 
-_WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-_STOP = frozenset("a an and are as at be by can do does for from has have how i if in is it its may must of on "
-                  "or the this to was what when where which who why will with you your".split())
+# Words, sentences and the stop list come from ingest.text (TRAINING_STOPWORDS: the list pinned by these tests).
+# Every split below runs on whitespace-normalized text, where SENTENCE_END's line-break branch never applies.
+_WORD = PLAIN_WORD
+_SENTENCE_END = SENTENCE_END
 
 
 ANSWER_STYLES = ("quote", "answer")
 _PROMPT_STYLE = {"quote": "quote", "answer": "free"}  # the engine's decoding whose prompt each style trains on
 
 
-class DataError(Exception):
+class DataError(GroundworkError):
     """Bad training data; the message is one line naming the file and the problem."""
 
 
@@ -229,11 +232,14 @@ def build_examples(items: list[QAItem], reader, embedder, count_tokens: Callable
     rng = random.Random(options.seed)
     report = BuildReport()
     allowed = set(options.groups)
-    vectors = embedder.encode([item.question for item in items]) if items else []
-    hits_per_question = reader.search(vectors, k=options.passages * 4, groups=allowed) if items else []
+    # Distractors come from the serving pipeline (dense + keyword, fused; ingest.retrieval), so the model trains
+    # on the kind of passage lists it answers from. No similarity floor: a refusal example needs passages.
+    retriever = Retriever(reader, embedder) if items else None
+    depth = options.passages * 4
+    retrieval = RetrievalOptions(top_k=depth, candidates=max(RetrievalOptions().candidates, depth), min_score=-1.0)
     examples: list[TrainingExample] = []
-    for item, hits in zip(items, hits_per_question):
-        retrieved = reader.chunks([h.chunk_id for h in hits], groups=allowed)
+    for item in items:
+        retrieved = [p.chunk for p in retriever.retrieve(item.question, allowed, retrieval)]
         if not item.answerable:
             examples.append(_example(item, "refusal", retrieved[: options.passages], None, rng, count_tokens, options))
             continue
@@ -273,7 +279,7 @@ def _gold_chunk(item: QAItem, reader, source: str, groups: set[str]):
 
 
 def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+    return content_words(text, TRAINING_STOPWORDS, PLAIN_WORD)
 
 
 def _example(item: QAItem, kind: str, distractors: list, gold, rng: random.Random,
@@ -321,7 +327,7 @@ def quote_sentences(passage: str, answer: str, max_words: int = 60, min_coverage
     Sentences are taken greedily by how many still-missing content words of the answer they add. None when the quote would exceed max_words (a flattened table is one
     endless "sentence") or covers less than min_coverage of the answer's content words.
     """
-    sentences = [s for s in _SENTENCE_END.split(" ".join(passage.split())) if s]
+    sentences = split_sentences(" ".join(passage.split()))
     answer_words = _content_words(answer)
     missing = set(answer_words)
     chosen: list[int] = []

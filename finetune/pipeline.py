@@ -49,11 +49,11 @@ def collect_questions(options: FinetuneOptions, reader) -> list[QAItem]:
 def finetune(options: FinetuneOptions, embedder=None, show_progress: bool = True) -> AdapterVersion:
     """Train a new version of adapter `options.name`; resumes an interrupted run with the same settings."""
     from ingest.embedding import Embedder
-    from ingest.reader import IndexReader
+    from ingest.vector_store import open_vector_store
 
     check_name(options.name)
     registry = AdapterRegistry(options.registry_dir)
-    reader = IndexReader(options.index_dir)
+    reader = open_vector_store(options.index_dir)
     embedder = embedder or Embedder(reader.embedder)
     items = collect_questions(options, reader)
     splits = {name: [i for i in items if split_of(i.id, options.fractions) == name]
@@ -86,7 +86,7 @@ def finetune(options: FinetuneOptions, embedder=None, show_progress: bool = True
 def recalibrate(registry: AdapterRegistry, ref: str, index_dir: Path | None = None, embedder=None) -> dict:
     """Calibrate an existing version's refusal threshold on the validation questions its card lists."""
     from ingest.embedding import Embedder
-    from ingest.reader import IndexReader
+    from ingest.vector_store import open_vector_store
 
     version = registry.get(ref)
     card = version.card
@@ -96,7 +96,7 @@ def recalibrate(registry: AdapterRegistry, ref: str, index_dir: Path | None = No
     options = FinetuneOptions(name=version.name, index_dir=Path(index_dir or data.get("index", {}).get("dir", "")),
                               data=tuple(Path(f["path"]) for f in data.get("files", [])),
                               from_index=bool(data.get("from_index")), examples=ExampleOptions(**examples_options))
-    reader = IndexReader(options.index_dir)
+    reader = open_vector_store(options.index_dir)
     wanted = set(data.get("question_ids", {}).get("validation", []))
     items = [i for i in collect_questions(options, reader) if i.id in wanted]
     if not items:

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from finetune.data import TrainingExample
+from finetune.defaults import LORA_R
+from ingest.errors import GroundworkError
 
 CHECKPOINT_DIR = "checkpoint"
 IGNORE = -100
 
 
-class TrainingError(Exception):
+class TrainingError(GroundworkError):
     """Training cannot start or continue; the message is one line for the user."""
 
 
@@ -41,7 +43,7 @@ class TrainOptions:
     learning_rate: float = 2e-4  # constant after warmup
     warmup_steps: int = 5
     max_grad_norm: float = 0.3
-    lora_r: int = 16
+    lora_r: int = LORA_R
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str = "all-linear"  # LoRA on every linear projection except the output head
@@ -133,7 +135,7 @@ def disable_cpu_repacking(model) -> int:
     try:
         from bitsandbytes.nn import Linear4bit
         from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
-    except ImportError:
+    except ImportError:  # a bitsandbytes older than its CPU repacking (pyproject allows >=0.45): nothing to undo
         return 0
     count = 0
     for module in model.modules():

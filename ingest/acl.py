@@ -17,10 +17,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.errors import GroundworkError
+
 EVERYONE = "everyone"
 
 
-class AclError(ValueError):
+class AclError(GroundworkError, ValueError):
     """The ACL file is malformed; the message names the file and the problem."""
 
 

@@ -11,8 +11,10 @@ from tqdm import tqdm
 
 from ingest.acl import AclRules
 from ingest.chunking import Chunker, ChunkingOptions
+from ingest.defaults import MAX_FILE_MB
 from ingest.documents import Chunk, FileProblem, IngestSummary, LoadedDocument
 from ingest.embedding import DEFAULT_EMBEDDER, Embedder
+from ingest.errors import GroundworkError
 from ingest.loaders import LoadError, load_document
 from ingest.permissions import Reached, effective_groups, paths_reaching
 from ingest.scan import Candidate, display, scan, sha256_of, snapshot
@@ -21,7 +23,7 @@ from ingest.store import DocumentRecord, IndexLock, IndexWriter
 ProgressCallback = Callable[[int, int, str], None]  # (files done, files to process, current file)
 
 
-class IngestError(Exception):
+class IngestError(GroundworkError):
     """The run cannot start (bad arguments); the message is one line for the user."""
 
 
@@ -33,7 +35,7 @@ class IngestOptions:
     acl_file: Path | None = None  # ACL rules; None keeps the rules stored with the index (default: everyone)
     embedder: str = DEFAULT_EMBEDDER  # model name, local folder, or cached Hugging Face id
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
-    max_file_mb: float = 50.0  # larger files are skipped with a reason
+    max_file_mb: float = MAX_FILE_MB  # larger files are skipped with a reason
     batch_chunks: int = 64  # chunks embedded together before their files are saved
     show_progress: bool = True  # tqdm bars on stderr
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from typing import Sequence
+
 from ingest.store import (DB_NAME, ChunkRecord, DocumentRecord, Hit, IndexError_, _connect, _document_from_row,
                           _DOCUMENT_COLUMNS, _empty_faiss, _read_meta, load_or_rebuild_vectors)
 
@@ -41,7 +43,10 @@ def _locked(method):
 
 
 class IndexReader:
-    """Opens a committed index read-only and answers searches restricted to a user's groups."""
+    """Opens a committed index read-only and answers searches restricted to a user's groups.
+
+    The embedded default of ingest.vector_store.VectorStore (FAISS + SQLite on local disk).
+    """
 
     def __init__(self, index_dir: Path | str) -> None:
         self.index_dir = Path(index_dir)
@@ -152,6 +157,25 @@ class IndexReader:
         query = ("SELECT c.id FROM chunks c JOIN documents d ON d.path = c.path AND d.sha256 = c.sha256"
                  + (" WHERE d.source = ?" if source is not None else "") + " ORDER BY d.source, c.ordinal")
         return [r[0] for r in self.conn.execute(query, (source,) if source is not None else ()).fetchall()]
+
+    @_locked
+    def keyword_texts(self) -> list[tuple[int, str]]:
+        """(id, heading + text) of every published chunk, by id: the input of a keyword (BM25) index."""
+        rows = self.conn.execute(
+            "SELECT c.id, COALESCE(c.heading, '') || ' ' || c.text FROM chunks c JOIN documents d"
+            " ON d.path = c.path AND d.sha256 = c.sha256 ORDER BY c.id").fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    @_locked
+    def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
+        """The stored (normalized) vectors of chunk ids, one row each, in order."""
+        return np.vstack([self.vectors.reconstruct(int(cid)) for cid in ids])
+
+    @_locked
+    def acl_rules(self) -> str | None:
+        """The ACL rules (TOML text) stored with the index by the last ingestion, or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='acl_rules'").fetchone()
+        return (row[0] or None) if row else None
 
     @_locked
     def documents(self) -> list[DocumentRecord]:

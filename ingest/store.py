@@ -21,6 +21,8 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from ingest.documents import Chunk
+from ingest.files import fsync_dir
+from ingest.errors import GroundworkError
 
 FORMAT_VERSION = 1
 DB_NAME = "index.sqlite"
@@ -65,7 +67,7 @@ CREATE TABLE IF NOT EXISTS versions (   -- one per staged or published document 
 """
 
 
-class IndexError_(Exception):
+class IndexError_(GroundworkError):
     """A problem with the index directory; the message is one line for the user."""
 
 
@@ -126,14 +128,6 @@ def _connect(index_dir: Path) -> sqlite3.Connection:
     return conn
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _vectors_path(index_dir: Path, generation: int) -> Path:
     return index_dir / f"vectors.{generation}.faiss"
 
@@ -144,6 +138,15 @@ def _empty_faiss(dimension: int) -> faiss.Index:
 
 def _read_meta(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+
+def read_acl_rules(index_dir: Path) -> str | None:
+    """The ACL rules (TOML text) stored with the index at `index_dir` by the last ingestion, or None."""
+    conn = _connect(Path(index_dir))
+    try:
+        return _read_meta(conn).get("acl_rules") or None
+    finally:
+        conn.close()
 
 
 def _document_from_row(row: Sequence) -> DocumentRecord:
@@ -329,7 +332,7 @@ class IndexWriter:
         finally:
             os.close(fd)
         os.replace(temporary, final)
-        _fsync_dir(self.index_dir)
+        fsync_dir(self.index_dir)
 
 
 class _Transaction:

@@ -40,6 +40,39 @@ def embedder(_shared_embedder: CountingEmbedder) -> CountingEmbedder:
     return _shared_embedder
 
 
+# --- the HR/expenses corpus: three policies, one of them readable by the hr group only -------------------
+
+HR_DOCS = {
+    "expenses.md": "# Expense policy\n\n## Deadline\n\nExpense claims must be submitted within 30 days of the "
+                   "purchase.\n\n## Meals\n\nThe meal allowance in Austin is 60 USD per day.\n",
+    "leave.md": "# Leave\n\nEmployees get 27 days of annual leave per year.\n",
+    "hr/bands.md": "# Salary bands\n\nThe salary band E4 pays 78,000 EUR per year.\n",
+}
+HR_ACL = 'default = ["everyone"]\n[[rules]]\nglob = "hr/*"\ngroups = ["hr"]\n'
+
+
+def write_docs(folder: Path, docs: dict[str, str]) -> Path:
+    """Write each `relative path: text` of `docs` under `folder` (subfolders included); return `folder`."""
+    for relative, content in docs.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(content, encoding="utf-8")
+    return folder
+
+
+def build_corpus(root: Path, embedder, docs: dict[str, str] = HR_DOCS, acl: str = HR_ACL,
+                 index: Path | None = None) -> Path:
+    """`docs` written to root/docs, `acl` to root/acl.toml, both ingested into `index` (root/index by default).
+
+    Returns the index folder. Pass `{**HR_DOCS, ...}` to add or replace documents of the shared corpus."""
+    from ingest.pipeline import IngestOptions, ingest
+
+    index = index or root / "index"
+    write_docs(root / "docs", docs)
+    (root / "acl.toml").write_text(acl, encoding="utf-8")
+    ingest([root / "docs"], IngestOptions(index_dir=index, acl_file=root / "acl.toml", show_progress=False), embedder)
+    return index
+
+
 def make_pdf(path: Path, pages: list[str], password: str | None = None) -> Path:
     """A real PDF with one text page per entry (reportlab), optionally encrypted (pypdf)."""
     from reportlab.lib.pagesizes import A4

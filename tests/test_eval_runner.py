@@ -5,13 +5,14 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import build_corpus
+from fakes import FakeGenerator, LeakyRetriever
 from typer.testing import CliRunner
 
-from app.engine import NOT_FOUND, Engine, EngineConfig
+from app.engine import Engine, EngineConfig
 from app.users import UserStore
 from eval.errors import EvalError
 from eval.runner import EvalConfig, read_results, run_eval
-from ingest.pipeline import IngestOptions, ingest
 
 ANSWERS = {  # question keyword -> what the scripted model says
     "expense claims": "Expense claims must be submitted within 30 days of the purchase.",
@@ -33,51 +34,15 @@ QUESTIONS = [
 ]
 
 
-class ScriptedModel:
-    """Stands in for the model: answers from ANSWERS by a keyword of the question, counts its calls."""
-
-    context_tokens = 4096
-
-    def __init__(self, fail_after: int | None = None) -> None:
-        self.calls: list[list[dict]] = []
-        self.fail_after = fail_after
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def stream(self, messages, options):
-        if self.fail_after is not None and len(self.calls) >= self.fail_after:
-            raise RuntimeError("the model crashed")
-        self.calls.append(messages)
-        question = messages[-1]["content"].rsplit("Question:", 1)[-1].lower()
-        answer = next((a for k, a in ANSWERS.items() if k in question), NOT_FOUND)
-        for word in answer.split(" "):
-            yield word + " "
-
-
-class LeakyRetriever:
-    """A broken retriever that ignores the user's groups: searches as if the user were in every group."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def retrieve(self, question, groups, options):
-        return self.inner.retrieve(question, {"everyone", "hr"}, options)
+def scripted_model(fail_after: int | None = None) -> FakeGenerator:
+    """Stands in for the model: answers from ANSWERS by a keyword of the question, records its prompts."""
+    return FakeGenerator(answers=ANSWERS, fail_after=fail_after)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, _shared_embedder) -> Path:
     root = tmp_path_factory.mktemp("eval")
-    docs = root / "docs"
-    (docs / "hr").mkdir(parents=True)
-    (docs / "expenses.md").write_text(
-        "# Expense policy\n\n## Deadline\n\nExpense claims must be submitted within 30 days of the purchase.\n\n"
-        "## Meals\n\nThe meal allowance in Austin is 60 USD per day.\n")
-    (docs / "leave.md").write_text("# Leave\n\nEmployees get 27 days of annual leave per year.\n")
-    (docs / "hr" / "bands.md").write_text("# Salary bands\n\nThe salary band E4 pays 78,000 EUR per year.\n")
-    (root / "acl.toml").write_text('default = ["everyone"]\n[[rules]]\nglob = "hr/*"\ngroups = ["hr"]\n')
-    ingest([docs], IngestOptions(index_dir=root / "index", acl_file=root / "acl.toml", show_progress=False),
-           _shared_embedder)
+    build_corpus(root, _shared_embedder)
     (root / "qa.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
     store = UserStore(root / "users.json")
     store.add("alice", "password123")
@@ -90,7 +55,7 @@ def _config(corpus: Path, out: Path, **kwargs) -> EvalConfig:
                       users_file=corpus / "users.json", progress=False, **kwargs)
 
 
-def _factory(corpus: Path, embedder, model: ScriptedModel, leaky: bool = False):
+def _factory(corpus: Path, embedder, model: FakeGenerator, leaky: bool = False):
     def build() -> Engine:
         engine = Engine(EngineConfig(index_dir=corpus / "index"), embedder=embedder, generator=model)
         if leaky:
@@ -101,7 +66,7 @@ def _factory(corpus: Path, embedder, model: ScriptedModel, leaky: bool = False):
 
 
 def test_rag_run_writes_one_line_per_question_and_a_summary(corpus, tmp_path, embedder) -> None:
-    model = ScriptedModel()
+    model = scripted_model()
     result = run_eval(_config(corpus, tmp_path / "run"), _factory(corpus, embedder, model), embedder)
     records = read_results(tmp_path / "run" / "results.jsonl")
     assert [r["id"] for r in records] == [q["id"] for q in QUESTIONS]
@@ -127,10 +92,10 @@ def test_rag_run_writes_one_line_per_question_and_a_summary(corpus, tmp_path, em
 
 
 def test_extractive_and_closed_book_baselines(corpus, tmp_path, embedder) -> None:
-    model = ScriptedModel()
+    model = scripted_model()
     run_eval(_config(corpus, tmp_path / "extractive", mode="extractive"), _factory(corpus, embedder, model),
              embedder)
-    assert model.calls == []  # no model
+    assert model.prompts == []  # no model
     extractive = {r["id"]: r for r in read_results(tmp_path / "extractive" / "results.jsonl")}
     top = extractive["q-expenses"]["retrieved"][0]
     assert extractive["q-expenses"]["answer"] == f"{top['text']} [1]"
@@ -139,8 +104,8 @@ def test_extractive_and_closed_book_baselines(corpus, tmp_path, embedder) -> Non
 
     run_eval(_config(corpus, tmp_path / "closed", mode="closed-book"), _factory(corpus, embedder, model), embedder)
     closed = {r["id"]: r for r in read_results(tmp_path / "closed" / "results.jsonl")}
-    assert len(model.calls) == len(QUESTIONS)
-    assert all("Passages" not in m["content"] for call in model.calls for m in call)  # no passages at all
+    assert len(model.prompts) == len(QUESTIONS)
+    assert all("Passages" not in m["content"] for call in model.prompts for m in call)  # no passages at all
     assert closed["q-expenses"]["retrieved"] == [] and closed["q-expenses"]["ranking"] is None
     summary = json.loads((tmp_path / "closed" / "summary.json").read_text())
     assert summary["metrics"]["hit@5"] is None and summary["metrics"]["grounded_accuracy"] == 0.0
@@ -150,20 +115,20 @@ def test_extractive_and_closed_book_baselines(corpus, tmp_path, embedder) -> Non
 def test_interrupted_run_resumes_without_answering_again(corpus, tmp_path, embedder) -> None:
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="crashed"):
-        run_eval(_config(corpus, out), _factory(corpus, embedder, ScriptedModel(fail_after=1)), embedder)
+        run_eval(_config(corpus, out), _factory(corpus, embedder, scripted_model(fail_after=1)), embedder)
     saved = read_results(out / "results.jsonl")
     assert [r["id"] for r in saved] == ["q-expenses"]  # the answered question was saved before the crash
     with open(out / "results.jsonl", "a") as handle:  # and a line torn by a crash mid-write
         handle.write('{"id": "q-leave", "question": "How many')
-    model = ScriptedModel()
+    model = scripted_model()
     result = run_eval(_config(corpus, out), _factory(corpus, embedder, model), embedder)
     assert result.resumed == 1 and result.answered_now == len(QUESTIONS) - 1
-    assert not any("expense claims" in call[-1]["content"].lower() for call in model.calls)
+    assert not any("expense claims" in call[-1]["content"].lower() for call in model.prompts)
     ids = [r["id"] for r in read_results(out / "results.jsonl")]
     assert sorted(ids) == sorted(q["id"] for q in QUESTIONS) and len(ids) == len(set(ids))
-    again = ScriptedModel()
+    again = scripted_model()
     run_eval(_config(corpus, out, workers=2), _factory(corpus, embedder, again), embedder)
-    assert again.calls == []  # all done: nothing is asked again, the summary is rewritten
+    assert again.prompts == []  # all done: nothing is asked again, the summary is rewritten
 
     lines = (out / "results.jsonl").read_text().splitlines()  # --rescore recomputes metrics, keeps the answers
     damaged = [json.loads(line) for line in lines]
@@ -172,22 +137,22 @@ def test_interrupted_run_resumes_without_answering_again(corpus, tmp_path, embed
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in damaged))
     run_eval(_config(corpus, out, rescore=True), _factory(corpus, embedder, again), embedder)
     rescored = read_results(out / "results.jsonl")
-    assert again.calls == [] and [r["answer"] for r in rescored] == [r["answer"] for r in damaged]
+    assert again.prompts == [] and [r["answer"] for r in rescored] == [r["answer"] for r in damaged]
     assert next(r for r in rescored if r["id"] == "q-expenses")["metrics"]["gold_rank"] == 1
 
 
 def test_resuming_with_other_settings_is_refused(corpus, tmp_path, embedder) -> None:
     out = tmp_path / "run"
-    run_eval(_config(corpus, out, limit=1), _factory(corpus, embedder, ScriptedModel()), embedder)
+    run_eval(_config(corpus, out, limit=1), _factory(corpus, embedder, scripted_model()), embedder)
     with pytest.raises(EvalError) as info:
-        run_eval(_config(corpus, out, mode="extractive"), _factory(corpus, embedder, ScriptedModel()), embedder)
+        run_eval(_config(corpus, out, mode="extractive"), _factory(corpus, embedder, scripted_model()), embedder)
     assert "holds a run with mode='rag', not 'extractive'" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(EvalError, match="top_k=5, not 3"):
-        run_eval(_config(corpus, out, top_k=3), _factory(corpus, embedder, ScriptedModel()), embedder)
+        run_eval(_config(corpus, out, top_k=3), _factory(corpus, embedder, scripted_model()), embedder)
 
 
 def test_planted_leak_is_caught(corpus, tmp_path, embedder) -> None:
-    result = run_eval(_config(corpus, tmp_path / "leaky"), _factory(corpus, embedder, ScriptedModel(), leaky=True),
+    result = run_eval(_config(corpus, tmp_path / "leaky"), _factory(corpus, embedder, scripted_model(), leaky=True),
                       embedder)
     summary = json.loads((tmp_path / "leaky" / "summary.json").read_text())
     leaked = {leak["id"] for leak in summary["leaks"]}
@@ -199,8 +164,8 @@ def test_planted_leak_is_caught(corpus, tmp_path, embedder) -> None:
 
 
 def test_two_workers_give_the_same_results(corpus, tmp_path, embedder) -> None:
-    run_eval(_config(corpus, tmp_path / "one"), _factory(corpus, embedder, ScriptedModel()), embedder)
-    run_eval(_config(corpus, tmp_path / "two", workers=2), _factory(corpus, embedder, ScriptedModel()), embedder)
+    run_eval(_config(corpus, tmp_path / "one"), _factory(corpus, embedder, scripted_model()), embedder)
+    run_eval(_config(corpus, tmp_path / "two", workers=2), _factory(corpus, embedder, scripted_model()), embedder)
 
     def answers(folder: str) -> dict:
         return {r["id"]: (r["answer"], r["refused"], [c["source"] for c in r["citations"]])
@@ -216,7 +181,7 @@ def test_split_is_recorded_with_its_ids(corpus, tmp_path, embedder) -> None:
     if not expected:
         pytest.skip("no question of this set falls in the test split")
     run_eval(_config(corpus, tmp_path / "test", split="test", mode="extractive"),
-             _factory(corpus, embedder, ScriptedModel()), embedder)
+             _factory(corpus, embedder, scripted_model()), embedder)
     summary = json.loads((tmp_path / "test" / "summary.json").read_text())
     assert summary["split"] == "test" and summary["ids"] == expected
 
@@ -235,7 +200,7 @@ def test_cli_runs_compares_and_reports_leaks_loudly(corpus, tmp_path, embedder, 
     assert "Evaluated 5 questions" in result.output and "permission leaks 0" in result.output
 
     monkeypatch.setattr(eval.runner, "_default_engine_factory",
-                        lambda config, emb: _factory(corpus, embedder, ScriptedModel(), leaky=True))
+                        lambda config, emb: _factory(corpus, embedder, scripted_model(), leaky=True))
     result = runner.invoke(cli, [*common, "--out", str(tmp_path / "leaky"), "--name", "leaky rag"])
     assert result.exit_code == 3 and "PERMISSION LEAKS" in result.output
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import HR_DOCS, build_corpus
 
 from finetune.adapters import AdapterError, AdapterRegistry
 from finetune.data import (DataError, ExampleOptions, QAItem, TrainingExample, build_examples, cite_sentences, load_qa,
@@ -19,7 +20,6 @@ from finetune.pipeline import FinetuneOptions, finetune
 from finetune.prompt import NOT_FOUND, PromptPassage, build_messages
 from finetune.splits import split_of
 from finetune.train import TrainOptions, disable_cpu_repacking, tokenize, train
-from ingest.pipeline import IngestOptions, ingest
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -97,20 +97,13 @@ def test_cite_sentences_cites_every_sentence():
 
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory, _shared_embedder) -> Path:
-    root = tmp_path_factory.mktemp("ft-index")
-    docs = root / "docs"
-    (docs / "hr").mkdir(parents=True)
-    (docs / "expenses.md").write_text("# Expense policy\n\n## Deadline\n\nExpense claims must be submitted within 30 "
-                                      "days of the purchase.\n\n## Meals\n\nThe meal allowance in Austin is 60 USD per day.\n")
-    (docs / "leave.md").write_text("# Leave policy\n\n## How many days of leave do I get?\n\nEmployees get 27 days of "
-                                   "annual leave per year, plus public holidays.\n")
-    (docs / "travel.md").write_text("# Travel\n\n## Approval\n\nEvery business trip must be approved by your line "
-                                    "manager in TravelHub before anything is booked.\n")
-    (docs / "hr" / "salaries.md").write_text("# Salaries\n\n## Bands\n\nThe salary band for engineers is secret.\n")
-    acl = root / "acl.toml"
-    acl.write_text('default = ["everyone"]\n[[rules]]\nglob = "hr/*"\ngroups = ["hr"]\n')
-    ingest([docs], IngestOptions(index_dir=root / "index", acl_file=acl, show_progress=False), embedder=_shared_embedder)
-    return root / "index"
+    docs = {**HR_DOCS,  # a question as a heading (questions_from_index asks it as is), a second hr-only file
+            "leave.md": "# Leave policy\n\n## How many days of leave do I get?\n\nEmployees get 27 days of annual "
+                        "leave per year, plus public holidays.\n",
+            "travel.md": "# Travel\n\n## Approval\n\nEvery business trip must be approved by your line manager in "
+                         "TravelHub before anything is booked.\n",
+            "hr/salaries.md": "# Salaries\n\n## Bands\n\nThe salary band for engineers is secret.\n"}
+    return build_corpus(tmp_path_factory.mktemp("ft-index"), _shared_embedder, docs)
 
 
 def test_examples_put_the_gold_passage_in_the_prompt_and_cite_its_number(small_index, _shared_embedder):

@@ -7,32 +7,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_docx, make_pdf
+from conftest import HR_ACL as ACL
+from conftest import make_docx, make_pdf, write_docs
 from ingest.pipeline import IngestError, IngestOptions, ingest
 from ingest.reader import IndexReader
 from ingest.store import EmbedderMismatch, IndexWriter
 
-ACL = """
-default = ["everyone"]
-[[rules]]
-glob = "hr/*"
-groups = ["hr"]
-"""
-
 
 def _corpus(root: Path) -> Path:
-    (root / "hr").mkdir(parents=True)
-    (root / "it").mkdir()
-    (root / "leave.md").write_text("# Leave\n\n## Annual leave\n\nEveryone gets 27 days of annual leave per year.\n")
-    (root / "it" / "vpn.html").write_text(
-        "<html><head><title>VPN</title></head><body><main><h1>VPN</h1>"
-        "<p>Connect to vpn.acme.example with the AcmeVPN client.</p></main></body></html>")
-    (root / "offices.csv").write_text("office,city\nHQ,Lyon\nUS,Austin\n")
-    (root / "notes.txt").write_text("The cafeteria opens at 8am and closes at 3pm.")
+    write_docs(root, {
+        "leave.md": "# Leave\n\n## Annual leave\n\nEveryone gets 27 days of annual leave per year.\n",
+        "it/vpn.html": "<html><head><title>VPN</title></head><body><main><h1>VPN</h1>"
+                       "<p>Connect to vpn.acme.example with the AcmeVPN client.</p></main></body></html>",
+        "offices.csv": "office,city\nHQ,Lyon\nUS,Austin\n",
+        "notes.txt": "The cafeteria opens at 8am and closes at 3pm.",
+        "hr/salaries.md": "# Salary bands\n\nThe engineering band E4 pays 78,000 EUR.\n",
+    })
     make_pdf(root / "travel.pdf", ["Travel\nBook flights through TravelDesk.", "Hotels: 150 EUR per night cap."])
     make_docx(root / "expenses.docx", "Expenses", [("Meals", ["Meals are paid at 45 EUR per day."])],
               table=[["Item", "Limit"], ["Taxi", "60 EUR"]])
-    (root / "hr" / "salaries.md").write_text("# Salary bands\n\nThe engineering band E4 pays 78,000 EUR.\n")
     return root
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from app.retrieval import RetrievalOptions, Retriever
+from ingest.retrieval import RetrievalOptions, Retriever
 from ingest.pipeline import IngestOptions, ingest
 from ingest.reader import IndexReader
 

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import FakeGenerator
 from gradio_client import Client, handle_file
-from ui_support import PASSWORDS, ExtractiveGenerator, build_site
+from ui_support import PASSWORDS, build_site
 
 from app.engine import Answer, Citation
 from app.ui import render
@@ -58,6 +59,17 @@ def test_refusal_states_are_distinct() -> None:
                                             "detail": "blocked topic 'layoffs'", "source": None}]))
     assert "gw-blocked" in blocked and "gw-notfound" not in blocked
     assert "Blocked topic" in blocked and "blocked topic &#x27;layoffs&#x27;" in blocked
+
+
+def test_every_refusal_reason_is_explained_in_a_sentence() -> None:
+    from app import refusals
+
+    for reason in refusals.REASONS:
+        if reason != refusals.GUARDRAIL:
+            html = render.answer(_answer("I could not find this in the documents.", refused=True, reason=reason))
+            assert f'<div class="gw-state-why">{render.text(refusals.EXPLANATIONS[reason])}</div>' in html
+    assert refusals.explain("index being rebuilt") == "Index being rebuilt."  # an unknown reason still reads well
+    assert refusals.explain(None) == ""
 
 
 def test_sources_panel_lists_only_citations() -> None:
@@ -177,7 +189,7 @@ def test_two_users_chat_at_once_while_an_admin_reingests(tmp_path, _shared_embed
             assert gate.wait(60)
             return super().encode(texts)
 
-    generator = ExtractiveGenerator(delay=0.15)
+    generator = FakeGenerator(delay=0.15)  # extractive, slow enough to be mid-answer during the re-ingest
     site = build_site(tmp_path, _shared_embedder, generator=generator, embedder_factory=GatedEmbedder)
     try:
         (site.docs / "parking.md").write_text("# Parking\n\nA parking permit for the staff garage costs 15 EUR per "

@@ -48,3 +48,14 @@ def test_duplicate_needs_replace(tmp_path: Path) -> None:
         store.add("frank", "password2")
     store.add("frank", "password2", role="admin", replace=True)
     assert store.get("frank").is_admin and store.authenticate("frank", "password2")
+
+
+def test_update_changes_role_and_groups_but_keeps_the_password(tmp_path: Path) -> None:
+    store = UserStore(tmp_path / "users.json")
+    store.add("gina", "password1", groups=["hr"])
+    assert store.update("gina", "admin", ["finance", " "]) == store.get("gina")
+    assert store.get("gina").is_admin and store.get("gina").groups == ("everyone", "finance")
+    assert store.authenticate("gina", "password1") is not None
+    assert (tmp_path / "users.json").stat().st_mode & 0o077 == 0
+    with pytest.raises(UserError, match="no user"):
+        store.update("nobody", "employee")

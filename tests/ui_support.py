@@ -1,5 +1,5 @@
 """Helpers for the web UI tests: a small corpus with a restricted folder, users, a server on a free port,
-a deterministic generator, and headless Chromium (Debian's package) through Playwright."""
+the deterministic generator of fakes.py, and headless Chromium (Debian's package) through Playwright."""
 from __future__ import annotations
 
 import json
@@ -13,12 +13,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from conftest import build_corpus
+from fakes import FakeGenerator
 
 from app.engine import Engine, EngineConfig
 from app.guardrails import BlockedTopic, GuardrailConfig
 from app.users import UserStore
 from ingest.embedding import Embedder
-from ingest.pipeline import IngestOptions, ingest
 
 CHROMIUM = Path(os.environ.get("GROUNDWORK_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -48,34 +49,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ExtractiveGenerator:
-    """A stand-in for the model: answers with the first sentence of passage [1], cited, streamed word by word.
-
-    Deterministic and fast, so the UI tests check the page, not the model; `delay` makes the streaming visible.
-    """
-
-    context_tokens = 4096
-
-    def __init__(self, delay: float = 0.04) -> None:
-        self.delay = delay
-        self.prompts: list[list[dict]] = []
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def stream(self, messages, options):
-        self.prompts.append(messages)
-        prompt = messages[-1]["content"]
-        match = re.search(r"\[1\] \([^)]*\)\n(.+?)(?:\n\n\[2\]|\n\nQuestion:)", prompt, re.S)
-        if not match:
-            yield "I could not find this in the documents."
-            return
-        sentence = re.split(r"(?<=[.!?])\s", " ".join(match.group(1).split()), maxsplit=1)[0].rstrip(".")
-        for word in f"{sentence} [1].".split(" "):
-            time.sleep(self.delay)
-            yield word + " "
-
-
 @dataclass
 class UiSite:
     """A running server and what it was built from."""
@@ -90,7 +63,7 @@ class UiSite:
     adapters: Path
     services: object
     app: object
-    generator: ExtractiveGenerator
+    generator: FakeGenerator
 
     def close(self) -> None:
         self.app.close()
@@ -101,12 +74,7 @@ def build_site(root: Path, embedder, generator=None, with_adapters: bool = False
     from app.ui import LockedEmbedder, build_app, launch_app, make_services
 
     docs = root / "docs"
-    for relative, content in DOCS.items():
-        (docs / relative).parent.mkdir(parents=True, exist_ok=True)
-        (docs / relative).write_text(content, encoding="utf-8")
-    (root / "acl.toml").write_text(ACL, encoding="utf-8")
-    index = root / "index"
-    ingest([docs], IngestOptions(index_dir=index, acl_file=root / "acl.toml", show_progress=False), embedder)
+    index = build_corpus(root, embedder, DOCS, ACL)
     users = UserStore(root / "users.json")
     users.add("alice", PASSWORDS["alice"])
     users.add("hannah", PASSWORDS["hannah"], groups=["hr"])
@@ -118,7 +86,7 @@ def build_site(root: Path, embedder, generator=None, with_adapters: bool = False
     adapters = root / "adapters"
     if with_adapters:
         make_adapters(adapters, {"acme": 2, "helpdesk": 1})
-    generator = generator or ExtractiveGenerator()
+    generator = generator or FakeGenerator(delay=0.04)  # extractive: the first sentence of passage [1], cited
     chat_embedder = LockedEmbedder()
     chat_embedder.__dict__["model"] = embedder.model  # share the loaded weights; the lock is the chat's own
     engine = Engine(EngineConfig(index_dir=index, adapters_dir=adapters, guardrails=config), embedder=chat_embedder,

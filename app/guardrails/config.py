@@ -1,7 +1,9 @@
 """Guardrail settings: which guards run, the blocked topics, the length limit, what users may switch off."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # Every guard by name, with the one-line description the UI shows next to a user's on/off switch.
 GUARDS: dict[str, str] = {
@@ -100,3 +102,14 @@ class GuardrailConfig:
                 raise ValueError("user_may_disable must be a list of guard names")
             kwargs["user_may_disable"] = set(value or [])
         return cls(**kwargs)
+
+
+def read_guardrails(path: Path) -> GuardrailConfig:
+    """The settings saved in a guardrails.json file (GuardrailConfig.to_dict); a missing file means the defaults.
+
+    The one place the file is parsed: `groundwork ask`, `groundwork eval` and the web UI's GuardrailsFile use it.
+    """
+    path = Path(path)
+    if not path.exists():
+        return GuardrailConfig()
+    return GuardrailConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,8 +1,8 @@
 """The admin tab: documents and ingestion, permissions, users, adapters, guardrails.
 
 The tab is shown to admins only, but hiding is not the protection: every handler below starts with
-require_admin(), which reads the logged-in user's role from the users file on the server. An employee who calls
-an admin endpoint directly (gradio_client, curl) gets an error and nothing changes.
+require_admin() (each action through as_admin()), which reads the logged-in user's role from the users file on
+the server. An employee who calls an admin endpoint directly (gradio_client, curl) gets an error and nothing changes.
 """
 from __future__ import annotations
 
@@ -33,6 +33,20 @@ class AdminTab:
 
 def _fail(exc: Exception) -> gr.Error:
     return gr.Error(str(exc))
+
+
+def as_admin(services: UiServices, request: gr.Request, action, *args):
+    """`action(services, admin, *args)` for the logged-in admin (else gr.Error); an AdminError is shown on the page."""
+    admin = require_admin(services.users, request)
+    try:
+        return action(services, admin, *args)
+    except AdminError as exc:
+        raise _fail(exc) from None
+
+
+def _start_unless_running(services: UiServices, admin, folder: str):
+    if not services.runner.state().running:  # else: show the run that is going on
+        actions.start_ingest(services, admin, folder)
 
 
 def build_admin_tab(services: UiServices) -> AdminTab:
@@ -97,22 +111,13 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         yield (view.progress(services.runner.state()), *skip, *overview_values())
 
     def run_ingest(extra_folder: str, request: gr.Request):
-        admin = require_admin(services.users, request)
-        if not services.runner.state().running:  # else: show the run that is going on
-            try:
-                actions.start_ingest(services, admin, extra_folder or "")
-            except AdminError as exc:
-                raise _fail(exc) from None
+        as_admin(services, request, _start_unless_running, extra_folder or "")
         yield from watch(0)
 
     listen(ingest.click, run_ingest, [folder], [status, *overview_outputs], "admin_ingest")
 
     def run_upload(uploaded: list[str] | None, into: str, request: gr.Request):
-        admin = require_admin(services.users, request)
-        try:
-            actions.upload(services, admin, uploaded or [], into or "")
-        except AdminError as exc:
-            raise _fail(exc) from None
+        as_admin(services, request, actions.upload, uploaded or [], into or "")
         first = True
         for values in watch(1):
             values = list(values)
@@ -123,12 +128,7 @@ def build_admin_tab(services: UiServices) -> AdminTab:
     listen(upload.click, run_upload, [files, subfolder], [status, files, *overview_outputs], "admin_upload")
 
     def remove_document(path: str, request: gr.Request):
-        admin = require_admin(services.users, request)
-        try:
-            message = actions.remove_document(services, admin, path)
-        except AdminError as exc:
-            raise _fail(exc) from None
-        return (message, *overview_values())
+        return (as_admin(services, request, actions.remove_document, path), *overview_values())
 
     listen(remove.click, remove_document, [doc_choice], [doc_message, *overview_outputs], "admin_remove_document")
 
@@ -146,11 +146,7 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         return actions.acl_rules(services)
 
     def apply_acl(text: str, request: gr.Request):
-        admin = require_admin(services.users, request)
-        try:
-            actions.save_acl(services, admin, text or "")
-        except AdminError as exc:
-            raise _fail(exc) from None
+        as_admin(services, request, actions.save_acl, text or "")
         yield from watch(0)
 
     listen(save_acl.click, apply_acl, [acl], [acl_status, *overview_outputs], "admin_save_acl")
@@ -185,23 +181,13 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         return users_values()
 
     def do_save_user(name: str, password: str, role: str, groups: str, request: gr.Request):
-        admin = require_admin(services.users, request)
-        try:
-            message = actions.save_user(services, admin, name, password, role, groups)
-        except AdminError as exc:
-            raise _fail(exc) from None
-        return (message, "", *users_values())
+        return (as_admin(services, request, actions.save_user, name, password, role, groups), "", *users_values())
 
     listen(save_user.click, do_save_user, [user_name, user_password, user_role, user_groups],
            [user_message, user_password, *users_outputs], "admin_save_user")
 
     def do_remove_user(name: str, request: gr.Request):
-        admin = require_admin(services.users, request)
-        try:
-            message = actions.remove_user(services, admin, name)
-        except AdminError as exc:
-            raise _fail(exc) from None
-        return (message, *users_values())
+        return (as_admin(services, request, actions.remove_user, name), *users_values())
 
     listen(remove_user.click, do_remove_user, [user_choice], [user_message, *users_outputs], "admin_remove_user")
 
@@ -238,20 +224,10 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         return adapter_values()
 
     def do_promote(ref: str, request: gr.Request):
-        admin = require_admin(services.users, request)
-        try:
-            message = actions.promote(services, admin, ref)
-        except AdminError as exc:
-            raise _fail(exc) from None
-        return (message, *adapter_values())
+        return (as_admin(services, request, actions.promote, ref), *adapter_values())
 
     def do_rollback(name: str, request: gr.Request):
-        admin = require_admin(services.users, request)
-        try:
-            message = actions.rollback(services, admin, name)
-        except AdminError as exc:
-            raise _fail(exc) from None
-        return (message, *adapter_values())
+        return (as_admin(services, request, actions.rollback, name), *adapter_values())
 
     listen(promote.click, do_promote, [promote_choice], [adapter_message, *adapter_outputs], "admin_promote")
     listen(rollback.click, do_rollback, [rollback_choice], [adapter_message, *adapter_outputs], "admin_rollback")
@@ -284,11 +260,7 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         return guard_values()
 
     def do_save_guards(p, i, m, d, t, a, request: gr.Request):
-        admin = require_admin(services.users, request)
-        try:
-            actions.save_guardrails(services, admin, p, i, m, d, t, a)
-        except AdminError as exc:
-            raise _fail(exc) from None
+        as_admin(services, request, actions.save_guardrails, p, i, m, d, t, a)
         return ("Saved: the new settings apply from the next question on.", *guard_values())
 
     listen(save_guards.click, do_save_guards, guard_outputs, [guard_message, *guard_outputs],

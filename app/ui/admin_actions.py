@@ -5,9 +5,7 @@ input and raise AdminError with one line for the page.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from app.guardrails import GUARDS, BlockedTopic, GuardrailConfig
@@ -17,11 +15,21 @@ from app.ui.services import UiServices
 from app.users import ROLES, User, UserError
 from finetune.adapters import AdapterError
 from ingest.acl import AclError
+from ingest.errors import GroundworkError
 from ingest.store import IndexError_
 
 
-class AdminError(ValueError):
+class AdminError(GroundworkError, ValueError):
     """An admin action that cannot be done; the message is one line for the page."""
+
+
+@contextmanager
+def _reported(*errors: type[Exception]):
+    """Turn `errors` raised inside the block into an AdminError with the same message."""
+    try:
+        yield
+    except errors as exc:
+        raise AdminError(str(exc)) from None
 
 
 # --- documents and ingestion --------------------------------------------------------------------------------
@@ -58,21 +66,17 @@ def upload(services: UiServices, admin: User, files: list[str], subfolder: str) 
         raise AdminError("choose one or more files to upload first")
     if services.runner.state().running:
         raise AdminError("an ingestion is running; upload when it has finished")
-    try:
+    with _reported(library.LibraryError):
         saved = library.save_uploads(files, services.docs_dir, subfolder)
-    except library.LibraryError as exc:
-        raise AdminError(str(exc)) from None
     return saved, start_ingest(services, admin)
 
 
 def remove_document(services: UiServices, admin: User, path: str) -> str:
     if not path:
         raise AdminError("choose a document to remove")
-    try:
+    with _reported(library.LibraryError, IndexError_):
         message = library.remove_document(services.index_dir, services.engine.reader.embedder, path,
                                           services.docs_dir)
-    except (library.LibraryError, IndexError_) as exc:
-        raise AdminError(str(exc)) from None
     services.engine.reader.refresh()
     return message
 
@@ -85,10 +89,8 @@ def save_acl(services: UiServices, admin: User, text: str) -> JobState:
     """Validate and save the rules, then re-run ingestion so they apply (no re-embedding for unchanged files)."""
     if services.runner.state().running:
         raise AdminError("an ingestion is running; save the rules when it has finished")
-    try:
+    with _reported(AclError):
         library.write_acl(services.acl_path, text)
-    except AclError as exc:
-        raise AdminError(str(exc)) from None
     return start_ingest(services, admin, acl_file=services.acl_path)
 
 
@@ -101,34 +103,15 @@ def save_user(services: UiServices, admin: User, name: str, password: str, role:
     existing = {u.name: u for u in services.users.list()}
     if name == admin.name and role != "admin":
         raise AdminError("you cannot take the admin role from yourself")
-    try:
+    with _reported(UserError):
         if password:
             user = services.users.add(name, password, role=role, groups=groups_list, replace=name in existing)
         elif name in existing:
-            user = _update_user(services, name, role, groups_list)
+            user = services.users.update(name, role, groups_list)
         else:
             raise AdminError("a new user needs a password (8 characters or more)")
-    except UserError as exc:
-        raise AdminError(str(exc)) from None
     verb = "Updated" if name in existing else "Added"
     return f"{verb} {user.name} ({user.role}; groups: {', '.join(user.groups)})"
-
-
-def _update_user(services: UiServices, name: str, role: str, groups: list[str]) -> User:
-    """Change a user's role and groups, keeping their password hash (UserStore has no such call yet)."""
-    store = services.users
-    data = json.loads(store.path.read_text(encoding="utf-8"))
-    entry = data["users"][name]
-    entry["role"] = role
-    entry["groups"] = sorted({"everyone", *groups})
-    fd, temporary = tempfile.mkstemp(dir=store.path.parent, prefix=".users-")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, store.path)
-    return store.get(name)
 
 
 def remove_user(services: UiServices, admin: User, name: str) -> str:
@@ -136,10 +119,8 @@ def remove_user(services: UiServices, admin: User, name: str) -> str:
         raise AdminError("choose a user to remove")
     if name == admin.name:
         raise AdminError("you cannot remove yourself")
-    try:
+    with _reported(UserError):
         services.users.remove(name)
-    except UserError as exc:
-        raise AdminError(str(exc)) from None
     return f"Removed {name}"
 
 
@@ -160,23 +141,21 @@ def adapter_rows(services: UiServices) -> list[list]:
     return rows
 
 
+def _registry_change(change, argument: str, missing: str):
+    """`change(argument)` on the adapter registry; `missing` is the message when nothing was chosen."""
+    if not argument:
+        raise AdminError(missing)
+    with _reported(AdapterError):
+        return change(argument)
+
+
 def promote(services: UiServices, admin: User, ref: str) -> str:
-    if not ref:
-        raise AdminError("choose a version to promote")
-    try:
-        version = services.registry.promote(ref)
-    except AdapterError as exc:
-        raise AdminError(str(exc)) from None
+    version = _registry_change(services.registry.promote, ref, "choose a version to promote")
     return f"Promoted {version.ref}: answers use it from the next question on"
 
 
 def rollback(services: UiServices, admin: User, name: str) -> str:
-    if not name:
-        raise AdminError("choose an adapter to roll back")
-    try:
-        version = services.registry.rollback(name)
-    except AdapterError as exc:
-        raise AdminError(str(exc)) from None
+    version = _registry_change(services.registry.rollback, name, "choose an adapter to roll back")
     return f"Rolled {name} back to {version.ref}"
 
 
@@ -204,12 +183,10 @@ def parse_topics(text: str) -> list[BlockedTopic]:
 
 def save_guardrails(services: UiServices, admin: User, pii: bool, injection: bool, max_chars: float | int | None,
                     may_disable: list[str], topics: str, allowlist: str) -> GuardrailConfig:
-    try:
+    with _reported(ValueError):  # an AdminError of parse_topics is a ValueError too: same message
         config = GuardrailConfig(
             pii=bool(pii), injection=bool(injection), blocked_topics=parse_topics(topics),
             max_question_chars=int(max_chars or 0), user_may_disable={g for g in may_disable or [] if g in GUARDS},
             pii_allowlist=[line.strip() for line in (allowlist or "").splitlines() if line.strip()])
-    except ValueError as exc:
-        raise AdminError(str(exc)) from None
     services.guardrails.save(config)
     return services.sync_guardrails()

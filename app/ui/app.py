@@ -10,6 +10,7 @@ from typing import Callable
 
 import gradio as gr
 
+from app.config import Settings
 from app.engine import Engine, EngineConfig
 from app.generator import GenerationOptions
 from app.ui.admin import build_admin_tab
@@ -21,6 +22,7 @@ from app.ui.settings import GuardrailsFile
 from app.ui.theme import CSS, HEADER, theme
 from app.users import UserStore
 from finetune.adapters import AdapterRegistry
+from finetune.models import DEFAULT_MODEL
 from ingest.acl import EVERYONE
 from ingest.embedding import DEFAULT_EMBEDDER, Embedder
 from ingest.reader import IndexReader
@@ -112,19 +114,22 @@ def _serve_until_interrupted(app) -> None:
         app.close()
 
 
+_PATHS = Settings()  # the defaults; `groundwork serve` passes Settings.from_env()'s paths
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     """What `groundwork serve` serves."""
 
     host: str = "127.0.0.1"
     port: int = 7860
-    index_dir: Path = Path("groundwork-data/index")
-    users_file: Path = Path("groundwork-data/users.json")
-    guardrails_file: Path = Path("groundwork-data/guardrails.json")
-    adapters_dir: Path = Path("groundwork-data/adapters")
-    docs_dir: Path = Path("groundwork-data/documents")  # uploads from the admin tab
-    acl_file: Path = Path("groundwork-data/acl.toml")  # ACL rules saved from the admin tab
-    model: str = "smollm2-135m-instruct"
+    index_dir: Path = _PATHS.index_dir
+    users_file: Path = _PATHS.users_file
+    guardrails_file: Path = _PATHS.guardrails_file
+    adapters_dir: Path = _PATHS.adapters_dir
+    docs_dir: Path = _PATHS.documents_dir  # uploads from the admin tab
+    acl_file: Path = _PATHS.acl_file  # ACL rules saved from the admin tab
+    model: str = DEFAULT_MODEL
     quantize: bool = True
     torch_threads: int = 1  # per generation; 1 leaves the other core to a second user or an ingestion
     warm_up: bool = True  # load the model before the first question

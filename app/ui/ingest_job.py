@@ -13,6 +13,7 @@ from typing import Callable
 
 from ingest.documents import IngestSummary
 from ingest.embedding import Embedder
+from ingest.errors import GroundworkError
 from ingest.pipeline import IngestOptions, ingest
 
 
@@ -42,7 +43,7 @@ class JobState:
         return max(0.0, end - self.started_at) if self.started_at else 0.0
 
 
-class IngestBusy(RuntimeError):
+class IngestBusy(GroundworkError, RuntimeError):
     """A run is already going on."""
 
 

@@ -8,15 +8,17 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from ingest.acl import AclRules
+from ingest.files import atomic_write
+from ingest.errors import GroundworkError
 from ingest.reader import IndexReader
-from ingest.store import DB_NAME, IndexLock, IndexWriter, _connect, _read_meta
+from ingest.store import DB_NAME, IndexLock, IndexWriter, read_acl_rules
 
 SUPPORTED = (".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".csv")
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,120}$")
 DEFAULT_ACL = 'default = ["everyone"]\n'
 
 
-class LibraryError(ValueError):
+class LibraryError(GroundworkError, ValueError):
     """A bad request from the admin tab; the message is one line for the page."""
 
 
@@ -93,21 +95,11 @@ def remove_document(index_dir: Path, embedder_name: str, path: str, docs_dir: Pa
 
 def acl_text(index_dir: Path) -> str:
     """The ACL rules stored with the index (what the next ingestion applies)."""
-    conn = _connect(index_dir)
-    try:
-        return _read_meta(conn).get("acl_rules") or DEFAULT_ACL
-    finally:
-        conn.close()
+    return read_acl_rules(index_dir) or DEFAULT_ACL
 
 
 def write_acl(path: Path, text: str) -> AclRules:
     """Validate ACL rules (TOML) and save them atomically; AclError if they are malformed."""
     rules = AclRules.parse(text, origin="ACL rules")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".acl-")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    atomic_write(path, text)
     return rules

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import re
 
+from app import refusals
 from app.engine import Answer, Citation
 from app.guardrails import GUARDS
 
@@ -89,15 +90,10 @@ def answer(result: Answer) -> str:
 
 
 def _refusal(result: Answer) -> str:
-    if result.refusal_reason == "guardrail":
+    if result.refusal_reason == refusals.GUARDRAIL:
         return ('<div class="gw-state gw-blocked"><div class="gw-state-title">Blocked by a guardrail</div>'
                 f'<div>{text(result.answer)}</div></div>')
-    reasons = {
-        "no relevant passages": "No passage you can access is close enough to the question.",
-        "model found no answer in the passages": "The passages found do not hold the answer.",
-        "answer not supported by the passages": "The draft answer was withdrawn: no passage supports it.",
-    }
-    why = reasons.get(result.refusal_reason or "", result.refusal_reason or "")
+    why = refusals.explain(result.refusal_reason)
     return ('<div class="gw-state gw-notfound"><div class="gw-state-title">Not in the documents</div>'
             '<div>I could not find this in the documents you can access.</div>'
             + (f'<div class="gw-state-why">{text(why)}</div>' if why else "") + "</div>")

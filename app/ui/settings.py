@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from app.guardrails import GuardrailConfig
+from app.guardrails.config import read_guardrails
 
 
 class GuardrailsFile:
@@ -31,13 +32,9 @@ class GuardrailsFile:
         with self._lock:
             stamp = self._file_stamp()
             if stamp != self._stamp:
-                self._config = (GuardrailConfig.from_dict(json.loads(self.path.read_text(encoding="utf-8")))
-                                if stamp is not None else GuardrailConfig())
+                self._config = read_guardrails(self.path) if stamp is not None else GuardrailConfig()
                 self._stamp = stamp
             return self._config
-
-    def changed(self) -> bool:
-        return self._file_stamp() != self._stamp
 
     def save(self, config: GuardrailConfig) -> None:
         """Write aside, fsync, rename: readers see the old file or the new one, never half of it."""

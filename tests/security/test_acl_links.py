@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from app.retrieval import Retriever
+from ingest.retrieval import Retriever
 from ingest.pipeline import IngestOptions, ingest
 from ingest.reader import IndexReader
 
