@@ -223,10 +223,7 @@ def _resolve_adapter(config: EvalConfig) -> str | None:
     in between. Resolution is the registry's (finetune.adapters); an unknown adapter fails here, up front."""
     if config.mode == "extractive":
         return None
-    try:
-        from finetune.adapters import AdapterError, AdapterRegistry
-    except ImportError:  # a checkout without the registry: the engine takes adapter folders only
-        return config.adapter
+    from finetune.adapters import AdapterError, AdapterRegistry
     from app.engine import EngineConfig
 
     registry_dir = Path(config.adapters_dir) if config.adapters_dir is not None else EngineConfig().adapters_dir

@@ -527,10 +527,8 @@ def load_model(
 
 def _has_4bit_layers(model: Any) -> bool:
     """True if bitsandbytes replaced linear layers with Linear4bit (False for e.g. a GPTQ/AWQ checkpoint)."""
-    try:
-        from bitsandbytes.nn import Linear4bit
-    except ImportError:
-        return False
+    from bitsandbytes.nn import Linear4bit
+
     return any(isinstance(module, Linear4bit) for module in model.modules())
 
 

@@ -144,13 +144,11 @@ def _card(options: FinetuneOptions, loaded, reader, items, splits, train_report:
 
 
 def _plot_losses(result: TrainResult, path: Path, title: str) -> bool:
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     steps_per_epoch = result.steps / result.epochs_done if result.epochs_done else 1
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
     ax.plot([s for s, _ in result.loss_curve], [v for _, v in result.loss_curve], label="training loss", lw=1.2)
