@@ -9,11 +9,10 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import faiss
 import numpy as np
-
-from typing import Sequence
 
 from ingest.store import (DB_NAME, ChunkRecord, DocumentRecord, Hit, IndexError_, _connect, _document_from_row,
                           _DOCUMENT_COLUMNS, _empty_faiss, _read_meta, load_or_rebuild_vectors)
@@ -170,12 +169,6 @@ class IndexReader:
     def vectors_for(self, ids: Sequence[int]) -> np.ndarray:
         """The stored (normalized) vectors of chunk ids, one row each, in order."""
         return np.vstack([self.vectors.reconstruct(int(cid)) for cid in ids])
-
-    @_locked
-    def acl_rules(self) -> str | None:
-        """The ACL rules (TOML text) stored with the index by the last ingestion, or None."""
-        row = self.conn.execute("SELECT value FROM meta WHERE key='acl_rules'").fetchone()
-        return (row[0] or None) if row else None
 
     @_locked
     def documents(self) -> list[DocumentRecord]:

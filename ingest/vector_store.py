@@ -48,9 +48,6 @@ class VectorStore(Protocol):
     def stats(self):
         """An ingest.reader.IndexStats summary."""
 
-    def acl_rules(self) -> str | None:
-        """The ACL rules (TOML text) stored with the index by the last ingestion, or None."""
-
 
 def open_vector_store(index_dir) -> VectorStore:
     """Open the index for reading: the one place a backend is chosen (FAISS + SQLite on local disk, the default)."""
