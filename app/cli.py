@@ -157,7 +157,7 @@ def ask(
         where = f"page {citation.page}" if citation.page else (citation.heading or "")
         typer.echo(f"  [{citation.n}] {citation.source}" + (f" ({where})" if where else ""))
     for flag in result.flags:
-        typer.echo(f"  guardrail {flag['guard']}: {flag['action']} — {flag['detail']}", err=True)
+        typer.echo(f"  guardrail {flag.guard}: {flag.action} — {flag.detail}", err=True)
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     typer.echo(f"  ({result.model}{' + ' + result.adapter if result.adapter else ''}; {timings})", err=True)
 

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from finetune.models import DEFAULT_CACHE_DIR, ENV_CACHE_DIR, default_cache_dir
+
 ENV_DATA = "GROUNDWORK_DATA"  # the data folder; everything below defaults to a path inside it
 ENV_INDEX = "GROUNDWORK_INDEX"  # the index directory
 ENV_ADAPTERS = "GROUNDWORK_ADAPTERS"  # the adapter registry
-ENV_CACHE = "GROUNDWORK_CACHE"  # converted base models (read by finetune.models.default_cache_dir too)
+ENV_CACHE = ENV_CACHE_DIR  # converted base models; resolved by finetune.models.default_cache_dir, its one reader
 DEFAULT_DATA_DIR = Path("groundwork-data")
 
 
@@ -25,7 +27,7 @@ class Settings:
     index_dir: Path = DEFAULT_DATA_DIR / "index"
     users_file: Path = DEFAULT_DATA_DIR / "users.json"
     adapters_dir: Path = DEFAULT_DATA_DIR / "adapters"
-    models_dir: Path = DEFAULT_DATA_DIR / "models"  # the GGUF conversion cache
+    models_dir: Path = DEFAULT_CACHE_DIR  # the GGUF conversion cache (not inside GROUNDWORK_DATA)
     guardrails_file: Path = DEFAULT_DATA_DIR / "guardrails.json"
     documents_dir: Path = DEFAULT_DATA_DIR / "documents"  # uploads from the admin tab
     acl_file: Path = DEFAULT_DATA_DIR / "acl.toml"  # ACL rules saved from the admin tab
@@ -40,8 +42,7 @@ class Settings:
             index_dir=Path(env.get(ENV_INDEX) or data / "index"),
             users_file=data / "users.json",
             adapters_dir=Path(env.get(ENV_ADAPTERS) or data / "adapters"),
-            # finetune.models.default_cache_dir() has always used groundwork-data/models, whatever GROUNDWORK_DATA
-            models_dir=Path(env.get(ENV_CACHE) or DEFAULT_DATA_DIR / "models"),
+            models_dir=default_cache_dir(env),  # the same rule load_model falls back to
             guardrails_file=data / "guardrails.json",
             documents_dir=data / "documents",
             acl_file=data / "acl.toml",

@@ -14,7 +14,7 @@ from app import refusals
 from app.citations import VerifyOptions, cosine_embedder, verify
 from app.generator import GENERATOR_BACKENDS, GenerationOptions, Generator, capabilities_of
 from app.quoting import drop_questions, plan_quotes
-from app.guardrails import GuardrailConfig, Guardrails
+from app.guardrails import GuardrailConfig, GuardrailEvent, Guardrails
 from finetune.models import DEFAULT_MODEL
 from finetune.prompt import (CLOSED_BOOK_PROMPT, CLOSED_BOOK_REFUSAL_PHRASES, NOT_FOUND, PromptPassage,
                              build_messages, fit_passages, is_refusal, passage_label)
@@ -76,7 +76,7 @@ class Answer:
     refusal_reason: str | None
     citations: list[Citation]
     retrieved: list[RetrievedPassage]
-    flags: list[dict]
+    flags: list[GuardrailEvent]
     timings: dict[str, float]
     user: str = ""
     model: str = ""
@@ -167,7 +167,7 @@ class Engine:
         """
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        flags: list[dict] = []
+        flags: list[GuardrailEvent] = []
         stage = self.answer_stage
         outcome = {"adapter": None, "model": stage.model if stage.model is not None else self.config.model}
 
@@ -179,7 +179,7 @@ class Engine:
 
         disabled = options.disabled_guards
         checked = self.guardrails.check_question(question, disabled=disabled)
-        flags += [e.to_dict() for e in checked.events]
+        flags += checked.events
         if checked.refusal:
             yield finish(checked.refusal, True, refusals.GUARDRAIL)
             return
@@ -190,7 +190,7 @@ class Engine:
             timings["retrieve"] = time.perf_counter() - started
             passages, events = self.guardrails.filter_passages(passages, text_of=lambda p: p.chunk.text,
                                                                source_of=lambda p: p.chunk.source, disabled=disabled)
-            flags += [e.to_dict() for e in events]
+            flags += events
             if not passages:
                 yield finish(NOT_FOUND, True, refusals.NO_PASSAGES)
                 return
@@ -207,7 +207,7 @@ class AnswerTurn:
     question: str  # after the question guardrails
     passages: list[Passage]  # ACL-filtered, guardrail-filtered (empty when the stage does not retrieve)
     options: AnswerOptions
-    flags: list[dict]  # append guardrail events here
+    flags: list[GuardrailEvent]  # append guardrail events here
     timings: dict[str, float]
     started: float  # time.perf_counter() when the question arrived
     finish: Callable[..., Answer]  # finish(text, refused, reason, citations=(), retrieved=()) -> Answer
@@ -267,9 +267,9 @@ class GroundedAnswer:
         decoding = options.decoding
         if decoding == "quote" and not capabilities.logits_processors:
             decoding = "free"
-            flags.append({"guard": "decoding", "stage": "generate", "action": "degraded",
-                          "detail": "this generator backend cannot constrain decoding: answered in free form "
-                                    "instead of verbatim quotes", "source": None})
+            flags.append(GuardrailEvent("decoding", "generate", "degraded",
+                                        "this generator backend cannot constrain decoding: answered in free form "
+                                        "instead of verbatim quotes"))
         generation = options.generation
         if (generation.refusal_threshold is None and card.get("refusal_threshold")
                 and capabilities.logits_processors):
@@ -300,22 +300,22 @@ class GroundedAnswer:
         checked_citations = verify(text, [s.text for s in shown], cosine_embedder(engine.embedder),
                                    options.verification)
         if options.require_support and not checked_citations.cited:
-            flags.append({"guard": "citations", "stage": "answer", "action": "blocked",
-                          "detail": "no sentence of the answer is supported by the passages", "source": None})
+            flags.append(GuardrailEvent("citations", "answer", "blocked",
+                                        "no sentence of the answer is supported by the passages"))
             yield finish(NOT_FOUND, True, refusals.UNSUPPORTED, retrieved=retrieved)
             return
         if checked_citations.dropped:
-            flags.append({"guard": "citations", "stage": "answer", "action": "redacted",
-                          "detail": f"left out {len(checked_citations.dropped)} sentence(s) that no passage supports",
-                          "source": None})
+            flags.append(GuardrailEvent("citations", "answer", "redacted",
+                                        f"left out {len(checked_citations.dropped)} sentence(s) that no passage "
+                                        "supports"))
         if checked_citations.invalid or checked_citations.unsupported:
             removed = ([f"of passages that do not exist {checked_citations.invalid}"] if checked_citations.invalid
                        else []) + ([f"that do not support their sentence {checked_citations.unsupported}"]
                                    if checked_citations.unsupported else [])
-            flags.append({"guard": "citations", "stage": "answer", "action": "redacted",
-                          "detail": "removed citations " + " and ".join(removed), "source": None})
+            flags.append(GuardrailEvent("citations", "answer", "redacted",
+                                        "removed citations " + " and ".join(removed)))
         final_text, events = engine.guardrails.check_answer(checked_citations.text, options.disabled_guards)
-        flags += [e.to_dict() for e in events]
+        flags += events
         citations = [Citation(n=n, source=r.source, page=r.page, heading=r.heading, text=r.text, score=r.score)
                      for n in checked_citations.cited for r in retrieved if r.n == n]
         yield finish(final_text, False, None, citations, retrieved)
@@ -333,7 +333,7 @@ class ExtractiveAnswer:
         citation = Citation(n=top.n, source=top.source, page=top.page, heading=top.heading, text=top.text,
                             score=top.score)
         text, events = turn.engine.guardrails.check_answer(f"{top.text} [1]", turn.options.disabled_guards)
-        turn.flags.extend(e.to_dict() for e in events)
+        turn.flags.extend(events)
         yield turn.finish(text, False, None, [citation], retrieved)
 
 
@@ -351,7 +351,7 @@ class ClosedBookAnswer:
             yield turn.finish(NOT_FOUND, True, "model does not know")
             return
         text, events = turn.engine.guardrails.check_answer(text.strip(), turn.options.disabled_guards)
-        turn.flags.extend(e.to_dict() for e in events)
+        turn.flags.extend(events)
         yield turn.finish(text, False, None)
 
 

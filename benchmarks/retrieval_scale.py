@@ -8,7 +8,7 @@ same selector. Also build time and memory per index type. One query at a time, 1
         [--sizes 10000,100000,1000000] [--ef-search 64,256] [--nprobe 16,64] [--approx-max N] [--noise 0.03]
 
 IDX is a real index of the Python docs, built with `groundwork ingest ../shared/data/python-docs/html --index IDX`
-(12,005 MiniLM chunks). Its vectors are read through ingest.reader.IndexReader (FAISS's own file format). Sizes
+(12,005 MiniLM chunks). Its vectors are read through ingest.reader.IndexReader (chunk_ids, vectors_for). Sizes
 above the real count are the real vectors plus copies with Gaussian noise (--noise, per dimension), re-normalised.
 The queries are the real questions of qa.jsonl, embedded with the project's Embedder.
 """
@@ -63,8 +63,10 @@ def real_vectors(index_dir: Path) -> np.ndarray:
 
     reader = IndexReader(index_dir)
     try:
-        index = reader.vectors  # IndexIDMap2(IndexFlatIP) read by faiss.read_index
-        vectors = index.index.reconstruct_n(0, index.ntotal)
+        ids = sorted(reader.chunk_ids())  # every published chunk, in id order
+        if not ids:
+            sys.exit(f"{index_dir}: the index holds no chunks")
+        vectors = reader.vectors_for(ids)
     finally:
         reader.close()
     return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -46,7 +46,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from finetune.conversion import ConversionError, build_atomically, ensure_converted, file_sha256, read_marker
 from ingest.errors import GroundworkError
@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 ENV_CACHE_DIR = "GROUNDWORK_CACHE"
+DEFAULT_CACHE_DIR = Path("groundwork-data/models")  # relative to the working directory, whatever GROUNDWORK_DATA
 
 # Used only when a tokenizer has no chat template of its own (a base, non-chat model). Needs no special tokens.
 FALLBACK_CHAT_TEMPLATE = (
@@ -139,9 +140,14 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-def default_cache_dir() -> Path:
-    """`$GROUNDWORK_CACHE`, else `groundwork-data/models` (relative to the working directory)."""
-    return Path(os.environ.get(ENV_CACHE_DIR, "groundwork-data/models"))
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """`$GROUNDWORK_CACHE` (unset or empty: `groundwork-data/models`, relative to the working directory).
+
+    The one reader of GROUNDWORK_CACHE: `app.config.Settings.from_env` resolves `models_dir` here, and
+    `load_model`/`get_model` fall back to it when given no `cache_dir`. `environ` defaults to os.environ.
+    """
+    env = os.environ if environ is None else environ
+    return Path(env.get(ENV_CACHE_DIR) or DEFAULT_CACHE_DIR)
 
 
 def packaged_gguf_path(spec: ModelSpec) -> Path:

@@ -18,7 +18,8 @@ from ingest.errors import GroundworkError
 from ingest.loaders import LoadError, load_document
 from ingest.permissions import Reached, effective_groups, paths_reaching
 from ingest.scan import Candidate, display, scan, sha256_of, snapshot
-from ingest.store import DocumentRecord, IndexLock, IndexWriter
+from ingest.store import DocumentRecord, IndexLock
+from ingest.vector_store import VectorStoreWriter, open_vector_store_writer
 
 ProgressCallback = Callable[[int, int, str], None]  # (files done, files to process, current file)
 
@@ -64,7 +65,7 @@ def ingest(paths: list[Path | str], options: IngestOptions = IngestOptions(), em
     summary = IngestSummary()
 
     with IndexLock(index_dir):
-        writer = IndexWriter(index_dir, embedder.name)
+        writer = open_vector_store_writer(index_dir, embedder.name)
         try:
             rules = _acl_rules(options, writer)
             found = scan(roots, max_file_bytes=int(options.max_file_mb * 1e6), exclude=[index_dir])
@@ -108,14 +109,14 @@ def ingest(paths: list[Path | str], options: IngestOptions = IngestOptions(), em
                 writer.publish(upserts, removals, extra)
             else:
                 writer.set_meta(extra)
-            summary.documents_total, summary.chunks_total = _totals(writer)
+            summary.documents_total, summary.chunks_total = writer.totals()
         finally:
             writer.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _acl_rules(options: IngestOptions, writer: IndexWriter) -> AclRules:
+def _acl_rules(options: IngestOptions, writer: VectorStoreWriter) -> AclRules:
     if options.acl_file is not None:
         return AclRules.load(options.acl_file)
     stored = writer.stored_acl_text()
@@ -148,7 +149,7 @@ def _record(cand: Candidate, key: str, sha: str, groups: tuple[str, ...], title:
                           groups=groups, n_chunks=n_chunks, ingested_at=time.time())
 
 
-def _process(todo, writer: IndexWriter, embedder: Embedder, options: IngestOptions, summary: IngestSummary,
+def _process(todo, writer: VectorStoreWriter, embedder: Embedder, options: IngestOptions, summary: IngestSummary,
              existing: dict[str, DocumentRecord], on_progress: ProgressCallback | None) -> list[DocumentRecord]:
     """Load, chunk and embed each new or changed file, saving every batch so a crash loses little."""
     done: list[DocumentRecord] = []
@@ -207,11 +208,6 @@ def _process(todo, writer: IndexWriter, embedder: Embedder, options: IngestOptio
     finally:
         bar.close()
     return done
-
-
-def _totals(writer: IndexWriter) -> tuple[int, int]:
-    row = writer.conn.execute("SELECT COUNT(*), COALESCE(SUM(n_chunks), 0) FROM documents").fetchone()
-    return int(row[0]), int(row[1])
 
 
 def _summary_for_storage(summary: IngestSummary) -> dict:

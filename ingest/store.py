@@ -181,7 +181,9 @@ class IndexLock:
 
 
 class IndexWriter:
-    """Changes an index. Use only while holding IndexLock."""
+    """Changes an index. Use only while holding IndexLock.
+
+    The embedded default of ingest.vector_store.VectorStoreWriter (FAISS + SQLite on local disk)."""
 
     def __init__(self, index_dir: Path, embedder_name: str) -> None:
         self.index_dir = index_dir
@@ -219,6 +221,11 @@ class IndexWriter:
 
     def stored_acl_text(self) -> str | None:
         return self.meta.get("acl_rules")
+
+    def totals(self) -> tuple[int, int]:
+        """(documents, chunks) published now."""
+        row = self.conn.execute("SELECT COUNT(*), COALESCE(SUM(n_chunks), 0) FROM documents").fetchone()
+        return int(row[0]), int(row[1])
 
     # --- staging and publishing ----------------------------------------------------------------
     def check_dimension(self, dimension: int) -> None:

@@ -1,15 +1,19 @@
-"""The vector store seam: what the engine and the training-data builder need from an index.
+"""The vector store seam: what the engine and the training-data builder need from an index (`VectorStore`),
+and what ingestion needs to change one (`VectorStoreWriter`).
 
-`ingest.reader.IndexReader` (FAISS vectors + SQLite metadata on local disk) is the embedded default and
-satisfies this Protocol. Another backend (e.g. Milvus) implements these methods in one new module and is
-chosen where the reader is opened; nothing outside `ingest/` touches a store's connection or private names.
+`ingest.reader.IndexReader` and `ingest.store.IndexWriter` (FAISS vectors + SQLite metadata on local disk) are
+the embedded default and satisfy these Protocols. Another backend (e.g. Milvus) implements both in one new
+module and is chosen in `open_vector_store` and `open_vector_store_writer` below; nothing outside `ingest/`
+touches a store's connection or private names.
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from ingest.documents import Chunk
 from ingest.store import ChunkRecord, DocumentRecord, Hit
 
 
@@ -54,3 +58,44 @@ def open_vector_store(index_dir) -> VectorStore:
     from ingest.reader import IndexReader
 
     return IndexReader(index_dir)
+
+
+@runtime_checkable
+class VectorStoreWriter(Protocol):
+    """Changes one index: document versions are staged (invisible to readers), then published together as one
+    new generation. Used only while holding `ingest.store.IndexLock` (ingest/pipeline.py, the admin tab)."""
+
+    def documents(self) -> dict[str, DocumentRecord]:
+        """The published documents, by path."""
+
+    def staged_version(self, path: str, sha256: str) -> tuple[str | None, int] | None:
+        """(title, chunk count) of an already staged version of this file (e.g. from a crashed run), or None."""
+
+    def stored_acl_text(self) -> str | None:
+        """The ACL rules (TOML text) stored with the index by the last ingestion, or None."""
+
+    def check_dimension(self, dimension: int) -> None:
+        """Record the vector size on first use; EmbedderMismatch if the index holds vectors of another size."""
+
+    def stage(self, path: str, sha256: str, title: str | None, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        """Store a document version's chunks and vectors; invisible to readers until publish()."""
+
+    def publish(self, upserts: Iterable[DocumentRecord], removals: Iterable[str], extra_meta: dict[str, str]) -> int:
+        """Make staged versions (upserts) and removals (paths) visible as one new generation; return it."""
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Store run metadata (e.g. "last_run", "acl_rules") without a new generation."""
+
+    def totals(self) -> tuple[int, int]:
+        """(documents, chunks) published now."""
+
+    def close(self) -> None:
+        """Release the store's connection."""
+
+
+def open_vector_store_writer(index_dir: Path, embedder_name: str) -> VectorStoreWriter:
+    """Open the index for changing (created if missing): the one place a writer backend is chosen (FAISS +
+    SQLite on local disk, the default). EmbedderMismatch if the index was built with another embedder."""
+    from ingest.store import IndexWriter
+
+    return IndexWriter(index_dir, embedder_name)

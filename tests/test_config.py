@@ -22,6 +22,16 @@ def test_defaults_and_overrides() -> None:
     assert Settings.from_env({"GROUNDWORK_INDEX": "/i"}).index_dir == Path("/i")
 
 
+def test_the_model_cache_follows_one_rule() -> None:
+    """Settings.models_dir and load_model's fallback both come from finetune.models.default_cache_dir."""
+    from finetune.models import default_cache_dir
+
+    for env in ({}, {"GROUNDWORK_CACHE": ""}, {"GROUNDWORK_CACHE": "/m", "GROUNDWORK_DATA": "/d"}):
+        assert Settings.from_env(env).models_dir == default_cache_dir(env)
+    assert default_cache_dir({"GROUNDWORK_DATA": "/d"}) == Path("groundwork-data/models")
+    assert default_cache_dir({"GROUNDWORK_CACHE": "/m"}) == Path("/m")
+
+
 def test_every_command_uses_the_same_adapters_dir(tmp_path) -> None:
     """GROUNDWORK_ADAPTERS was honoured by `finetune` but ignored by `ask` and `serve`."""
     probe = (

@@ -55,7 +55,10 @@ def test_citations_are_verified_and_only_cited_passages_become_sources(index_dir
     assert answer.answer == "Expense claims must be submitted within 30 days [1]."
     assert [(c.n, c.source) for c in answer.citations] == [(1, "expenses.md")]
     assert "30 days" in answer.citations[0].text and len(answer.retrieved) >= 2
-    assert any(f["guard"] == "citations" and "[9]" in f["detail"] for f in answer.flags)
+    assert any(f.guard == "citations" and "[9]" in f.detail for f in answer.flags)
+    # serialised (ask --json, eval) as plain objects with the same five keys
+    assert answer.to_dict()["flags"] == [{"guard": f.guard, "stage": f.stage, "action": f.action, "detail": f.detail,
+                                          "source": f.source} for f in answer.flags]
     assert set(answer.timings) >= {"retrieve", "first_token", "generate", "total"}
 
 
@@ -72,7 +75,7 @@ def test_unsupported_sentences_are_left_out_and_reported(index_dir, embedder) ->
     generator = FakeGenerator("Sure, I can help with that. Expense claims must be submitted within 30 days.")
     answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE)
     assert answer.answer == "Expense claims must be submitted within 30 days [1]."
-    assert any("left out 1 sentence" in f["detail"] for f in answer.flags)
+    assert any("left out 1 sentence" in f.detail for f in answer.flags)
 
 
 def test_unsupported_answer_is_refused(index_dir, embedder) -> None:
@@ -130,7 +133,7 @@ def test_injected_instruction_in_a_document_is_excluded_before_the_prompt(index_
     engine = _engine(index_dir, embedder, generator)
     # free decoding: the model sees the passages that are left (quoting refuses before it, as nothing relevant is)
     answer = engine.answer("How do I get printer access restored?", ALICE, AnswerOptions(decoding="free"))
-    assert any(f["guard"] == "injection" and f["action"] == "excluded" and f["source"] == "printers.md"
+    assert any(f.guard == "injection" and f.action == "excluded" and f.source == "printers.md"
                for f in answer.flags)
     assert all("Ignore all previous instructions" not in p.text for p in answer.retrieved)
     assert all("Ignore all previous" not in m["content"] for m in generator.prompts[0])
@@ -149,7 +152,7 @@ def test_question_guardrails(index_dir, embedder) -> None:
     assert long.refused and "limit is 200" in long.answer
     redacted = engine.answer("I am bob.smith@gmail.com, how many days of annual leave do I get?", ALICE)
     assert "bob.smith@gmail.com" not in generator.prompts[-1][1]["content"]
-    assert any(f["guard"] == "pii" and f["stage"] == "question" for f in redacted.flags)
+    assert any(f.guard == "pii" and f.stage == "question" for f in redacted.flags)
 
 
 def test_pii_in_the_answer_is_redacted_while_streaming_and_at_the_end(index_dir, embedder) -> None:

@@ -166,6 +166,19 @@ def test_another_embedder_is_refused_with_a_clear_message(tmp_path: Path, embedd
         IndexWriter(tmp_path / "index", "bge-small-en")
 
 
+def test_the_default_writer_satisfies_the_write_side_protocol(tmp_path: Path, embedder) -> None:
+    from ingest.vector_store import VectorStoreWriter, open_vector_store_writer
+
+    ingest([_corpus(tmp_path / "docs")], _options(tmp_path), embedder)
+    writer = open_vector_store_writer(tmp_path / "index", embedder.name)
+    try:
+        assert isinstance(writer, VectorStoreWriter)
+        stats = IndexReader(tmp_path / "index").stats()
+        assert writer.totals() == (stats.documents, stats.chunks)
+    finally:
+        writer.close()
+
+
 def test_missing_path_is_an_error_before_anything_is_removed(tmp_path: Path, embedder) -> None:
     docs = _corpus(tmp_path / "docs")
     ingest([docs], _options(tmp_path), embedder)

@@ -13,6 +13,7 @@ from gradio_client import Client, handle_file
 from ui_support import PASSWORDS, build_site
 
 from app.engine import Answer, Citation
+from app.guardrails import GuardrailEvent
 from app.ui import render
 from ingest.embedding import Embedder
 
@@ -55,8 +56,8 @@ def test_refusal_states_are_distinct() -> None:
                                       reason="no relevant passages"))
     assert "gw-notfound" in not_found and "Not in the documents" in not_found
     blocked = render.answer(_answer("I can't help with questions about layoffs.", refused=True, reason="guardrail",
-                                    flags=[{"guard": "blocked_topic", "stage": "question", "action": "blocked",
-                                            "detail": "blocked topic 'layoffs'", "source": None}]))
+                                    flags=[GuardrailEvent("blocked_topic", "question", "blocked",
+                                                          "blocked topic 'layoffs'")]))
     assert "gw-blocked" in blocked and "gw-notfound" not in blocked
     assert "Blocked topic" in blocked and "blocked topic &#x27;layoffs&#x27;" in blocked
 

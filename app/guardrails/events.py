@@ -11,9 +11,9 @@ ACTIONS = ("redacted", "flagged", "excluded", "blocked")
 class GuardrailEvent:
     """One thing one guard did at one stage. `detail` is one readable line and never holds the PII itself."""
 
-    guard: str  # "pii" | "injection" | "blocked_topic" | "length"
-    stage: str  # "question" | "passage" | "answer"
-    action: str  # "redacted" | "flagged" | "excluded" | "blocked"
+    guard: str  # "pii" | "injection" | "blocked_topic" | "length"; the engine adds "citations" and "decoding"
+    stage: str  # "question" | "passage" | "answer"; the engine's "decoding" event has "generate"
+    action: str  # "redacted" | "flagged" | "excluded" | "blocked"; the engine's "decoding" event has "degraded"
     detail: str  # e.g. "redacted 1 email address, 1 card number"
     source: str | None = None  # the passage's source document, for passage events
 

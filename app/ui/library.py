@@ -11,7 +11,8 @@ from ingest.acl import AclRules
 from ingest.files import atomic_write
 from ingest.errors import GroundworkError
 from ingest.reader import IndexReader
-from ingest.store import DB_NAME, IndexLock, IndexWriter, read_acl_rules
+from ingest.store import DB_NAME, IndexLock, read_acl_rules
+from ingest.vector_store import open_vector_store_writer
 
 SUPPORTED = (".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".csv")
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,120}$")
@@ -28,7 +29,7 @@ def ensure_index(index_dir: Path, embedder_name: str) -> None:
         return
     index_dir.mkdir(parents=True, exist_ok=True)
     with IndexLock(index_dir):
-        IndexWriter(index_dir, embedder_name).close()
+        open_vector_store_writer(index_dir, embedder_name).close()
 
 
 def safe_subfolder(value: str) -> PurePosixPath:
@@ -73,7 +74,7 @@ def remove_document(index_dir: Path, embedder_name: str, path: str, docs_dir: Pa
     """Remove a document from the index (one new generation). A file in the upload folder is deleted too;
     a file elsewhere is left on disk (and comes back if its folder is ingested again). Returns a message."""
     with IndexLock(index_dir):
-        writer = IndexWriter(index_dir, embedder_name)
+        writer = open_vector_store_writer(index_dir, embedder_name)
         try:
             documents = writer.documents()
             if path not in documents:

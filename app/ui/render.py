@@ -11,7 +11,7 @@ import re
 
 from app import refusals
 from app.engine import Answer, Citation
-from app.guardrails import GUARDS
+from app.guardrails import GUARDS, GuardrailEvent
 
 GUARD_NAMES = {
     "pii": "Personal data",
@@ -99,20 +99,20 @@ def _refusal(result: Answer) -> str:
             + (f'<div class="gw-state-why">{text(why)}</div>' if why else "") + "</div>")
 
 
-def flags(events: list[dict]) -> str:
+def flags(events: list[GuardrailEvent]) -> str:
     """One line per thing a guardrail did to this exchange: what, where and why."""
     if not events:
         return ""
     items = []
     for event in events:
-        guard = GUARD_NAMES.get(event.get("guard", ""), event.get("guard", "guardrail"))
-        where = STAGE_WORDS.get(event.get("stage", ""), event.get("stage", ""))
-        if event.get("source"):
-            where += f" ({event['source']})"
-        action = event.get("action", "")
-        classes = f"gw-flag gw-flag-{_slug(action)} gw-guard-is-{_slug(event.get('guard', ''))}"
+        guard = GUARD_NAMES.get(event.guard, event.guard)
+        where = STAGE_WORDS.get(event.stage, event.stage)
+        if event.source:
+            where += f" ({event.source})"
+        action = event.action
+        classes = f"gw-flag gw-flag-{_slug(action)} gw-guard-is-{_slug(event.guard)}"
         items.append(f'<li class="{classes}"><b>{text(guard)}</b> · {text(action)} {text(where)} — '
-                     f'{text(event.get("detail", ""))}</li>')
+                     f'{text(event.detail)}</li>')
     return f'<ul class="gw-flags" aria-label="Guardrails applied">{"".join(items)}</ul>'
 
 
