@@ -20,7 +20,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from ingest.text import split_sentences
+from ingest.text import ends_sentence, split_sentences
 
 _LOOKAHEAD = 24  # characters of each possible continuation matched against token texts
 _SENTENCE_END = ".!?"
@@ -32,7 +32,8 @@ def normalise(text: str) -> tuple[str, list[int], frozenset[int]]:
     """The passage as quotes are matched against it (whitespace runs become one space), where sentences start,
     and where lines end (a table row or a heading ends a quote as a full stop does).
 
-    A sentence starts at the first word, after a word ending in . ! ? or :, and at the start of a line.
+    A sentence starts at the first word, after a word that ends a sentence (ingest.text.ends_sentence: not after
+    "e.g." or an initial) or ends in ":", and at the start of a line.
     """
     words = list(re.finditer(r"\S+", text))
     starts, line_ends, at, previous = [], set(), 0, None
@@ -40,7 +41,8 @@ def normalise(text: str) -> tuple[str, list[int], frozenset[int]]:
         new_line = previous is not None and "\n" in text[previous.end():word.start()]
         if new_line:
             line_ends.add(at - 1)  # the space that stands for the line break
-        if previous is None or new_line or previous.group()[-1] in _SENTENCE_END + ":":
+        if (previous is None or new_line or previous.group().endswith(":")
+                or ends_sentence(previous.group(), word.group())):
             starts.append(at)
         at += len(word.group()) + 1
         previous = word

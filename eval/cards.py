@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CARD_METRICS = ("grounded_accuracy", "correct", "citation_precision", "citation_recall", "answerable_refused",
-                "unanswerable_refused", "leaked_passages")
+CARD_METRICS = ("grounded_accuracy", "grounded_accuracy_strict", "correct", "correct_strict", "citation_precision",
+                "citation_recall", "answerable_refused", "unanswerable_refused", "leaked_passages")
 
 
 def record_in_adapter_card(summary: dict, adapters_dir: Path, qa: Path, split: str) -> bool:

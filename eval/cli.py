@@ -17,8 +17,10 @@ eval_cli = typer.Typer(invoke_without_command=True, pretty_exceptions_enable=Fal
                        help="Batch evaluation: answer every question of a QA set, score the answers, compare runs.")
 
 def _default_out(qa: Path, split: str, mode: str, adapter: str | None, limit: int | None) -> Path:
+    from eval.runner import NO_MODEL
+
     parts = [qa.stem if qa.stem != "qa" else qa.resolve().parent.name, split, mode]
-    if adapter and mode != "extractive":
+    if adapter and mode not in NO_MODEL:
         parts.append(re.sub(r"[^A-Za-z0-9._-]+", "_", Path(adapter).name or adapter))
     if limit:
         parts.append(f"first{limit}")
@@ -37,11 +39,17 @@ def run(
                           "one.")] = None,
     adapters: Annotated[Path | None, typer.Option(
         "--adapters", help="Adapter registry directory (default: as `groundwork ask`).")] = None,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", help="Run a baseline instead of RAG: extractive (the top retrieved passage is the answer, "
+                           "no model), closed-book (the model answers with no passages), first-sentence (the "
+                           "top passage's first sentence that is not a question, no model) or oracle (the "
+                           "engine's answer stage given the gold passage alone).")] = None,
     closed_book: Annotated[bool, typer.Option(
-        "--closed-book", help="Baseline: the model answers with no passages.")] = False,
+        "--closed-book", help="Same as --baseline closed-book.")] = False,
     extractive: Annotated[bool, typer.Option(
-        "--extractive", help="Baseline: the top retrieved passage is the answer, no model.")] = False,
-    mode: Annotated[str, typer.Option("--mode", help="rag, closed-book or extractive.")] = "rag",
+        "--extractive", help="Same as --baseline extractive.")] = False,
+    mode: Annotated[str, typer.Option(
+        "--mode", help="rag, closed-book, extractive, first-sentence or oracle.")] = "rag",
     out: Annotated[Path | None, typer.Option(
         "--out", help="Run folder (results.jsonl, summary.json); re-running with the same folder resumes. Default: "
                       "groundwork-data/eval/<qa>-<split>-<mode>[-<adapter>].")] = None,
@@ -53,7 +61,8 @@ def run(
     top_k: Annotated[int, typer.Option("--top-k", help="Passages given to the model.")] = TOP_K,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = 200,
     decoding: Annotated[str, typer.Option(
-        "--decoding", help="rag: quote (verbatim cited quotes or a refusal) or free (the model's own words).")] = "quote",
+        "--decoding", help="rag and oracle: quote (verbatim cited quotes or a refusal) or free (the model's own "
+                           "words).")] = "quote",
     workers: Annotated[int, typer.Option(
         "--workers", help="Questions answered at once (one engine each, the model shared); 2 measured 1.8x faster "
                           "than 1 on a 2-core box.")] = min(2, os.cpu_count() or 1),
@@ -66,7 +75,8 @@ def run(
         "--rescore", help="Recompute the metrics of the answers already in the run folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Run every question of a QA set and write results.jsonl and summary.json."""
+    """Run every question of a QA set (RAG, or a baseline with --baseline) and write results.jsonl and
+    summary.json."""
     if ctx.invoked_subcommand is not None:
         return
     if qa is None:
@@ -77,10 +87,16 @@ def run(
     from eval.errors import EvalError
     from eval.runner import EvalConfig, run_eval
 
-    if closed_book and extractive:
-        raise EvalError("--closed-book and --extractive exclude each other")
+    from eval.baselines import BASELINES
+
+    if baseline is not None and baseline not in BASELINES:
+        raise EvalError(f"unknown --baseline '{baseline}': use one of {', '.join(BASELINES)}")
+    flags = ((baseline, baseline is not None), ("closed-book", closed_book), ("extractive", extractive))
+    chosen = list(dict.fromkeys(name for name, given in flags if given))  # --extractive is --baseline extractive
+    if len(chosen) > 1:
+        raise EvalError(f"choose one baseline, not {' and '.join(chosen)}")
     settings = Settings.from_env()
-    mode = "closed-book" if closed_book else "extractive" if extractive else mode
+    mode = chosen[0] if chosen else mode
     index = index or settings.index_dir
     users_file = users_file or settings.users_file
     adapters = adapters or settings.adapters_dir

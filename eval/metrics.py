@@ -11,8 +11,16 @@ Definitions (also in the README's Evaluation section):
   removed) against the gold answer and against the gold passage, the better of the two for each;
   correct = not refused, `correctness_score` (their mean) >= CORRECT_THRESHOLD, and, when the gold answer
   holds numbers, the answer holds at least one of them (`numbers_agree`);
+* strict correctness — the gold passage does not count: answer recall = share of the gold answer's content
+  words (`ingest.text.content_words`, default STOPWORDS) that the answer (citation markers removed) holds
+  (for a gold answer made of stop words only, such as "Not as such.", its SQuAD-normalised words instead);
+  correct (strict) = not refused, answer recall >= STRICT_RECALL and `numbers_agree`. An answer that quotes the
+  gold passage but not the sentence holding the gold answer is correct but not strictly correct;
 * grounded-answer accuracy (the headline) — correct AND cites a passage from the gold source AND has no
   unsupported citation (a [n] whose passage does not support its sentence, or that points to no passage);
+  grounded-answer accuracy (strict): the same with correct (strict);
+* answer length — answer words p50: median number of words of the answers not refused, citation markers
+  removed (lower is better: a whole passage pasted as the answer is long);
 * citations — precision: share of an answer's citations that point to the gold source (macro over answers
   with citations); recall: share of answers that cite the gold source (ragas' ID-based context precision
   and recall, with document ids, applied to citations); unsupported rate: unsupported [n] markers / all [n]
@@ -34,8 +42,10 @@ from dataclasses import dataclass
 import numpy as np
 
 CORRECT_THRESHOLD = 0.55  # on correctness_score; calibrated on hand-labelled answers (eval/calibration.jsonl)
+STRICT_RECALL = 0.5  # answer recall (gold answer's content words in the answer) for correct (strict)
 GOLD_IN_CONTEXT = 0.8  # share of the gold passage's word 4-grams found in the context
 SHINGLE = 4
+VERBATIM_MODES = ("extractive", "first-sentence")  # runs whose answers are copied from the passage they cite
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation + "‘’“”–—…")
@@ -108,6 +118,28 @@ def numbers_agree(answer: str, gold_answer: str | None) -> bool:
     if not gold:
         return True
     return bool(numbers(gold_answer) & numbers(answer))
+
+
+def answer_recall(answer: str, gold_answer: str | None) -> float | None:
+    """Share of the gold answer's content words (`ingest.text.content_words`, default STOPWORDS) found among the
+    answer's (citation markers removed); a gold answer with no content word ("Not as such.") is read as its
+    SQuAD-normalised words. None without a gold answer."""
+    from ingest.text import content_words
+
+    if not gold_answer or not gold_answer.strip():
+        return None
+    answer = strip_citations(answer or "")
+    wanted, found = content_words(gold_answer), content_words(answer)
+    if not wanted:
+        wanted, found = set(normalize_answer(gold_answer).split()), set(normalize_answer(answer).split())
+    if not wanted:
+        return None
+    return len(wanted & found) / len(wanted)
+
+
+def answer_words(answer: str) -> int:
+    """Words of an answer, citation markers removed."""
+    return len(strip_citations(answer).split())
 
 
 def correctness_score(f1: float, similarity: float) -> float:
@@ -253,13 +285,17 @@ def question_metrics(item, record: dict, embed: Callable[[list[str]], np.ndarray
     out["similarity_passage"] = round(sims[-1], 4) if has_passage else None
     out["score"] = round(correctness_score(out["f1"], out["similarity"]), 4) if golds else None  # for reading
     out["numbers_agree"] = numbers_agree(answer, item.answer) if golds else None  # for reading
+    # strict: the gold answer alone, not the gold passage (a refusal, answer "", recalls nothing)
+    recall = answer_recall(answer, item.answer) if item.answerable else None
+    out["answer_recall"] = round(recall, 4) if recall is not None else None
     cited = record.get("citations") or []
     gold_file, _ = split_source(item.gold_source)
     out["cited_sources"] = list(dict.fromkeys(c["source"] for c in cited))
     out["cites_gold"] = bool(gold_file and gold_file in out["cited_sources"])
     out["citations_from_gold"] = sum(1 for c in cited if c["source"] == gold_file) if gold_file else None
-    # an extractive answer is its cited passage, verbatim: nothing to check (and brackets in its code are no markers)
-    check = cited and not record["refused"] and record["mode"] != "extractive"
+    # an extractive or first-sentence answer is (part of) its cited passage, verbatim: nothing to check (and
+    # brackets in its code are no markers)
+    check = cited and not record["refused"] and record["mode"] not in VERBATIM_MODES
     out["unsupported_citations"] = unsupported_citations(record["answer"], context, embed) if check else []
     out["markers"] = len(citation_markers(record["answer"])) if check else len(cited)
     return out
@@ -290,9 +326,41 @@ def is_correct(record: dict, threshold: float = CORRECT_THRESHOLD) -> bool:
 def is_grounded(record: dict, threshold: float = CORRECT_THRESHOLD) -> bool:
     """Correct AND cites the gold source (any passage when the question has no gold source) AND no unsupported
     citation."""
+    return (is_correct(record, threshold) and _cites_gold(record)
+            and not record["metrics"]["unsupported_citations"])
+
+
+def record_answer_recall(record: dict) -> float | None:
+    """The stored answer recall, or (a run scored before it existed) recomputed from the answer and gold answer."""
+    if not record["answerable"]:
+        return None
     m = record["metrics"]
-    cites = m["cites_gold"] if record.get("gold_source") else bool(m["cited_sources"])
-    return is_correct(record, threshold) and cites and not m["unsupported_citations"]
+    if "answer_recall" in m:
+        return m["answer_recall"]
+    if not record.get("gold_answer"):
+        return None
+    return 0.0 if record["refused"] else answer_recall(record["answer"], record.get("gold_answer"))
+
+
+def is_correct_strict(record: dict) -> bool:
+    """Not refused, answer recall >= STRICT_RECALL (the gold answer alone, not the gold passage) and numbers
+    agree."""
+    if not record["answerable"] or record["refused"]:
+        return False
+    recall = record_answer_recall(record)
+    return (recall is not None and recall >= STRICT_RECALL
+            and numbers_agree(strip_citations(record["answer"]), record.get("gold_answer")))
+
+
+def _cites_gold(record: dict) -> bool:
+    m = record["metrics"]
+    return m["cites_gold"] if record.get("gold_source") else bool(m["cited_sources"])
+
+
+def is_grounded_strict(record: dict) -> bool:
+    """Correct (strict) AND cites the gold source (any passage when the question has no gold source) AND no
+    unsupported citation."""
+    return is_correct_strict(record) and _cites_gold(record) and not record["metrics"]["unsupported_citations"]
 
 
 def outcome(record: dict, threshold: float = CORRECT_THRESHOLD) -> str:
@@ -313,9 +381,12 @@ def outcome(record: dict, threshold: float = CORRECT_THRESHOLD) -> str:
 # (key, label, higher is better) for every metric in summary.json's "metrics", in report order.
 METRICS: tuple[tuple[str, str, bool], ...] = (
     ("grounded_accuracy", "grounded-answer accuracy", True),
+    ("grounded_accuracy_strict", "grounded-answer accuracy (strict)", True),
     ("correct", "correct (answerable)", True),
+    ("correct_strict", "correct, strict (answerable)", True),
     ("token_f1", "token F1 (mean)", True),
     ("similarity", "embedding similarity (mean)", True),
+    ("answer_words_p50", "answer words p50", False),
     ("hit@1", "hit@1 gold source", True),
     ("hit@5", "hit@5 gold source", True),
     ("hit@10", "hit@10 gold source", True),
@@ -343,6 +414,7 @@ def summarize(records: Sequence[dict], threshold: float = CORRECT_THRESHOLD) -> 
     ranks = [r["metrics"]["gold_rank"] for r in ranked]
     with_passage = [r for r in answerable if r["metrics"].get("gold_passage_coverage") is not None]
     scored = [r for r in answerable if r["metrics"].get("f1") is not None]
+    scored_strict = [r for r in answerable if record_answer_recall(r) is not None]
     answered = [r for r in answerable if not r["refused"]]
     with_citations = [r for r in answered if r["citations"] and r.get("gold_source")]
     citing_base = [r for r in answered if r.get("gold_source")]
@@ -352,15 +424,19 @@ def summarize(records: Sequence[dict], threshold: float = CORRECT_THRESHOLD) -> 
     leaks = [r for r in records if r["metrics"].get("leaks")]
     totals = [r["timings"]["total"] for r in records if "total" in r["timings"]]
     first = [r["timings"]["first_token"] for r in records if "first_token" in r["timings"]]
+    lengths = [answer_words(r["answer"]) for r in records if not r["refused"]]
 
     def share(items, test) -> float | None:
         return sum(1 for x in items if test(x)) / len(items) if items else None
 
     metrics = {
         "grounded_accuracy": share(scored, lambda r: is_grounded(r, threshold)),
+        "grounded_accuracy_strict": share(scored_strict, is_grounded_strict),
         "correct": share(scored, lambda r: is_correct(r, threshold)),
+        "correct_strict": share(scored_strict, is_correct_strict),
         "token_f1": _mean([r["metrics"]["f1"] for r in scored]),
         "similarity": _mean([r["metrics"]["similarity"] for r in scored]),
+        "answer_words_p50": percentile(lengths, 50),
         "hit@1": share(ranks, lambda k: k is not None and k <= 1),
         "hit@5": share(ranks, lambda k: k is not None and k <= 5),
         "hit@10": share(ranks, lambda k: k is not None and k <= 10),
@@ -383,6 +459,7 @@ def summarize(records: Sequence[dict], threshold: float = CORRECT_THRESHOLD) -> 
     metrics = {k: (round(v, 4) if isinstance(v, float) and not math.isnan(v) else v) for k, v in metrics.items()}
     counts = {"questions": len(records), "answerable": len(answerable), "unanswerable": len(unanswerable),
               "ranked": len(ranked), "with_gold_passage": len(with_passage), "scored": len(scored),
+              "scored_strict": len(scored_strict),
               "answered": len(answered), "with_citations": len(with_citations), "citations": len(all_citations),
               "leak_questions": len(leaks)}
     return {"metrics": metrics, "counts": counts, "threshold": threshold,

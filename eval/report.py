@@ -14,6 +14,8 @@ from eval.metrics import CORRECT_THRESHOLD, METRICS, outcome, summarize
 from eval.runner import RESULTS, SUMMARY, read_results
 
 _LATENCY = {"latency_p50", "latency_p90", "latency_p95", "latency_max", "first_token_p50"}
+_WORDS = {"answer_words_p50"}  # a count of words, not a share
+_UNBOUNDED = _LATENCY | _WORDS | {"leaked_passages"}  # charts scaled to the values, not to 0..1
 
 
 @dataclass
@@ -66,6 +68,8 @@ def _fmt(key: str, value) -> str:
         return "n/a"
     if key == "leaked_passages":
         return str(int(value))
+    if key in _WORDS:
+        return f"{value:.1f}"
     return f"{value:.2f}" if key in _LATENCY else f"{value:.3f}"
 
 
@@ -77,7 +81,8 @@ def _delta(key: str, base, value) -> tuple[str, int]:
     if abs(diff) < 1e-9:
         return "0", 0
     better = next(h for k, _, h in METRICS if k == key)
-    text = (f"{diff:+d}" if key == "leaked_passages" else f"{diff:+.2f}" if key in _LATENCY else f"{diff:+.3f}")
+    text = (f"{diff:+d}" if key == "leaked_passages" else f"{diff:+.1f}" if key in _WORDS
+            else f"{diff:+.2f}" if key in _LATENCY else f"{diff:+.3f}")
     return text, (1 if (diff > 0) == better else -1)
 
 
@@ -112,7 +117,7 @@ def _charts(runs: list[Run], out: Path) -> list[Path]:
                         ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(runs)), names, rotation=20, ha="right", fontsize=8)
         ax.set_title(f"{label} ({'higher' if better else 'lower'} is better)", fontsize=9)
-        if key not in _LATENCY and key != "leaked_passages":
+        if key not in _UNBOUNDED:
             ax.set_ylim(0, 1.1)
         else:
             ax.set_ylim(0, max(heights + [1e-9]) * 1.2 or 1)

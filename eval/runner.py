@@ -1,7 +1,9 @@
 """The batch runner: every question of a QA set through the engine (or a baseline), one results.jsonl line each.
 
 Modes: `rag` (the Engine: retrieval, prompt, model, citation check), `closed-book` (the same model with no
-passages), `extractive` (the top retrieved passage as the answer, cited [1], no model).
+passages), `extractive` (the top retrieved passage as the answer, cited [1], no model), `first-sentence` (the
+first sentence of that passage that is not a question, cited [1], no model) and `oracle` (the engine's answer
+stage given the gold passage alone); the baselines' answer stages are in eval.baselines.
 
 results.jsonl is appended one line per question (flushed and fsynced), so an interrupted run resumes where it
 stopped: a re-run with the same output folder skips the ids already there, after checking in run.json that
@@ -26,8 +28,10 @@ from ingest.files import atomic_write, atomic_write_json
 from eval.metrics import CORRECT_THRESHOLD, DocumentAccess, question_metrics, summarize
 from eval.qa import QAItem, load_qa, resolve_users, select_split
 
-Mode = Literal["rag", "closed-book", "extractive"]
-MODES = ("rag", "closed-book", "extractive")
+Mode = Literal["rag", "closed-book", "extractive", "first-sentence", "oracle"]
+MODES = ("rag", "closed-book", "extractive", "first-sentence", "oracle")
+NO_MODEL = ("extractive", "first-sentence")  # modes that answer without the model
+WITH_DECODING = ("rag", "oracle")  # modes that answer with the engine's grounded stage (decoding, raw answer)
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 RUN = "run.json"
@@ -44,7 +48,8 @@ class EvalConfig:
     qa_file: Path  # the QA set (JSONL)
     index_dir: Path  # the index the questions are asked against
     out_dir: Path  # results.jsonl, summary.json and run.json go here
-    mode: Mode = "rag"  # rag, closed-book (no passages) or extractive (top passage, no model)
+    mode: Mode = "rag"  # rag, closed-book (no passages), extractive (top passage, no model), first-sentence
+    #                     (its first sentence, no model) or oracle (the gold passage alone)
     adapter: str | None = None  # EngineConfig(adapter=...): NAME, NAME@vN, a folder, "none"; None = the promoted one
     adapters_dir: Path | None = None  # the adapter registry; None = EngineConfig's default
     model: str = DEFAULT_MODEL  # base model name, Hugging Face id or folder
@@ -53,7 +58,7 @@ class EvalConfig:
     users_file: Path | None = None  # resolves the QA set's `user` names
     top_k: int = 5  # passages given to the model (as `groundwork ask --top-k`)
     max_new_tokens: int = 200  # longest answer
-    decoding: str = "quote"  # rag: "quote" (verbatim cited quotes or a refusal) or "free" (the model's own words)
+    decoding: str = "quote"  # rag and oracle: "quote" (verbatim cited quotes or a refusal) or "free" (the model's own words)
     workers: int = 1  # questions answered at once (one engine each; the model's weights are shared)
     limit: int | None = None  # only the first N selected questions (quick runs)
     threshold: float = CORRECT_THRESHOLD  # correctness_score at or above which an answer counts as correct
@@ -84,7 +89,8 @@ class RunSummary:
 
         resumed = f" ({self.resumed} resumed)" if self.resumed else ""
         return (f"{self.summary['counts']['questions']} questions{resumed} in {self.seconds:.0f}s: grounded "
-                f"accuracy {fmt('grounded_accuracy')}, correct {fmt('correct')}, hit@5 {fmt('hit@5')}, "
+                f"accuracy {fmt('grounded_accuracy')} (strict {fmt('grounded_accuracy_strict')}), correct "
+                f"{fmt('correct')} (strict {fmt('correct_strict')}), hit@5 {fmt('hit@5')}, "
                 f"answerable refused {fmt('answerable_refused')}, unanswerable refused "
                 f"{fmt('unanswerable_refused')}, permission leaks {self.leaks} -> {self.out_dir / SUMMARY}")
 
@@ -95,12 +101,13 @@ def _file_sha256(path: Path) -> str:
 
 def _fingerprint(config: EvalConfig, index_generation: int, adapter_resolved: str | None) -> dict:
     """The settings that shape the answers: a resumed run must have the same ones."""
+    model = config.mode not in NO_MODEL
     return {"mode": config.mode, "index_dir": str(Path(config.index_dir).resolve()),
-            "index_generation": index_generation, "model": config.model if config.mode != "extractive" else None,
+            "index_generation": index_generation, "model": config.model if model else None,
             "adapter": adapter_resolved,  # what answers (NAME@vN, a folder or None), not how it was named
-            "quantize": config.quantize if config.mode != "extractive" else None, "top_k": config.top_k,
-            "max_new_tokens": config.max_new_tokens if config.mode != "extractive" else None,
-            "decoding": config.decoding if config.mode == "rag" else None,
+            "quantize": config.quantize if model else None, "top_k": config.top_k,
+            "max_new_tokens": config.max_new_tokens if model else None,
+            "decoding": config.decoding if config.mode in WITH_DECODING else None,
             "guardrails": _guardrails_dict(config.guardrails)}
 
 
@@ -152,6 +159,7 @@ class _Asker:
     def __init__(self, config: EvalConfig, engine) -> None:
         self.config = config
         self.engine = engine
+        self.default_stage = engine.answer_stage  # the engine's own stage: RAG answers with it, the oracle wraps it
         from app.engine import AnswerOptions
         from app.generator import GenerationOptions
         from ingest.retrieval import RetrievalOptions
@@ -170,18 +178,17 @@ class _Asker:
         return [{k: v for k, v in _passage_dict(i, p).items() if k != "text"} for i, p in enumerate(passages, 1)]
 
     def ask(self, item: QAItem, user) -> dict:
-        """Answer with the engine; the baselines are the same engine with another answer stage."""
-        from app.engine import ClosedBookAnswer, ExtractiveAnswer, GroundedAnswer
+        """Answer with the engine; the baselines are the same engine with another answer stage (eval.baselines)."""
+        from eval.baselines import stage_for
 
         mode = self.config.mode
-        stages = {"rag": GroundedAnswer, "extractive": ExtractiveAnswer, "closed-book": ClosedBookAnswer}
-        self.engine.answer_stage = stages[mode]()
+        self.engine.answer_stage = stage_for(mode, self.default_stage, item)
         raw, final = "", None
         for final in self.engine.stream(item.question, user, self.options):
             if isinstance(final, str):
                 raw = final
         answer = final.to_dict()
-        if mode == "rag":
+        if mode in WITH_DECODING:
             answer["raw_answer"] = raw  # the model's text before the citation check (PII-redacted)
         # No retrieval in closed book: no retrieval metrics.
         answer["ranking"] = self.ranking(item.question, user) if self.engine.answer_stage.retrieves else None
@@ -221,7 +228,7 @@ def _rescore(path: Path, done: dict[str, dict], by_id: dict[str, QAItem], users:
 def _resolve_adapter(config: EvalConfig) -> str | None:
     """The adapter the engine will use (the registry's label, e.g. NAME@v3), so that a resumed run notices a promotion
     in between. Resolution is the registry's (finetune.adapters); an unknown adapter fails here, up front."""
-    if config.mode == "extractive":
+    if config.mode in NO_MODEL:
         return None
     from finetune.adapters import AdapterError, AdapterRegistry
     from app.engine import EngineConfig

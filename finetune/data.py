@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ingest.retrieval import RetrievalOptions, Retriever
-from ingest.text import PLAIN_WORD, SENTENCE_END, TRAINING_STOPWORDS, content_words, split_sentences
+from ingest.text import PLAIN_WORD, TRAINING_STOPWORDS, content_words, split_sentences
 from finetune.prompt import NOT_FOUND, PromptPassage, build_messages, passage_label
 from ingest.errors import GroundworkError
 
 # Words, sentences and the stop list come from ingest.text (TRAINING_STOPWORDS: the list pinned by these tests).
-# Every split below runs on whitespace-normalized text, where SENTENCE_END's line-break branch never applies.
 _WORD = PLAIN_WORD
-_SENTENCE_END = SENTENCE_END
 
 
 ANSWER_STYLES = ("quote", "answer")
@@ -215,7 +213,7 @@ def _strip_heading(text: str, heading: str) -> str:
 
 def _first_sentences(text: str, max_words: int) -> str:
     out: list[str] = []
-    for sentence in _SENTENCE_END.split(" ".join(text.split())):
+    for sentence in split_sentences(" ".join(text.split())):
         if out and len(" ".join(out + [sentence]).split()) > max_words:
             break
         out.append(sentence)
@@ -314,7 +312,7 @@ def _prompt_text(question: str, shown: list[PromptPassage]) -> str:
 def cite_sentences(answer: str, n: int) -> str:
     """Put the citation [n] at the end of every sentence of the answer, before its final punctuation."""
     out = []
-    for sentence in _SENTENCE_END.split(" ".join(answer.split())):
+    for sentence in split_sentences(" ".join(answer.split())):
         match = re.match(r"^(.*?)([.!?]*)$", sentence, flags=re.S)
         body, end = match.group(1), match.group(2) or "."
         out.append(f"{body} [{n}]{end}")

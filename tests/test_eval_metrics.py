@@ -8,13 +8,17 @@ import pytest
 
 from eval.errors import EvalError
 from eval.metrics import (
+    METRICS,
     DocumentAccess,
     agreement,
     anchor_rank,
+    answer_recall,
     correctness_score,
     gold_rank,
     is_correct,
+    is_correct_strict,
     is_grounded,
+    is_grounded_strict,
     normalize_answer,
     numbers,
     numbers_agree,
@@ -30,6 +34,7 @@ from eval.metrics import (
 from eval.qa import QAItem, load_qa, resolve_users, select_split
 
 T = 0.6  # threshold used in these hand-made cases
+CORRECT = 0.55  # the calibrated threshold (eval.metrics.CORRECT_THRESHOLD)
 
 
 def record(qid: str, *, answerable: bool = True, refused: bool = False, score: float | None = 0.0,
@@ -245,6 +250,71 @@ def test_question_metrics_take_the_better_of_gold_answer_and_gold_passage(embedd
     assert rag["unsupported_citations"] == [1, 2, 3, 10] and rag["markers"] == 4  # read as markers: no claim left
     unanswerable = question_metrics(QAItem(id="u", question="?", answerable=False), result, None)
     assert unanswerable["score"] is None and unanswerable["gold_rank"] is None
+
+
+def test_answer_recall_counts_the_gold_answers_content_words() -> None:
+    gold = "Your line manager approves them."  # content words: line, manager, approves
+    assert answer_recall("Claims go to your line manager [1].", gold) == pytest.approx(2 / 3)
+    assert answer_recall("The line [2] manager approves [1, 3].", gold) == 1.0  # markers stripped
+    assert answer_recall("Receipts go to Spendly [1].", gold) == 0.0
+    assert answer_recall("No, not as such.", "Not as such.") == 1.0  # stop words only: its plain words
+    assert answer_recall("Yes.", "Not as such.") == 0.0
+    assert answer_recall("Anything.", None) is None and answer_recall("Anything.", " ") is None
+
+
+def test_strict_correctness_does_not_count_the_gold_passage(embedder) -> None:
+    """An answer that quotes the gold passage but not the sentence holding the gold answer is correct by the
+    lenient rule (the better of gold answer and gold passage) and wrong by the strict one (gold answer alone)."""
+    item = QAItem(id="q", question="Who approves expense claims?", answer="Your line manager approves them.",
+                  gold_passage="Receipts must be uploaded to Spendly as a photo or a PDF, and the original paper "
+                               "receipt may then be thrown away. Claims go to your line manager.",
+                  gold_source="expenses.md")
+    passage = {"n": 1, "source": "expenses.md", "anchor": None, "text": item.gold_passage, "score": 0.8}
+    embed = lambda texts: embedder.encode(list(texts))  # noqa: E731
+
+    def answered(qid: str, answer: str) -> dict:
+        result = {"id": qid, "mode": "extractive", "question": item.question, "answer": answer, "refused": False,
+                  "citations": [dict(passage)], "retrieved": [passage], "ranking": [passage], "flags": [],
+                  "timings": {"total": 1.0}, "user": "alice", **item.gold_dict()}
+        return {**result, "metrics": {**question_metrics(item, result, embed), "leaks": []}}
+
+    quoting = answered("quoting", "Receipts must be uploaded to Spendly as a photo or a PDF, and the original "
+                                  "paper receipt may then be thrown away. [1]")
+    assert quoting["metrics"]["answer_recall"] == 0.0 and quoting["metrics"]["f1_passage"] > 0.8
+    assert is_correct(quoting) and is_grounded(quoting)  # lenient: close to the gold passage
+    assert not is_correct_strict(quoting) and not is_grounded_strict(quoting)  # strict: no word of the gold answer
+    right = answered("right", "Claims go to your line manager. [1]")
+    assert right["metrics"]["answer_recall"] == pytest.approx(0.6667)
+    assert is_correct_strict(right) and is_grounded_strict(right)
+    other_source = {**right, "citations": [{**passage, "source": "b.md"}],
+                    "metrics": {**right["metrics"], "cites_gold": False, "cited_sources": ["b.md"]}}
+    assert is_correct_strict(other_source) and not is_grounded_strict(other_source)
+    refused = {**right, "refused": True}
+    assert not is_correct_strict(refused)
+    wrong_number = answered("n", "Claims go to your line manager in 3 days. [1]")
+    wrong_number["gold_answer"] = "Your line manager approves them in 5 days."
+    assert not is_correct_strict(wrong_number)  # numbers must agree, as in the lenient rule
+
+    m = summarize([quoting, right], CORRECT)["metrics"]
+    assert m["correct"] == 1.0 and m["grounded_accuracy"] == 1.0
+    assert m["correct_strict"] == 0.5 and m["grounded_accuracy_strict"] == 0.5
+    assert m["answer_words_p50"] == pytest.approx((22 + 6) / 2)  # words without the [n] markers
+
+    old = {**quoting, "metrics": {k: v for k, v in quoting["metrics"].items() if k != "answer_recall"}}
+    assert summarize([old, right], CORRECT)["metrics"]["correct_strict"] == 0.5  # a run scored before: recomputed
+
+
+def test_strict_metrics_follow_their_lenient_counterparts() -> None:
+    keys = [key for key, _, _ in METRICS]
+    assert keys.index("grounded_accuracy_strict") == keys.index("grounded_accuracy") + 1
+    assert keys.index("correct_strict") == keys.index("correct") + 1
+    assert ("answer_words_p50", "answer words p50", False) in METRICS  # lower is better
+    records = [record("1", score=0.9), record("2", refused=True), record("3", answerable=False)]
+    for r, answer in zip(records, ("one two three [1]", "I could not find that.", "a b c d e")):
+        r["answer"] = answer
+    m = summarize(records, T)["metrics"]
+    assert m["answer_words_p50"] == 4.0  # 3 and 5 words; the refusal does not count
+    assert m["correct_strict"] is None  # no gold answer: nothing to score strictly
 
 
 # --- the QA file ----------------------------------------------------------------------------------------------

@@ -65,11 +65,20 @@ def test_report_has_the_metric_table_with_differences(report) -> None:
     assert md == report.markdown
     assert "| grounded-answer accuracy | 0.333 | 0.667 | +0.333 |" in md
     assert "| latency p50 (s) | 0.45 | 8.50 | +8.05 |" in md
+    # strict: answer "x" for gold answer "x" is strictly correct whatever the lenient score (q3 of the first run)
+    assert "| grounded-answer accuracy (strict) | 0.667 | 0.667 | 0 |" in md
+    assert "| correct, strict (answerable) | 0.667 | 1.000 | +0.333 |" in md
+    assert "| answer words p50 | 1.0 | 1.0 | 0 |" in md
+    assert md.index("| grounded-answer accuracy |") < md.index("| grounded-answer accuracy (strict) |") \
+        < md.index("| correct (answerable) |") < md.index("| correct, strict (answerable) |")
+    assert ("<tr><td>correct, strict (answerable)</td><td>0.667</td><td>1.000</td><td class='better'>+0.333</td>"
+            "</tr>") in html
 
 
 def test_report_charts_are_written_and_embedded(report) -> None:
     names = {p.name for p in report.images}
-    assert {"metric-grounded_accuracy.png", "metric-hitat5.png", "latency-histogram.png"} <= names
+    assert {"metric-grounded_accuracy.png", "metric-hitat5.png", "latency-histogram.png",
+            "metric-grounded_accuracy_strict.png", "metric-correct_strict.png", "metric-answer_words_p50.png"} <= names
     for image in report.images:
         assert image.exists() and image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = report.html_path.read_text()

@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import build_corpus
+from conftest import HR_DOCS, build_corpus
 from fakes import FakeGenerator, LeakyRetriever
 from typer.testing import CliRunner
 
-from app.engine import Engine, EngineConfig
+from app.engine import Engine, EngineConfig, GroundedAnswer
 from app.users import UserStore
 from eval.errors import EvalError
 from eval.runner import EvalConfig, read_results, run_eval
@@ -89,6 +89,10 @@ def test_rag_run_writes_one_line_per_question_and_a_summary(corpus, tmp_path, em
     assert m["grounded_accuracy"] == 1.0 and m["correct"] == 1.0 and m["hit@1"] == 1.0
     assert m["unanswerable_refused"] == 1.0 and m["answerable_refused"] == 0.0 and m["leaked_passages"] == 0
     assert m["latency_p50"] > 0 and result.leaks == 0 and "grounded accuracy 1.000" in result.one_line()
+    # the scripted answers are the gold passages' sentences: strictly correct too
+    assert m["correct_strict"] == 1.0 and m["grounded_accuracy_strict"] == 1.0
+    assert "(strict 1.000)" in result.one_line() and expenses["metrics"]["answer_recall"] == 1.0
+    assert m["answer_words_p50"] == 9.0  # the three answers have 10, 9 and 9 words
 
 
 def test_extractive_and_closed_book_baselines(corpus, tmp_path, embedder) -> None:
@@ -134,11 +138,15 @@ def test_interrupted_run_resumes_without_answering_again(corpus, tmp_path, embed
     damaged = [json.loads(line) for line in lines]
     for record in damaged:
         record["metrics"]["gold_rank"] = 99
+        record["metrics"].pop("answer_recall", None)  # as scored before the strict metrics existed
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in damaged))
     run_eval(_config(corpus, out, rescore=True), _factory(corpus, embedder, again), embedder)
     rescored = read_results(out / "results.jsonl")
     assert again.prompts == [] and [r["answer"] for r in rescored] == [r["answer"] for r in damaged]
-    assert next(r for r in rescored if r["id"] == "q-expenses")["metrics"]["gold_rank"] == 1
+    expenses = next(r for r in rescored if r["id"] == "q-expenses")
+    assert expenses["metrics"]["gold_rank"] == 1 and expenses["metrics"]["answer_recall"] == 1.0
+    metrics = json.loads((out / "summary.json").read_text())["metrics"]
+    assert metrics["correct_strict"] == 1.0 and metrics["grounded_accuracy_strict"] == 1.0
 
 
 def test_resuming_with_other_settings_is_refused(corpus, tmp_path, embedder) -> None:
@@ -214,3 +222,126 @@ def test_cli_runs_compares_and_reports_leaks_loudly(corpus, tmp_path, embedder, 
     bad.write_text('{"id": "a", "question": "x"}\n{"id": "a", "question": "y"}\n')
     result = runner.invoke(cli, ["eval", "--qa", str(bad), "--index", str(corpus / "index")])
     assert isinstance(result.exception, EvalError) and "bad.jsonl:2: duplicate id 'a'" in str(result.exception)
+
+
+# --- the first-sentence and oracle baselines (eval.baselines) -------------------------------------------------
+
+FAQ = ("# Travel FAQ\n\n## Refunds\n\nCan I get a refund for a cancelled trip? Is it automatic?\n\n"
+       "Refunds for cancelled trips are paid back within 14 days. Send the booking number to the travel desk.\n")
+REFUND_GOLD = "Refunds for cancelled trips are paid back within 14 days."
+BASELINE_QUESTIONS = [
+    {"id": "q-refund", "question": "How fast are refunds for cancelled trips paid?", "answer": "Within 14 days.",
+     "gold_passage": REFUND_GOLD, "gold_source": "faq.md#refunds"},
+    {"id": "q-leave", "question": "How many days of annual leave do employees get?",
+     "answer": "27 days of annual leave per year.", "gold_source": "leave.md"},  # no gold passage
+    {"id": "q-triton", "question": "What is the orbital period of Neptune's moon Triton?", "answerable": False},
+]
+
+
+@pytest.fixture(scope="module")
+def faq_corpus(tmp_path_factory, _shared_embedder) -> Path:
+    root = tmp_path_factory.mktemp("eval-faq")
+    build_corpus(root, _shared_embedder, {**HR_DOCS, "faq.md": FAQ})
+    (root / "qa.jsonl").write_text("".join(json.dumps(q) + "\n" for q in BASELINE_QUESTIONS))
+    UserStore(root / "users.json").add("alice", "password123")
+    return root
+
+
+class RecordingStage(GroundedAnswer):
+    """The engine's default stage, noting the passages each question gets."""
+
+    def __init__(self) -> None:
+        self.passages: list[list] = []
+
+    def run(self, turn):
+        self.passages.append(list(turn.passages))
+        yield from super().run(turn)
+
+
+def test_first_sentence_baseline_answers_the_top_passages_first_statement(faq_corpus, tmp_path, embedder) -> None:
+    model = scripted_model()
+    run_eval(_config(faq_corpus, tmp_path / "fs", mode="first-sentence"), _factory(faq_corpus, embedder, model),
+             embedder)
+    assert model.prompts == []  # no model
+    records = {r["id"]: r for r in read_results(tmp_path / "fs" / "results.jsonl")}
+    refund = records["q-refund"]
+    assert refund["mode"] == "first-sentence" and refund["retrieved"][0]["source"] == "faq.md"
+    assert refund["retrieved"][0]["text"].startswith("Can I get a refund")  # the FAQ's question heads the passage
+    assert refund["answer"] == "Refunds for cancelled trips are paid back within 14 days. [1]"  # not the question
+    assert [(c["n"], c["source"]) for c in refund["citations"]] == [(1, "faq.md")]
+    leave = records["q-leave"]
+    assert leave["answer"] == f"{leave['retrieved'][0]['text']} [1]"  # a one-sentence passage: all of it
+    assert records["q-triton"]["refused"]
+    # verbatim from its cited passage, like extractive: no citation to check, one marker per answer
+    assert refund["metrics"]["unsupported_citations"] == [] and refund["metrics"]["markers"] == 1
+    assert refund["metrics"]["answer_recall"] == 1.0 and refund["metrics"]["gold_rank"] == 1
+    summary = json.loads((tmp_path / "fs" / "summary.json").read_text())
+    assert summary["mode"] == "first-sentence" and summary["metrics"]["correct_strict"] == 1.0
+    assert summary["metrics"]["unsupported_citation_rate"] == 0.0 and summary["run"]["fingerprint"]["model"] is None
+
+
+def test_oracle_gives_the_engines_stage_only_the_gold_passage(faq_corpus, tmp_path, embedder) -> None:
+    rag_stage, oracle_stage = RecordingStage(), RecordingStage()
+
+    def factory(stage, model):
+        def build() -> Engine:
+            return Engine(EngineConfig(index_dir=faq_corpus / "index"), embedder=embedder, generator=model,
+                          answer_stage=stage)
+        return build
+
+    rag_model, oracle_model = FakeGenerator(), FakeGenerator()  # extractive: the first sentence of passage [1]
+    run_eval(_config(faq_corpus, tmp_path / "rag"), factory(rag_stage, rag_model), embedder)
+    run_eval(_config(faq_corpus, tmp_path / "oracle", mode="oracle"), factory(oracle_stage, oracle_model), embedder)
+    rag = {r["id"]: r for r in read_results(tmp_path / "rag" / "results.jsonl")}
+    oracle = {r["id"]: r for r in read_results(tmp_path / "oracle" / "results.jsonl")}
+
+    # the wrapped stage (the engine's own) got one passage: the gold passage, from the gold source's file
+    gold = oracle_stage.passages[0]
+    assert len(gold) == 1 and gold[0].chunk.text == REFUND_GOLD and gold[0].chunk.source == "faq.md"
+    assert gold[0].chunk.anchor == "refunds" and gold[0].chunk.heading == "Travel FAQ > Refunds"
+    assert len(rag_stage.passages[0]) == 2  # retrieval alone gives it two
+    prompt = oracle_model.prompts[0][-1]["content"]
+    assert REFUND_GOLD in prompt and "[2]" not in prompt and "Can I get a refund" not in prompt
+    refund = oracle["q-refund"]
+    assert refund["mode"] == "oracle" and [p["text"] for p in refund["retrieved"]] == [REFUND_GOLD]
+    assert refund["answer"].startswith("Refunds for cancelled trips are paid back within 14 days")
+    assert refund["citations"][0]["source"] == "faq.md" and refund["metrics"]["gold_passage_coverage"] == 1.0
+    assert "raw_answer" in refund
+    # retrieval still runs: the evaluator's ranking, and so the ranking metrics, are those of RAG
+    assert all(oracle[q]["ranking"] == rag[q]["ranking"] for q in rag)
+    assert refund["metrics"]["gold_rank"] == rag["q-refund"]["metrics"]["gold_rank"] == 1
+    # no gold passage: the stage gets the retrieved passages, as in RAG
+    assert [p.chunk.text for p in oracle_stage.passages[1]] == [p.chunk.text for p in rag_stage.passages[1]]
+    assert oracle["q-leave"]["answer"] == rag["q-leave"]["answer"]
+    summary = json.loads((tmp_path / "oracle" / "summary.json").read_text())
+    assert summary["mode"] == "oracle" and summary["metrics"]["hit@1"] == 1.0
+    assert summary["run"]["fingerprint"]["decoding"] == "quote"
+
+
+def test_baseline_option_and_default_folder_names(faq_corpus, tmp_path, embedder, monkeypatch) -> None:
+    import ingest.embedding
+    from app.cli import cli
+    from eval.cli import _default_out
+
+    monkeypatch.setattr(ingest.embedding, "Embedder", lambda *args, **kwargs: embedder)
+    runner = CliRunner()
+    common = ["eval", "--qa", str(faq_corpus / "qa.jsonl"), "--index", str(faq_corpus / "index"), "--users",
+              str(faq_corpus / "users.json"), "--quiet"]
+    result = runner.invoke(cli, [*common, "--baseline", "first-sentence", "--out", str(tmp_path / "fs")])
+    assert result.exit_code == 0, result.output
+    assert "Evaluated 3 questions" in result.output and "(strict " in result.output
+    assert {r["mode"] for r in read_results(tmp_path / "fs" / "results.jsonl")} == {"first-sentence"}
+    result = runner.invoke(cli, [*common, "--baseline", "extractive", "--out", str(tmp_path / "ext")])
+    assert result.exit_code == 0, result.output
+    assert {r["mode"] for r in read_results(tmp_path / "ext" / "results.jsonl")} == {"extractive"}
+    result = runner.invoke(cli, [*common, "--baseline", "firstsentence"])
+    assert isinstance(result.exception, EvalError) and "unknown --baseline 'firstsentence'" in str(result.exception)
+    result = runner.invoke(cli, [*common, "--baseline", "oracle", "--extractive"])
+    assert isinstance(result.exception, EvalError) and "oracle and extractive" in str(result.exception)
+    result = runner.invoke(cli, [*common, "--baseline", "extractive", "--extractive", "--out", str(tmp_path / "ext")])
+    assert result.exit_code == 0, result.output  # the same baseline twice is fine
+
+    qa = Path("examples/acme/qa.jsonl")
+    assert _default_out(qa, "test", "first-sentence", "acme", None).name == "acme-test-first-sentence"  # no model
+    assert _default_out(qa, "test", "oracle", "acme", 5).name == "acme-test-oracle-acme-first5"
+    assert _default_out(qa, "test", "oracle", None, None).name == "acme-test-oracle"
