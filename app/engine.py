@@ -14,6 +14,7 @@ from app import refusals
 from app.citations import VerifyOptions, cosine_embedder, verify
 from app.generator import GENERATOR_BACKENDS, GenerationOptions, Generator, capabilities_of
 from app.quoting import drop_questions, plan_quotes
+from app.selection import SelectionPassage, select, selection_weights
 from app.guardrails import GuardrailConfig, GuardrailEvent, Guardrails
 from finetune.models import DEFAULT_MODEL
 from finetune.prompt import (CLOSED_BOOK_PROMPT, CLOSED_BOOK_REFUSAL_PHRASES, NOT_FOUND, PromptPassage,
@@ -24,7 +25,11 @@ from ingest.embedding import Embedder
 from ingest.vector_store import VectorStore, open_vector_store
 
 
-DECODINGS = ("quote", "free")  # how the model may write: verbatim cited quotes, or its own words
+# How the answer is written: "quote" (default) selects the best 1-3 consecutive sentences of one passage
+# (app.selection: every candidate scored, the model among the scorers) and quotes them verbatim, cited, or refuses;
+# "constrained" lets the model write the quote token by token under the quote constraint (app.quoting, the
+# previous default); "free": the model's own words, cited.
+DECODINGS = ("quote", "constrained", "free")
 
 Turn = tuple[str, str]  # one prior exchange of a conversation: (question, answer)
 
@@ -39,12 +44,13 @@ class AnswerOptions:
     require_support: bool = True  # refuse when no sentence of the answer is supported by a passage
     disabled_guards: frozenset[str] = frozenset()  # guards the user switched off (only those the admin allows)
     adapter: str | None = None  # this question only: NAME, NAME@vN, a folder or "none"; None = the engine's choice
-    decoding: Literal["quote", "free"] = "quote"  # quote: the model may only copy passages verbatim, cited, or refuse
-    quote_candidates: int = 4  # quote: the sentences closest to the question that a quote may start at
-    quote_refusal_threshold: float = 0.5  # quote, model without a calibrated threshold: it may refuse only when
-    #                                       the refusal's first token gets at least this probability
-    min_quote_similarity: float = 0.53  # quote: refuse, without the model, when no sentence is this close to the
-    #                                     question (cosine; set on the acme train+validation splits, see README)
+    decoding: Literal["quote", "constrained", "free"] | None = None  # see DECODINGS; None = EngineConfig.decoding
+    selection_threshold: float | None = None  # quote: refuse below this P(right); None = the fitted weights' own
+    quote_candidates: int = 4  # constrained: the sentences closest to the question that a quote may start at
+    quote_refusal_threshold: float = 0.5  # constrained, model without a calibrated threshold: it may refuse only
+    #                                       when the refusal's first token gets at least this probability
+    min_quote_similarity: float = 0.53  # constrained: refuse, without the model, when no sentence is this close
+    #                                     to the question (cosine; set on the acme train+validation splits)
 
 
 @dataclass
@@ -97,6 +103,7 @@ class EngineConfig:
     adapters_dir: Path = Path("groundwork-data/adapters")  # the adapter registry
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
     generator: str = "transformers"  # the generator backend, a key of app.generator.GENERATOR_BACKENDS
+    decoding: str = "quote"  # how answers are written unless a question says otherwise (DECODINGS)
 
 
 class Engine:
@@ -247,12 +254,14 @@ class AnswerStage(Protocol):
 
 
 class GroundedAnswer:
-    """The default: prompt with numbered passages → generate (quoted or free) → verify citations → guardrails.
+    """The default: numbered passages → the answer (selected quote, constrained quote or free) → verify citations
+    → guardrails.
 
-    Quote decoding needs a backend whose capabilities include logits processors. With one that has none
-    (e.g. a remote API), the engine degrades explicitly: it prompts for free (cited) answers instead, skips the
-    adapter's calibrated refusal threshold, and records a "decoding" flag saying so; the citation check still
-    withdraws what the passages do not support.
+    Quote selection scores candidates with the model when the backend exposes log-probabilities and ranks them
+    on the other features alone when it does not. Constrained decoding needs a backend whose capabilities include
+    logits processors; with one that has none (e.g. a remote API), the engine degrades explicitly: it prompts for
+    free (cited) answers instead, skips the adapter's calibrated refusal threshold, and records a "decoding" flag
+    saying so; the citation check still withdraws what the passages do not support.
     """
 
     retrieves = True
@@ -264,12 +273,15 @@ class GroundedAnswer:
         generator = turn.generator()
         card = turn.card
         capabilities = capabilities_of(generator)
-        decoding = options.decoding
-        if decoding == "quote" and not capabilities.logits_processors:
+        decoding = options.decoding or engine.config.decoding
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
+        if decoding == "constrained" and not capabilities.logits_processors:
             decoding = "free"
             flags.append(GuardrailEvent("decoding", "generate", "degraded",
                                         "this generator backend cannot constrain decoding: answered in free form "
                                         "instead of verbatim quotes"))
+        style = "free" if decoding == "free" else "quote"
         generation = options.generation
         if (generation.refusal_threshold is None and card.get("refusal_threshold")
                 and capabilities.logits_processors):
@@ -277,22 +289,26 @@ class GroundedAnswer:
         shown = [PromptPassage(p.chunk.text, passage_label(p.chunk.source, p.chunk.heading, p.chunk.page))
                  for p in passages]
         shown = fit_passages(question, shown, generator.count_tokens, generator.context_tokens,
-                             options.generation.max_new_tokens, decoding)
+                             options.generation.max_new_tokens, style)
         passages = passages[: len(shown)]
         retrieved = [_retrieved(i, p, shown[i - 1].text) for i, p in enumerate(passages, start=1)]
         if decoding == "quote":
-            plan = plan_quotes(question, [s.text for s in shown], cosine_embedder(engine.embedder),
-                               options.quote_candidates)
-            if plan.similarity < options.min_quote_similarity:
-                yield finish(NOT_FOUND, True, refusals.NO_CLOSE_SENTENCE,
-                             retrieved=retrieved)
+            text = yield from self._select(turn, generator, shown, passages)
+            if text is None:
+                yield finish(NOT_FOUND, True, refusals.NOT_CONFIDENT, retrieved=retrieved)
                 return
-            generation = replace(generation, quotes=plan, refusal=NOT_FOUND,
-                                 refusal_threshold=generation.refusal_threshold or options.quote_refusal_threshold)
-
-        text = yield from turn.generate(generator, build_messages(question, shown, decoding), generation)
-        if decoding == "quote":
-            text = drop_questions(text)
+        else:
+            if decoding == "constrained":
+                plan = plan_quotes(question, [s.text for s in shown], cosine_embedder(engine.embedder),
+                                   options.quote_candidates)
+                if plan.similarity < options.min_quote_similarity:
+                    yield finish(NOT_FOUND, True, refusals.NO_CLOSE_SENTENCE, retrieved=retrieved)
+                    return
+                generation = replace(generation, quotes=plan, refusal=NOT_FOUND, refusal_threshold=(
+                    generation.refusal_threshold or options.quote_refusal_threshold))
+            text = yield from turn.generate(generator, build_messages(question, shown, style), generation)
+            if decoding == "constrained":
+                text = drop_questions(text)
 
         if is_refusal(text):
             yield finish(NOT_FOUND, True, refusals.MODEL_FOUND_NO_ANSWER, retrieved=retrieved)
@@ -319,6 +335,28 @@ class GroundedAnswer:
         citations = [Citation(n=n, source=r.source, page=r.page, heading=r.heading, text=r.text, score=r.score)
                      for n in checked_citations.cited for r in retrieved if r.n == n]
         yield finish(final_text, False, None, citations, retrieved)
+
+
+    @staticmethod
+    def _select(turn: AnswerTurn, generator: Generator, shown: list[PromptPassage],
+                passages: list[Passage]) -> Iterator[str]:
+        """Choose the quote (app.selection); yields it and returns "[n] quote", or None to refuse."""
+        started = time.perf_counter()
+        weights = selection_weights(turn.card)
+        views = [SelectionPassage(s.text, p.chunk.heading, p.score) for s, p in zip(shown, passages)]
+        messages = build_messages(turn.question, shown, "quote")
+        score = None
+        if capabilities_of(generator).logprobs and hasattr(generator, "score"):
+            score = lambda texts: generator.score(messages, texts)  # noqa: E731
+        chosen = select(turn.question, views, cosine_embedder(turn.engine.embedder), weights, score,
+                        turn.options.selection_threshold)
+        turn.timings["select"] = time.perf_counter() - started
+        if chosen.refuse or chosen.best is None:
+            return None
+        text = f"[{chosen.best.n}] {chosen.best.text}"
+        turn.timings["first_token"] = time.perf_counter() - turn.started
+        yield turn.engine.guardrails.partial_answer(text, turn.options.disabled_guards)
+        return text
 
 
 class ExtractiveAnswer:

@@ -48,6 +48,9 @@ def finetune_command(
     seed: int = typer.Option(0, "--seed"),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: all cores)."),
     promote: bool = typer.Option(False, "--promote", help="Promote the new version when training succeeds."),
+    validation_examples: Optional[int] = typer.Option(
+        None, "--validation-examples", help="At most this many validation examples (each costs a forward pass per "
+                                            "validation and calibration; default: all)."),
     registry: Path = RegistryOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -66,7 +69,8 @@ def finetune_command(
                               groups=frozenset(g.strip() for g in groups.split(",") if g.strip()))
     version = finetune(FinetuneOptions(name=name, index_dir=index, registry_dir=registry, model=model,
                                        data=tuple(data), from_index=from_index, examples=examples,
-                                       training=training, promote=promote), show_progress=not quiet)
+                                       training=training, promote=promote,
+                                       validation_examples=validation_examples), show_progress=not quiet)
     typer.echo(_describe(version))
     if not version.promoted:
         typer.echo(f"Promote it with: groundwork adapters promote {version.ref}")

@@ -25,7 +25,7 @@ class GeneratorCapabilities:
 
     streaming: bool = True  # yields the answer in pieces as it is generated (else one piece at the end)
     logits_processors: bool = True  # runs our logits processors: quote decoding and the refusal threshold
-    logprobs: bool = True  # exposes token probabilities (refusal calibration reads them)
+    logprobs: bool = True  # exposes token probabilities: refusal calibration, and `score` (answer selection)
     adapters: bool = True  # a LoRA adapter can be chosen per request
 
 
@@ -47,6 +47,10 @@ class Generator(Protocol):
 
     def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[str]:
         """Yield pieces of the answer as they are generated."""
+
+    # A backend whose capabilities include logprobs also has:
+    # def score(self, messages, replies: list[str]) -> list[float]:
+    #     """Each reply's mean token log-probability as the answer to `messages`."""
 
 
 GENERATION_THREAD = "groundwork-generate"
@@ -144,6 +148,37 @@ class TransformersGenerator:
                 worker.join()
         if errors:
             raise errors[0]
+
+
+    def score(self, messages: list[dict[str, str]], replies: list[str]) -> list[float]:
+        """Each reply's mean token log-probability as the model's answer to `messages`.
+
+        The prompt is run once; its key/value cache is repeated for the replies, which run as one batch
+        (right-padded), so scoring k short replies costs about one prefill plus k * (reply length) tokens.
+        """
+        import torch
+
+        if not replies:
+            return []
+        model, tokenizer = self.loaded.model, self.tokenizer
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True)["input_ids"].to(model.device)
+        encoded = [tokenizer.encode(r, add_special_tokens=False) or [tokenizer.eos_token_id] for r in replies]
+        width = max(len(e) for e in encoded)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([e + [pad] * (width - len(e)) for e in encoded], device=model.device)
+        real = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded], device=model.device)
+        with self._lock, torch.inference_mode():
+            first = model(input_ids=prompt, use_cache=True, logits_to_keep=1)  # the output head only where needed
+            cache = first.cache
+            cache.batch_repeat_interleave(len(replies))
+            mask = torch.cat([torch.ones((len(replies), prompt.shape[1]), dtype=real.dtype, device=model.device),
+                              real], dim=1)
+            rest = model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True)
+            logits = torch.cat([first.logits[:, -1:].expand(len(replies), -1, -1), rest.logits[:, :-1]], dim=1)
+            logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+            totals = (logprobs * real).sum(dim=1) / real.sum(dim=1)
+        return [float(t) for t in totals]
 
 
 class RefusalThreshold:

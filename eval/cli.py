@@ -61,8 +61,8 @@ def run(
     top_k: Annotated[int, typer.Option("--top-k", help="Passages given to the model.")] = TOP_K,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = 200,
     decoding: Annotated[str, typer.Option(
-        "--decoding", help="rag and oracle: quote (verbatim cited quotes or a refusal) or free (the model's own "
-                           "words).")] = "quote",
+        "--decoding", help="rag and oracle: quote (the best sentences selected and quoted verbatim, or a refusal), "
+                             "constrained (the model writes the quote) or free (its own words).")] = "quote",
     workers: Annotated[int, typer.Option(
         "--workers", help="Questions answered at once (one engine each, the model shared); 2 measured 1.8x faster "
                           "than 1 on a 2-core box.")] = min(2, os.cpu_count() or 1),

@@ -58,7 +58,7 @@ class EvalConfig:
     users_file: Path | None = None  # resolves the QA set's `user` names
     top_k: int = 5  # passages given to the model (as `groundwork ask --top-k`)
     max_new_tokens: int = 200  # longest answer
-    decoding: str = "quote"  # rag and oracle: "quote" (verbatim cited quotes or a refusal) or "free" (the model's own words)
+    decoding: str = "quote"  # rag and oracle: app.engine.DECODINGS ("quote": selected verbatim quotes or a refusal)
     workers: int = 1  # questions answered at once (one engine each; the model's weights are shared)
     limit: int | None = None  # only the first N selected questions (quick runs)
     threshold: float = CORRECT_THRESHOLD  # correctness_score at or above which an answer counts as correct

@@ -382,22 +382,34 @@ def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
 NF4_SUBDIR = "nf4"  # pre-quantized copy inside a GGUF conversion folder
 
 
-def _bnb_config():
+def compute_dtype(device: str):
+    """The dtype 4-bit layers compute in (and the unquantized layers are kept in): bf16 on CUDA and on CPUs
+    with native bf16 (AVX-512 BF16, AMX); float32 elsewhere. Measured on an AVX2-only CPU (SmolLM2, QLoRA, 512
+    tokens, 2 threads): bf16 compute took 11.6 s forward + 76.7 s backward, float32 3.6 s + 4.5 s."""
     import torch
+
+    if str(device).startswith("cuda"):
+        return torch.bfloat16
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    return torch.bfloat16 if any(k in capability.upper() for k in ("BF16", "AMX")) else torch.float32
+
+
+def _bnb_config(device: str = "cpu"):
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=compute_dtype(device),
     )
 
 
-def _nf4_fingerprint(base_sha256: str) -> str:
+def _nf4_fingerprint(base_sha256: str, device: str = "cpu") -> str:
     import bitsandbytes
 
-    return f"{base_sha256}|nf4|double_quant|bf16|bnb-{bitsandbytes.__version__}"
+    dtype = str(compute_dtype(device)).removeprefix("torch.")
+    return f"{base_sha256}|nf4|double_quant|{dtype}|bnb-{bitsandbytes.__version__}"
 
 
 def _is_valid_nf4(folder: Path, fingerprint: str) -> bool:
@@ -428,22 +440,23 @@ def _load_weights(resolved: _Resolved, quantize: bool, device: str, dtype: str =
     """
     import torch
 
-    placement = {"dtype": torch.bfloat16, "device_map": {"": device}}
+    placement = {"dtype": compute_dtype(device), "device_map": {"": device}}
     if not quantize:
         placement["dtype"] = getattr(torch, dtype)
         return _from_pretrained(resolved.folder, **placement), resolved.folder
     _import_bitsandbytes()
     if not resolved.cache_nf4:
-        return _from_pretrained(resolved.folder, quantization_config=_bnb_config(), **placement), resolved.folder
+        return (_from_pretrained(resolved.folder, quantization_config=_bnb_config(device), **placement),
+                resolved.folder)
 
     nf4 = resolved.folder / NF4_SUBDIR
-    fingerprint = _nf4_fingerprint(resolved.base_sha256)
+    fingerprint = _nf4_fingerprint(resolved.base_sha256, device)
     if _is_valid_nf4(nf4, fingerprint):
         model = _from_pretrained(nf4, **placement)
         if _has_4bit_layers(model):
             return model, nf4
         logger.warning("%s does not hold 4-bit layers; quantizing again", nf4)  # e.g. edited by hand
-    model = _from_pretrained(resolved.folder, quantization_config=_bnb_config(), **placement)
+    model = _from_pretrained(resolved.folder, quantization_config=_bnb_config(device), **placement)
     try:  # saved before any forward pass, so bitsandbytes' CPU repacking has not happened yet
         build_atomically(nf4, lambda out: model.save_pretrained(out, safe_serialization=True),
                          {"format_version": 1, "nf4_fingerprint": fingerprint},
@@ -465,7 +478,8 @@ def load_model(
     """Load a causal LM and its tokenizer, optionally in 4-bit NF4 and with a LoRA adapter.
 
     name_or_path: registry name, local model folder, local .gguf file or Hugging Face Hub id.
-    quantize: 4-bit NF4 + double quantization (bf16 compute) via bitsandbytes; False loads `dtype`.
+    quantize: 4-bit NF4 + double quantization via bitsandbytes (compute in `compute_dtype(device)`); False
+    loads `dtype`.
     dtype: weights dtype when not quantized ("bfloat16", or "float32" e.g. to merge an adapter exactly).
     adapter: folder of a peft LoRA adapter to attach (its declared base must match this model).
     device: "cuda", "cuda:N" or "cpu"; default CUDA when available, else CPU.

@@ -30,6 +30,8 @@ class FinetuneOptions:
     training: TrainOptions = field(default_factory=TrainOptions)
     promote: bool = False  # promote the new version when training succeeds
     device: str | None = None  # default: CUDA when available
+    validation_examples: int | None = None  # at most this many validation examples (answer and refusal kinds
+    #                                         alternating): each costs a forward pass per validation and calibration
 
 
 def collect_questions(options: FinetuneOptions, reader) -> list[QAItem]:
@@ -44,6 +46,16 @@ def collect_questions(options: FinetuneOptions, reader) -> list[QAItem]:
     if len(set(ids)) != len(ids):
         raise DataError("the QA files share question ids; ids must be unique across --data files")
     return items
+
+
+def _interleave_kinds(examples: list) -> list:
+    """Answer and refusal examples alternating (each kind in its original order), so a prefix keeps both."""
+    answers = [e for e in examples if e.kind == "answer"]
+    refusals = [e for e in examples if e.kind != "answer"]
+    out = []
+    for i in range(max(len(answers), len(refusals))):
+        out += answers[i:i + 1] + refusals[i:i + 1]
+    return out
 
 
 def finetune(options: FinetuneOptions, embedder=None, show_progress: bool = True) -> AdapterVersion:
@@ -67,6 +79,8 @@ def finetune(options: FinetuneOptions, embedder=None, show_progress: bool = True
     train_examples, train_report = build_examples(splits["train"], reader, embedder, count, options.examples)
     validation_examples, validation_report = build_examples(splits["validation"], reader, embedder, count,
                                                             options.examples)
+    if options.validation_examples is not None:
+        validation_examples = _interleave_kinds(validation_examples)[: options.validation_examples]
     work_dir = registry.work_dir(options.name)
     result = train(loaded, train_examples, validation_examples, work_dir, options.training,
                    show_progress=show_progress)

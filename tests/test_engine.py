@@ -40,6 +40,11 @@ def index_dir(tmp_path_factory, _shared_embedder) -> Path:
     return build_corpus(tmp_path_factory.mktemp("engine"), _shared_embedder, {**HR_DOCS, "printers.md": printers})
 
 
+# The model writes the answer (under the quote constraint) instead of the default selection: for tests of what
+# the engine does with a model's text.
+WRITTEN = AnswerOptions(decoding="constrained")
+
+
 def _engine(index_dir: Path, embedder, generator, **config) -> Engine:
     return Engine(EngineConfig(index_dir=index_dir, **config), embedder=embedder, generator=generator)
 
@@ -49,7 +54,7 @@ def _engine(index_dir: Path, embedder, generator, **config) -> Engine:
 
 def test_citations_are_verified_and_only_cited_passages_become_sources(index_dir, embedder) -> None:
     generator = FakeGenerator("Expense claims must be submitted within 30 days [1] [9].")
-    wide = AnswerOptions(retrieval=RetrievalOptions(min_score=0.0))
+    wide = AnswerOptions(retrieval=RetrievalOptions(min_score=0.0), decoding="constrained")
     answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE, wide)
     assert not answer.refused
     assert answer.answer == "Expense claims must be submitted within 30 days [1]."
@@ -65,7 +70,7 @@ def test_citations_are_verified_and_only_cited_passages_become_sources(index_dir
 def test_a_citation_first_answer_is_verified_like_any_other(index_dir, embedder) -> None:
     # The tuned adapter answers "[n] <quoted sentence>"; the marker moves to the end of the sentence.
     generator = FakeGenerator("[1] Expense claims must be submitted within 30 days of the purchase.")
-    answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE)
+    answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE, WRITTEN)
     assert not answer.refused
     assert answer.answer == "Expense claims must be submitted within 30 days of the purchase [1]."
     assert [c.source for c in answer.citations] == ["expenses.md"]
@@ -73,14 +78,14 @@ def test_a_citation_first_answer_is_verified_like_any_other(index_dir, embedder)
 
 def test_unsupported_sentences_are_left_out_and_reported(index_dir, embedder) -> None:
     generator = FakeGenerator("Sure, I can help with that. Expense claims must be submitted within 30 days.")
-    answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE)
+    answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE, WRITTEN)
     assert answer.answer == "Expense claims must be submitted within 30 days [1]."
     assert any("left out 1 sentence" in f.detail for f in answer.flags)
 
 
 def test_unsupported_answer_is_refused(index_dir, embedder) -> None:
     generator = FakeGenerator("The CEO drives a red tractor to the office every Friday [1].")
-    answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE)
+    answer = _engine(index_dir, embedder, generator).answer("When are expense claims due?", ALICE, WRITTEN)
     assert answer.refused and answer.answer == NOT_FOUND and answer.citations == []
 
 
@@ -114,16 +119,20 @@ def test_restricted_passages_never_reach_the_prompt_of_an_outsider(index_dir, em
     assert nothing.refused and nothing.retrieved == []
 
 
-def test_quote_decoding_is_the_default_and_free_decoding_leaves_the_model_its_words(index_dir, embedder) -> None:
+def test_selected_quotes_are_the_default_constrained_and_free_decoding_let_the_model_write(index_dir,
+                                                                                          embedder) -> None:
     quote = "[1] Expense claims must be submitted within 30 days of the purchase."
     generator = FakeGenerator(quote)
     engine = _engine(index_dir, embedder, generator)
-    answer = engine.answer("How many days do I have to submit an expense claim?", ALICE)
+    question = "How many days do I have to submit an expense claim?"
+    answer = engine.answer(question, ALICE, AnswerOptions(selection_threshold=0.0))  # the choice, not the calibration
+    assert generator.prompts == [], "the default selects the quote: the (scoreless) fake is never asked to write"
+    assert answer.answer == "Expense claims must be submitted within 30 days of the purchase [1]."
+    engine.answer(question, ALICE, WRITTEN)
     assert "copy word for word" in generator.prompts[0][0]["content"]
     plan = generator.options[0].quotes
     assert plan is not None and "30 days" in plan.passages[0] and generator.options[0].refusal == NOT_FOUND
-    assert answer.answer == "Expense claims must be submitted within 30 days of the purchase [1]."
-    engine.answer("How many days do I have to submit an expense claim?", ALICE, AnswerOptions(decoding="free"))
+    engine.answer(question, ALICE, AnswerOptions(decoding="free"))
     assert "Cite the passage each fact comes from" in generator.prompts[1][0]["content"]
     assert generator.options[1].quotes is None
 
@@ -150,7 +159,7 @@ def test_question_guardrails(index_dir, embedder) -> None:
     assert blocked.refused and "salaries" in blocked.answer and generator.prompts == []
     long = engine.answer("leave " * 100, ALICE)
     assert long.refused and "limit is 200" in long.answer
-    redacted = engine.answer("I am bob.smith@gmail.com, how many days of annual leave do I get?", ALICE)
+    redacted = engine.answer("I am bob.smith@gmail.com, how many days of annual leave do I get?", ALICE, WRITTEN)
     assert "bob.smith@gmail.com" not in generator.prompts[-1][1]["content"]
     assert any(f.guard == "pii" and f.stage == "question" for f in redacted.flags)
 
@@ -158,7 +167,7 @@ def test_question_guardrails(index_dir, embedder) -> None:
 def test_pii_in_the_answer_is_redacted_while_streaming_and_at_the_end(index_dir, embedder) -> None:
     generator = FakeGenerator("Employees get 27 days of annual leave per year, ask jane.doe@gmail.com.")
     engine = _engine(index_dir, embedder, generator)
-    items = list(engine.stream("How many days of annual leave?", ALICE))
+    items = list(engine.stream("How many days of annual leave?", ALICE, WRITTEN))
     assert all("jane.doe@gmail.com" not in item for item in items[:-1])
     final = items[-1]
     assert "jane.doe@gmail.com" not in final.answer and "27 days" in final.answer

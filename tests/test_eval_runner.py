@@ -51,6 +51,8 @@ def corpus(tmp_path_factory, _shared_embedder) -> Path:
 
 
 def _config(corpus: Path, out: Path, **kwargs) -> EvalConfig:
+    # the scripted fakes write the answers (decoding "constrained"); the default selection never asks them to
+    kwargs.setdefault("decoding", "constrained")
     return EvalConfig(qa_file=corpus / "qa.jsonl", index_dir=corpus / "index", out_dir=out,
                       users_file=corpus / "users.json", progress=False, **kwargs)
 
@@ -315,7 +317,7 @@ def test_oracle_gives_the_engines_stage_only_the_gold_passage(faq_corpus, tmp_pa
     assert oracle["q-leave"]["answer"] == rag["q-leave"]["answer"]
     summary = json.loads((tmp_path / "oracle" / "summary.json").read_text())
     assert summary["mode"] == "oracle" and summary["metrics"]["hit@1"] == 1.0
-    assert summary["run"]["fingerprint"]["decoding"] == "quote"
+    assert summary["run"]["fingerprint"]["decoding"] == "constrained"
 
 
 def test_baseline_option_and_default_folder_names(faq_corpus, tmp_path, embedder, monkeypatch) -> None:

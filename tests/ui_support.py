@@ -89,8 +89,9 @@ def build_site(root: Path, embedder, generator=None, with_adapters: bool = False
     generator = generator or FakeGenerator(delay=0.04)  # extractive: the first sentence of passage [1], cited
     chat_embedder = LockedEmbedder()
     chat_embedder.__dict__["model"] = embedder.model  # share the loaded weights; the lock is the chat's own
-    engine = Engine(EngineConfig(index_dir=index, adapters_dir=adapters, guardrails=config), embedder=chat_embedder,
-                    generator=generator)
+    # decoding "constrained": the fake writes (and streams) the answer, as a model does in the UI's tests
+    engine = Engine(EngineConfig(index_dir=index, adapters_dir=adapters, guardrails=config, decoding="constrained"),
+                    embedder=chat_embedder, generator=generator)
     services = make_services(engine, root / "users.json", guardrails_file, adapters, root / "uploads",
                              root / "acl-edited.toml", embedder_factory=embedder_factory)
     app = build_app(services)

@@ -131,6 +131,7 @@ class ServeOptions:
     acl_file: Path = _PATHS.acl_file  # ACL rules saved from the admin tab
     model: str = DEFAULT_MODEL
     quantize: bool = True
+    decoding: str = "quote"  # how answers are written (app.engine.DECODINGS)
     torch_threads: int = 1  # per generation; 1 leaves the other core to a second user or an ingestion
     warm_up: bool = True  # load the model before the first question
 
@@ -146,7 +147,8 @@ def serve(options: ServeOptions, on_ready: Callable[[str], None] | None = None) 
     embedder_name = reader.embedder
     reader.close()
     engine = Engine(EngineConfig(index_dir=options.index_dir, model=options.model, quantize=options.quantize,
-                                 adapters_dir=options.adapters_dir, guardrails=guardrails.load()),
+                                 adapters_dir=options.adapters_dir, guardrails=guardrails.load(),
+                                 decoding=options.decoding),
                     embedder=LockedEmbedder(embedder_name))
     services = make_services(engine, options.users_file, options.guardrails_file, options.adapters_dir,
                              options.docs_dir, options.acl_file)

@@ -1,0 +1,335 @@
+"""Answer selection: choose which 1-3 consecutive sentences of the passages answer the question, or refuse.
+
+Greedy quote decoding commits to an answer on its first token; measured on a corpus nobody tuned for, it was
+right for 26% of the questions while the first sentence of the top passage was right for 69%. Selection instead
+lists every candidate answer (1-3 consecutive sentences of one passage, never a heading, a question, a section
+number or a navigation line), describes each with a few measured features, and scores the whole candidate:
+
+- how close it is to the question (embedding cosine of the span and of its first sentence) and how many of the
+  question's words it holds;
+- the document's structure: how close the heading (or FAQ question) it sits under is to the question, and
+  whether it is the first sentence under that heading;
+- the passage's retrieval rank and score;
+- its length;
+- optionally the model: the mean log-probability of "[n] <candidate>" as the reply to the engine's quote prompt
+  (one prefill of the prompt, then the best candidates' continuations in one batch; `Generator.score`).
+
+The score is a linear model whose weights are fitted on train splits (eval/selection_fit.py); the best
+candidate's score goes through a logistic calibration, and the question is refused when the probability that
+it is right falls below a threshold chosen on validation splits. Every answer is a verbatim quote of its
+(whitespace-normalised) passage, cited.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from finetune.prompt import NOT_FOUND
+from ingest.text import PLAIN_WORD, TRAINING_STOPWORDS, content_words, ends_sentence
+
+WEIGHTS_FILE = Path(__file__).with_name("selection_weights.json")  # fitted by eval/selection_fit.py
+
+_CLOSERS = "\"'’”)]"
+_SECTION_NUMBER = re.compile(r"^[(\[]?(?:\d+|[A-Za-z])(?:[.\-]\d+)*[.):\]]?$")  # "3.1.7", "(12)", "A.", "2)"
+_LIST_MARKER = re.compile(r"^(?:[-•*–—▪●◦]|\d+[.)]|[a-z][.)])$")
+_NAVIGATION = re.compile(r"\b(?:next|previous|prev|up|home|index|contents|table of contents|top|back)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A sentence-like piece of a passage, with where it lies in the whitespace-normalised passage."""
+
+    text: str
+    kind: str  # "sentence" (may be quoted), "code" (may follow a quoted sentence), "heading", "question" (an FAQ's
+    #            question) or "noise"
+    start: int
+    end: int
+
+
+def _logical_lines(text: str) -> list[list[str]]:
+    """The passage's lines as word lists, hard-wrapped lines joined (a PDF wraps sentences across lines).
+
+    A line break is kept when the line ends a sentence (. ! ? :), is short (a heading, a list item), or the next
+    line starts with a list marker or a code prompt.
+    """
+    lines = [line.split() for line in text.splitlines()]
+    lines = [words for words in lines if words]
+    out: list[list[str]] = []
+    for words in lines:
+        if out:
+            previous = out[-1]
+            last = previous[-1].rstrip(_CLOSERS)
+            keeps_break = (not last or last[-1] in ".!?:" or len(previous) <= 8 or _LIST_MARKER.match(words[0])
+                           or words[0] in (">>>", "...", "$", "#") or previous[0] in (">>>", "..."))
+            if not keeps_break:
+                previous.extend(words)
+                continue
+        out.append(list(words))
+    return out
+
+
+def _kind(words: list[str], whole_line: bool) -> str:
+    text = " ".join(words)
+    stripped = text.rstrip(_CLOSERS)
+    if stripped.endswith("?"):
+        return "question"
+    if words[0] in (">>>", "...", "$"):
+        return "code"
+    if all(_SECTION_NUMBER.match(w) or _LIST_MARKER.match(w) for w in words):
+        return "noise"
+    if "|" in words or (len(words) <= 6 and _NAVIGATION.search(text) and not stripped.endswith(".")):
+        return "noise"
+    if whole_line and len(words) <= 15 and stripped[-1:] not in ".!:;,":
+        return "heading"
+    if len(words) < 3 and not (stripped[-1:] in ".!" and words[0][:1].isupper()):  # "Yes." and "No." answer
+        return "noise"
+    return "sentence"
+
+
+def passage_units(text: str) -> list[Unit]:
+    """The passage cut into sentences, headings, questions and noise, in order.
+
+    Offsets index `" ".join(text.split())`, the form quotes are matched against (app.quoting.normalise).
+    """
+    units: list[Unit] = []
+    at = 0
+    for words in _logical_lines(text):
+        start = 0
+        for i, word in enumerate(words):
+            following = words[i + 1] if i + 1 < len(words) else None
+            if following is None or ends_sentence(word, following):
+                piece = words[start:i + 1]
+                if _LIST_MARKER.match(piece[0]) and len(piece) > 1 and start == 0:  # "- text", "2. text"
+                    marker, piece = piece[:1], piece[1:]
+                    units.append(Unit(marker[0], "noise", at, at + len(marker[0])))
+                    at += len(marker[0]) + 1
+                unit_text = " ".join(piece)
+                whole = start == 0 and following is None
+                kind = _kind(piece, whole)
+                if kind == "noise" and units and units[-1].kind == "code":  # a code example's output line
+                    kind = "code"
+                units.append(Unit(unit_text, kind, at, at + len(unit_text)))
+                at += len(unit_text) + 1
+                start = i + 1
+    # A chunk cut mid-sentence starts or ends with a fragment ("cost centre.", "You may use no more"): not a
+    # sentence anyone should quote (the neighbouring chunk holds it whole).
+    if units and units[0].kind == "sentence" and units[0].text[:1].islower():
+        units[0] = Unit(units[0].text, "noise", units[0].start, units[0].end)
+    if units and units[-1].kind == "sentence" and units[-1].text.rstrip(_CLOSERS)[-1:] not in ".!?:":
+        units[-1] = Unit(units[-1].text, "noise", units[-1].start, units[-1].end)
+    return units
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One possible answer: units first..last (all sentences) of passage n, verbatim."""
+
+    n: int  # 1-based passage number, as in the prompt
+    first: int
+    last: int
+    sentences: tuple[str, ...]
+    heading: str  # the heading or FAQ question it sits under ("" when none)
+    offset: int  # sentences between that heading and this candidate's first sentence
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.sentences)
+
+
+@dataclass(frozen=True)
+class SelectionPassage:
+    """What selection needs of a passage shown to the model."""
+
+    text: str
+    heading: str | None  # the chunk's heading path ("Doc > Section"); its last part heads the passage
+    score: float  # retrieval cosine
+
+
+def candidates(passages: Sequence[SelectionPassage], max_sentences: int = 3, max_words: int = 80) -> list[Candidate]:
+    """Every run of 1..max_sentences consecutive sentences of one passage (code lines may follow the first),
+    at most max_words long."""
+    out: list[Candidate] = []
+    for n, passage in enumerate(passages, start=1):
+        units = passage_units(passage.text)
+        heading = (passage.heading or "").split(" > ")[-1]
+        offset = 0
+        for i, unit in enumerate(units):
+            if unit.kind in ("heading", "question"):
+                heading, offset = unit.text, 0
+                continue
+            if unit.kind != "sentence":
+                continue
+            words = 0
+            for j in range(i, min(len(units), i + max_sentences)):
+                if units[j].kind != "sentence" and not (units[j].kind == "code" and j > i):
+                    break
+                words += len(units[j].text.split())
+                if words > max_words and j > i:
+                    break
+                out.append(Candidate(n, i, j, tuple(u.text for u in units[i:j + 1]), heading, offset))
+            offset += 1
+    return out
+
+
+FEATURES = ("sim", "sim_first", "heading_sim", "first_under_heading", "offset", "rank", "retrieval",
+            "overlap", "two", "three", "words", "opens_passage", "top_opening")
+MODEL_FEATURE = "model"  # mean token log-probability under the model, centred over the scored candidates
+
+
+def _words(text: str) -> set[str]:
+    return content_words(text, TRAINING_STOPWORDS, PLAIN_WORD)
+
+
+def features(question: str, passages: Sequence[SelectionPassage], found: Sequence[Candidate],
+             embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """A (candidates x FEATURES) matrix; `embed(texts)` returns unit vectors."""
+    if not found:
+        return np.zeros((0, len(FEATURES)), dtype=np.float32)
+    sentences = sorted({u for c in found for u in c.sentences} | {c.heading for c in found if c.heading})
+    index = {text: i for i, text in enumerate(sentences)}
+    vectors = embed([question] + sentences)
+    q, table = vectors[0], vectors[1:]
+    asked = _words(question)
+    top = max(p.score for p in passages) or 1.0
+    rows = []
+    for c in found:
+        units = [table[index[t]] for t in c.sentences]
+        span = np.sum(units, axis=0)
+        span = span / (np.linalg.norm(span) or 1.0)
+        span_words = _words(c.text)
+        rows.append((
+            float(span @ q),
+            float(units[0] @ q),
+            float(table[index[c.heading]] @ q) if c.heading else 0.0,
+            1.0 if c.offset == 0 and c.heading else 0.0,
+            math.log1p(c.offset),
+            1.0 / c.n,
+            passages[c.n - 1].score / top,
+            len(asked & span_words) / len(asked) if asked else 0.0,
+            1.0 if c.last - c.first == 1 else 0.0,
+            1.0 if c.last - c.first >= 2 else 0.0,
+            math.log1p(len(c.text.split())),
+            1.0 if c.first == 0 else 0.0,  # the passage starts here: a section's first sentence, not a fragment
+            1.0 if c.first == 0 and c.n == 1 else 0.0,  # ... of the top passage (the first-sentence baseline)
+        ))
+    return np.asarray(rows, dtype=np.float32)
+
+
+CONFIDENCE = ("best", "margin", "best_sim", "best_heading_sim", "top_retrieval", "refusal")
+
+
+def confidence_features(scores: np.ndarray, matrix: np.ndarray, top_retrieval: float,
+                        refusal: float = 0.0) -> np.ndarray:
+    """What refusal is decided from: the best score, its margin over the runner-up, the best candidate's
+    similarity and heading similarity, the top passage's retrieval cosine, and (with the model) how much more
+    likely the model finds its refusal than its likeliest candidate (mean token log-probabilities)."""
+    order = np.argsort(-scores)
+    best = int(order[0])
+    margin = float(scores[best] - scores[order[1]]) if len(order) > 1 else 0.0
+    sim, heading = FEATURES.index("sim"), FEATURES.index("heading_sim")
+    return np.asarray([float(scores[best]), margin, float(matrix[best, sim]), float(matrix[best, heading]),
+                       top_retrieval, refusal], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SelectionWeights:
+    """A fitted selection model (see eval/selection_fit.py), stored as JSON."""
+
+    weights: dict[str, float]  # feature -> weight of the candidate score (FEATURES, and MODEL_FEATURE if fitted)
+    calibration: dict[str, float] = field(default_factory=dict)  # CONFIDENCE name (and "bias") -> logistic weight
+    threshold: float = 0.5  # refuse when P(right) is below this (chosen on validation splits)
+    model_candidates: int = 6  # how many of the best feature-scored candidates the model scores
+    fitted_on: dict = field(default_factory=dict)  # data, command and figures (the card)
+
+    def score(self, matrix: np.ndarray, names: Sequence[str] = FEATURES) -> np.ndarray:
+        w = np.asarray([self.weights.get(name, 0.0) for name in names], dtype=np.float32)
+        return matrix @ w
+
+    def probability(self, confidence: np.ndarray) -> float:
+        """P(the best candidate is right) from confidence_features."""
+        z = self.calibration.get("bias", 0.0) + sum(self.calibration.get(name, 0.0) * float(v)
+                                                     for name, v in zip(CONFIDENCE, confidence))
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    @property
+    def uses_model(self) -> bool:
+        return bool(self.weights.get(MODEL_FEATURE))
+
+    def to_json(self) -> dict:
+        return {"weights": self.weights, "calibration": self.calibration, "threshold": self.threshold,
+                "model_candidates": self.model_candidates, "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SelectionWeights:
+        return cls(weights={k: float(v) for k, v in data["weights"].items()},
+                   calibration={k: float(v) for k, v in data.get("calibration", {}).items()},
+                   threshold=float(data.get("threshold", 0.5)),
+                   model_candidates=int(data.get("model_candidates", 6)), fitted_on=data.get("fitted_on", {}))
+
+    @classmethod
+    def load(cls, path: Path = WEIGHTS_FILE) -> SelectionWeights:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_weights() -> SelectionWeights:
+    return SelectionWeights.load(WEIGHTS_FILE)
+
+
+def selection_weights(card_decoding: dict | None = None) -> SelectionWeights:
+    """The weights fitted for an adapter (its card's decoding.selection) or else the packaged ones."""
+    if card_decoding and card_decoding.get("selection"):
+        return SelectionWeights.from_json(card_decoding["selection"])
+    return _packaged_weights()
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome: the chosen candidate (None when nothing was a candidate) and how sure selection is."""
+
+    best: Candidate | None
+    probability: float  # calibrated P(the best candidate is right)
+    refuse: bool
+    ranked: list[tuple[float, Candidate]]  # (score, candidate), best first
+
+
+def replies(found: Sequence[Candidate]) -> list[str]:
+    """What the model is asked to score: each candidate as its quoted reply, then the refusal."""
+    return [f"[{c.n}] {c.text}" for c in found] + [NOT_FOUND]
+
+
+def select(question: str, passages: Sequence[SelectionPassage], embed: Callable[[list[str]], np.ndarray],
+           weights: SelectionWeights, model_score: Callable[[list[str]], list[float]] | None = None,
+           threshold: float | None = None) -> Selection:
+    """Score every candidate and pick the best, or refuse when it is probably not right.
+
+    `model_score(texts)` returns each reply's mean token log-probability under the model (Generator.score on
+    the engine's quote prompt); it is used only when the weights were fitted with it, on the
+    `weights.model_candidates` best candidates and the refusal (see `replies`).
+    """
+    found = candidates(passages)
+    if not found:
+        return Selection(None, 0.0, True, [])
+    matrix = features(question, passages, found, embed)
+    scores = weights.score(matrix)  # FEATURES only: the model's term is added below for the best candidates
+    refusal = 0.0
+    order = sorted(range(len(found)), key=lambda i: -float(scores[i]))
+    if weights.uses_model and model_score is not None:
+        head = order[: weights.model_candidates]
+        scored = np.asarray(model_score(replies([found[i] for i in head])), dtype=np.float32)
+        logprobs, refusal = scored[:-1], float(scored[-1] - scored[:-1].max())
+        centred = logprobs - logprobs.mean()
+        for i, lp in zip(head, centred):
+            scores[i] += weights.weights[MODEL_FEATURE] * float(lp)
+        order = sorted(range(len(found)), key=lambda i: -float(scores[i]))
+    ranked = [(float(scores[i]), found[i]) for i in order]
+    probability = weights.probability(confidence_features(scores, matrix, max(p.score for p in passages), refusal))
+    limit = weights.threshold if threshold is None else threshold
+    return Selection(ranked[0][1], probability, probability < limit, ranked)

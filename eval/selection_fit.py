@@ -1,0 +1,380 @@
+"""Fit answer selection's weights (app/selection.py) on the train splits; choose its refusal threshold on the
+validation splits. Never reads a test split.
+
+    python -m eval.selection_fit --corpus examples/acme/qa.jsonl:IDX_ACME:examples/acme/users.json \\
+        --corpus ../shared/data/python-docs/qa.jsonl:IDX_PY [--model-scores] --out app/selection_weights.json
+
+For every question of the train and validation splits the engine's own retrieval runs (through an answer stage
+that only records the passages), and every candidate answer gets its features. A candidate is *right* when it
+comes from the gold source file and recalls at least half of the gold answer's content words (the strict
+correctness of `groundwork eval`). Questions the documents cannot answer come from three places: the QA sets'
+unanswerable questions, each answerable question asked again with its gold document withheld, and each corpus's
+questions asked against the other corpora's indexes.
+
+The candidate score is a conditional logit (softmax over a question's candidates, maximising the probability of
+its right ones, L2-regularised); P(right) is a logistic fit of "the best candidate is right" on the best score;
+the threshold maximises the mean of (answerable questions answered right) and (unanswerable questions refused)
+on the validation splits. With --model-scores the model (the promoted adapter unless --adapter) also scores the
+best candidates and its centred log-probability becomes one more feature.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.selection import (CONFIDENCE, FEATURES, MODEL_FEATURE, SelectionPassage, SelectionWeights, candidates,
+                           confidence_features, features)
+from eval.metrics import numbers_agree, split_source
+from finetune.prompt import NOT_FOUND
+from finetune.splits import split_of
+from ingest.text import content_words
+
+
+def answer_recall(answer: str, gold_answer: str) -> float:
+    """Share of the gold answer's content words that the answer holds (the strict correctness measure)."""
+    gold = content_words(gold_answer)
+    return len(gold & content_words(answer)) / len(gold) if gold else 0.0
+
+
+def is_right(text: str, source: str, item) -> bool:
+    gold_file, _ = split_source(item.gold_source)
+    return (bool(item.answerable and item.answer) and source == gold_file
+            and answer_recall(text, item.answer) >= 0.5 and numbers_agree(text, item.answer))
+
+
+@dataclass
+class Question:
+    """One question as selection sees it, with every candidate's features and label."""
+
+    id: str
+    split: str
+    kind: str  # "answerable", "unanswerable", "withheld" (gold document removed), "cross" (another corpus)
+    matrix: np.ndarray
+    labels: np.ndarray
+    texts: list[str]
+    top_retrieval: float
+    messages: list[dict] = field(default_factory=list)  # the engine's quote prompt for these passages
+    replies: list[str] = field(default_factory=list)  # "[n] candidate" per candidate, as the model would reply
+    model: np.ndarray | None = None  # per candidate: centred log-probability (0 where the model did not score)
+    refusal: float = 0.0  # the refusal's log-probability minus the likeliest scored candidate's
+
+
+class _Capture:
+    """An answer stage that records the passages the engine retrieved, and answers nothing."""
+
+    retrieves = True
+    model = "capture"
+
+    def __init__(self) -> None:
+        self.passages = []
+
+    def run(self, turn):
+        self.passages = list(turn.passages)
+        yield turn.finish("", True, "captured")
+
+
+def _engine(index: Path):
+    from app.engine import Engine, EngineConfig
+
+    stage = _Capture()
+    return Engine(EngineConfig(index_dir=index), answer_stage=stage), stage
+
+
+def retrieve(engine, stage, question: str, user, depth: int = 15):
+    from app.engine import AnswerOptions
+    from ingest.retrieval import RetrievalOptions
+
+    stage.passages = []
+    engine.answer(question, user, AnswerOptions(retrieval=RetrievalOptions(top_k=depth)))
+    return stage.passages
+
+
+def _question(qid, split, kind, question, passages, item, embed, top_k) -> Question | None:
+    shown = passages[:top_k]
+    if not shown:
+        return None
+    views = [SelectionPassage(p.chunk.text, p.chunk.heading, p.score) for p in shown]
+    found = candidates(views)
+    if not found:
+        return None
+    labels = np.asarray([kind == "answerable" and is_right(c.text, shown[c.n - 1].chunk.source, item)
+                         for c in found], dtype=np.float32)
+    from finetune.prompt import PromptPassage, build_messages, passage_label
+
+    prompt = [PromptPassage(p.chunk.text, passage_label(p.chunk.source, p.chunk.heading, p.chunk.page))
+              for p in shown]
+    return Question(qid, split, kind, features(question, views, found, embed), labels, [c.text for c in found],
+                    max(p.score for p in shown), build_messages(question, prompt, "quote"),
+                    [f"[{c.n}] {c.text}" for c in found])
+
+
+def collect(corpora, splits=("train", "validation"), top_k: int = 5, cross_per_pair: int = 40) -> list[Question]:
+    from eval.qa import load_qa, resolve_users
+    from ingest.embedding import Embedder
+
+    out: list[Question] = []
+    engines = [_engine(c["index"]) for c in corpora]
+    embedder = engines[0][0].embedder
+    embed = lambda texts: np.asarray(embedder.encode(list(texts)))  # noqa: E731
+    items_of = []
+    for corpus in corpora:
+        items = [i for i in load_qa(corpus["qa"]) if split_of(i.id) in splits]
+        items_of.append((items, resolve_users(items, corpus.get("users"))))
+    started = time.time()
+    for ci, (corpus, (engine, stage)) in enumerate(zip(corpora, engines)):
+        items, users = items_of[ci]
+        for k, item in enumerate(items):
+            user = users[item.user]
+            passages = retrieve(engine, stage, item.question, user)
+            split = split_of(item.id)
+            if item.answerable:
+                q = _question(item.id, split, "answerable", item.question, passages, item, embed, top_k)
+                gold_file, _ = split_source(item.gold_source)
+                withheld = [p for p in passages if p.chunk.source != gold_file]
+                w = _question(item.id + "#withheld", split, "withheld", item.question, withheld, item, embed, top_k)
+                out += [x for x in (q, w) if x is not None]
+            else:
+                q = _question(item.id, split, "unanswerable", item.question, passages, item, embed, top_k)
+                out += [q] if q else []
+            print(f"\r{corpus['qa'].parent.name}: {k + 1}/{len(items)} ({time.time() - started:.0f} s)", end="",
+                  file=sys.stderr)
+        print(file=sys.stderr)
+        # this corpus's questions against every other corpus's index: the documents cannot answer them
+        for cj, (other, _) in enumerate(engines):
+            if cj == ci:
+                continue
+            from app.users import ANONYMOUS
+
+            for item in [i for i in items if i.answerable][:cross_per_pair]:
+                passages = retrieve(other, engines[cj][1], item.question, ANONYMOUS)
+                q = _question(item.id + f"#on{cj}", split_of(item.id), "cross", item.question, passages, item,
+                              embed, top_k)
+                out += [q] if q else []
+    return out
+
+
+def save_questions(questions: list[Question], path: Path) -> None:
+    arrays = {}
+    meta = []
+    for i, q in enumerate(questions):
+        arrays[f"m{i}"], arrays[f"y{i}"] = q.matrix, q.labels
+        if q.model is not None:
+            arrays[f"lp{i}"] = q.model
+        meta.append({"id": q.id, "split": q.split, "kind": q.kind, "texts": q.texts, "top": q.top_retrieval,
+                     "messages": q.messages, "replies": q.replies, "refusal": q.refusal})
+    np.savez_compressed(path, meta=np.asarray(json.dumps(meta)), **arrays)
+
+
+def load_questions(path: Path) -> list[Question]:
+    data = np.load(path, allow_pickle=False)
+    meta = json.loads(str(data["meta"]))
+    return [Question(m["id"], m["split"], m["kind"], data[f"m{i}"], data[f"y{i}"], m["texts"], m["top"],
+                     m["messages"], m["replies"], data[f"lp{i}"] if f"lp{i}" in data else None,
+                     m.get("refusal", 0.0))
+            for i, m in enumerate(meta)]
+
+
+def add_model_scores(questions: list[Question], weights: SelectionWeights, generator, count: int) -> None:
+    """Score each question's `count` best candidates (by the feature weights) under the model, centred."""
+    started = time.time()
+    for k, q in enumerate(questions):
+        if q.model is not None:
+            continue
+        order = np.argsort(-(q.matrix @ np.asarray([weights.weights.get(n, 0.0) for n in FEATURES])))[:count]
+        scored = np.asarray(generator.score(q.messages, [q.replies[i] for i in order] + [NOT_FOUND]),
+                            dtype=np.float32)
+        logprobs = scored[:-1]
+        q.model = np.zeros(len(q.labels), dtype=np.float32)
+        q.model[order] = logprobs - logprobs.mean()
+        q.refusal = float(scored[-1] - logprobs.max())
+        print(f"\rmodel scores: {k + 1}/{len(questions)} ({time.time() - started:.0f} s)", end="", file=sys.stderr)
+    print(file=sys.stderr)
+
+
+# --- fitting -------------------------------------------------------------------------------------------------
+
+def _matrix(q: Question, names) -> np.ndarray:
+    if MODEL_FEATURE not in names:
+        return q.matrix
+    column = np.zeros((len(q.labels), 1), dtype=np.float32)
+    if q.model is not None:
+        column[:, 0] = q.model
+    return np.hstack([q.matrix, column])
+
+
+def fit_weights(questions: list[Question], names, l2: float = 0.01) -> dict[str, float]:
+    """Conditional logit: maximise log sum_{right} softmax(score) over answerable questions with a right one."""
+    from scipy.optimize import minimize
+
+    data = [(_matrix(q, names), q.labels) for q in questions if q.kind == "answerable" and q.labels.any()]
+    mean = np.mean(np.vstack([m for m, _ in data]), axis=0)
+    std = np.std(np.vstack([m for m, _ in data]), axis=0) + 1e-6
+
+    def loss(w):
+        total, grad = 0.0, np.zeros_like(w)
+        for m, y in data:
+            z = ((m - mean) / std) @ w
+            z = z - z.max()
+            p = np.exp(z) / np.exp(z).sum()
+            right = y > 0
+            pr = p[right].sum()
+            total -= math.log(pr + 1e-12)
+            # d/dw -log(sum_right p) = E_p[x] - E_{p|right}[x]
+            xs = (m - mean) / std
+            grad += p @ xs - (p[right] @ xs[right]) / (pr + 1e-12)
+        return total / len(data) + l2 * w @ w, grad / len(data) + 2 * l2 * w
+
+    result = minimize(loss, np.zeros(len(names)), jac=True, method="L-BFGS-B")
+    w = result.x / std  # back to raw feature units (the mean only shifts every candidate's score equally)
+    return {name: round(float(v), 5) for name, v in zip(names, w)}
+
+
+def _scores(q: Question, weights: SelectionWeights, names) -> np.ndarray:
+    return _matrix(q, names) @ np.asarray([weights.weights.get(n, 0.0) for n in names])
+
+
+def best_of(q: Question, weights: SelectionWeights, names) -> tuple[np.ndarray, bool]:
+    """The question's confidence features and whether its best candidate is right."""
+    scores = _scores(q, weights, names)
+    return (confidence_features(scores, q.matrix, q.top_retrieval, q.refusal if MODEL_FEATURE in names else 0.0),
+            bool(q.labels[int(np.argmax(scores))]))
+
+
+def fit_calibration(questions, weights, names, l2: float = 0.01) -> dict[str, float]:
+    """Logistic regression of "the best candidate is right" on the confidence features (standardised, L2)."""
+    from scipy.optimize import minimize
+
+    pairs = [best_of(q, weights, names) for q in questions]
+    x = np.vstack([p[0] for p in pairs]).astype(float)
+    y = np.asarray([p[1] for p in pairs], dtype=float)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    xs = (x - mean) / std
+
+    def loss(w):
+        z = xs @ w[1:] + w[0]
+        p = 1 / (1 + np.exp(-z))
+        grad = np.concatenate([[np.mean(p - y)], xs.T @ (p - y) / len(y)]) + 2 * l2 * np.r_[0, w[1:]]
+        return float(np.mean(np.logaddexp(0, z) - y * z) + l2 * w[1:] @ w[1:]), grad
+
+    w = minimize(loss, np.zeros(len(CONFIDENCE) + 1), jac=True, method="L-BFGS-B").x
+    raw = w[1:] / std
+    out = {name: round(float(v), 5) for name, v in zip(CONFIDENCE, raw)}
+    out["bias"] = round(float(w[0] - (mean / std) @ w[1:]), 5)
+    return out
+
+
+def evaluate(questions, weights: SelectionWeights, names, threshold: float) -> dict:
+    answerable = [q for q in questions if q.kind == "answerable"]
+    others = [q for q in questions if q.kind != "answerable"]
+    right = refused_a = refused_u = best_right = 0
+    for q in answerable:
+        confidence, ok = best_of(q, weights, names)
+        best_right += ok
+        if weights.probability(confidence) < threshold:
+            refused_a += 1
+        elif ok:
+            right += 1
+    by_kind: dict[str, list[int]] = {}
+    for q in others:
+        confidence, _ = best_of(q, weights, names)
+        refused = weights.probability(confidence) < threshold
+        refused_u += refused
+        by_kind.setdefault(q.kind, []).append(int(refused))
+    return {"answerable": len(answerable), "right": round(right / max(1, len(answerable)), 4),
+            "answerable_refused": round(refused_a / max(1, len(answerable)), 4),
+            "unanswerable": len(others), "unanswerable_refused": round(refused_u / max(1, len(others)), 4),
+            "unanswerable_refused_by_kind": {k: round(sum(v) / len(v), 4) for k, v in by_kind.items()},
+            "best_right_if_answered": round(best_right / max(1, len(answerable)), 4)}
+
+
+def choose_threshold(questions, weights, names, slack: float = 0.0) -> float:
+    """The threshold that maximises the mean of (answerable questions answered right) and (unanswerable ones
+    refused), among those that refuse no more answerable questions than the lowest threshold does (+ `slack`).
+
+    The target on answerable questions (at most 5% refused) binds first: without the constraint, the many
+    gold-withheld questions (whose answer another document may still hold) push the threshold up until a fifth
+    of the answerable questions are refused.
+    """
+    grid = [float(t) for t in np.linspace(0.02, 0.98, 97)]
+    figures = {t: evaluate(questions, weights, names, t) for t in grid}
+    floor = min(m["answerable_refused"] for m in figures.values())
+    allowed = [t for t in grid if figures[t]["answerable_refused"] <= floor + slack + 1e-9]
+    best = max(allowed, key=lambda t: ((figures[t]["right"] + figures[t]["unanswerable_refused"]) / 2, -t))
+    return round(best, 3)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _parse_corpus(text: str) -> dict:
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise SystemExit(f"--corpus takes QA:INDEX[:USERS], not {text!r}")
+    corpus = {"qa": Path(parts[0]), "index": Path(parts[1])}
+    if len(parts) == 3:
+        corpus["users"] = Path(parts[2])
+    return corpus
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", action="append", required=True, type=_parse_corpus, help="QA:INDEX[:USERS]")
+    parser.add_argument("--out", type=Path, default=Path("app/selection_weights.json"))
+    parser.add_argument("--cache", type=Path, help="save/load the collected features here (.npz, no pickles)")
+    parser.add_argument("--model-scores", action="store_true", help="add the model's log-probability feature")
+    parser.add_argument("--model", default=None, help="base model (default: the engine's)")
+    parser.add_argument("--adapter", default=None, help="adapter folder, or none (default: none)")
+    parser.add_argument("--model-candidates", type=int, default=6)
+    args = parser.parse_args(argv)
+    if args.cache and args.cache.exists():
+        questions = load_questions(args.cache)
+    else:
+        questions = collect(args.corpus)
+        if args.cache:
+            save_questions(questions, args.cache)
+    names = FEATURES
+    train = [q for q in questions if q.split == "train"]
+    validation = [q for q in questions if q.split == "validation"]
+    weights = SelectionWeights(fit_weights(train, names))
+    if args.model_scores:
+        from app.generator import load_transformers_generator
+        from finetune.models import DEFAULT_MODEL
+
+        adapter = Path(args.adapter) if args.adapter and args.adapter != "none" else None
+        generator = load_transformers_generator(args.model or DEFAULT_MODEL, True, adapter)
+        add_model_scores(questions, weights, generator, args.model_candidates)
+        if args.cache:
+            save_questions(questions, args.cache)
+        names = FEATURES + (MODEL_FEATURE,)
+        weights = SelectionWeights(fit_weights(train, names), model_candidates=args.model_candidates)
+    weights = SelectionWeights(weights.weights, fit_calibration(train, weights, names),
+                               model_candidates=weights.model_candidates)
+    threshold = choose_threshold(validation, weights, names)
+    figures = {"train": evaluate(train, weights, names, threshold),
+               "validation": evaluate(validation, weights, names, threshold)}
+    fitted_on = {"command": "python -m eval.selection_fit " + " ".join(sys.argv[1:] if argv is None else argv),
+                 "data": [{"qa": str(c["qa"]), "sha256": _sha256(c["qa"])} for c in args.corpus],
+                 "splits": {"weights and calibration": "train", "threshold": "validation"},
+                 "questions": {s: {k: sum(1 for q in questions if q.split == s and q.kind == k)
+                                   for k in ("answerable", "unanswerable", "withheld", "cross")}
+                               for s in ("train", "validation")},
+                 "figures": figures}
+    final = SelectionWeights(weights.weights, weights.calibration, threshold, weights.model_candidates,
+                             fitted_on=fitted_on)
+    args.out.write_text(json.dumps(final.to_json(), indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({"weights": final.weights, "calibration": final.calibration, "threshold": threshold,
+                      **figures}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Answer selection (app/selection.py): what may be quoted, which candidate wins, and when it refuses.
+
+These run the packaged weights (app/selection_weights.json) with the real embedder: a regression in the
+features, the candidates or the fitted weights shows here as a wrong choice.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.selection import SelectionPassage, candidates, passage_units, select, selection_weights
+from conftest import build_corpus
+from fakes import FakeGenerator
+
+FAQ = (
+    "3.1.7 How long do I have to submit my expenses?\n"
+    "Claims must reach Finance within 30 days of the purchase. Late claims need the CFO's approval.\n"
+    "3.1.8 Who approves my travel?\n"
+    "Your line manager approves every trip before you book it.\n"
+)
+
+
+def _embed(embedder):
+    return lambda texts: np.asarray(embedder.encode(list(texts)))
+
+
+def test_headings_section_numbers_and_navigation_are_never_candidates() -> None:
+    text = "Travel guide\nNext | Previous | Index\n" + FAQ + "3.1.9\n"
+    kinds = {u.text: u.kind for u in passage_units(text)}
+    assert kinds["Travel guide"] == "heading"
+    assert kinds["3.1.7 How long do I have to submit my expenses?"] == "question"
+    assert kinds["Next | Previous | Index"] == "noise"
+    assert kinds["3.1.9"] == "noise"
+    quoted = {c.text for c in candidates([SelectionPassage(text, None, 0.6)])}
+    assert quoted, "the answers are candidates"
+    assert not any("?" in q or q.startswith(("3.1", "Travel guide", "Next")) for q in quoted)
+    assert "Claims must reach Finance within 30 days of the purchase." in quoted
+    # a span never runs past the next heading into another question's answer
+    assert not any("Claims" in q and "line manager" in q for q in quoted)
+
+
+def test_an_abbreviation_or_an_initial_does_not_end_a_sentence() -> None:
+    text = "The FAQ was written by J.H.M. Dassen, e.g. for version 2.7.1 users. Dr. Okafor keeps it."
+    sentences = [u.text for u in passage_units(text) if u.kind == "sentence"]
+    assert sentences == ["The FAQ was written by J.H.M. Dassen, e.g. for version 2.7.1 users.", "Dr. Okafor keeps it."]
+
+
+def test_a_hard_wrapped_pdf_sentence_is_one_candidate() -> None:
+    text = ("Expense claims must be submitted in Spendly within 30 days of the date the expense was\n"
+            "incurred. Claims submitted later are rejected.\n")
+    first = candidates([SelectionPassage(text, None, 0.6)])[0]
+    assert first.text == ("Expense claims must be submitted in Spendly within 30 days of the date the expense "
+                          "was incurred.")
+
+
+def test_the_answer_under_the_matching_heading_wins_over_the_most_similar_sentence(embedder) -> None:
+    # The sentence under the neighbouring question repeats the question's words; the answer sits under the FAQ
+    # question that matches.
+    faq = ("3.1.6 Can I hand in a claim after the deadline?\n"
+           "Employees often ask how long they have to submit their expenses; late ones need the CFO's approval.\n"
+           + FAQ)
+    passages = [SelectionPassage(faq, "Expenses FAQ", 0.66)]
+    question = "How long do I have to submit my expenses?"
+    embed = _embed(embedder)
+    found = candidates(passages)
+    sims = embed([question] + [c.text for c in found]) @ embed([question])[0]
+    most_similar = found[int(np.argmax(sims[1:]))]
+    assert most_similar.text.startswith("Employees often ask"), "the fixture's point: the distractor is closest"
+    chosen = select(question, passages, embed, selection_weights())
+    assert not chosen.refuse
+    assert chosen.best.text.startswith("Claims must reach Finance within 30 days")
+
+
+def test_refusal_is_calibrated_an_unrelated_question_is_refused_and_a_related_one_is_not(embedder) -> None:
+    passages = [SelectionPassage(FAQ, "FAQ", 0.65)]
+    embed = _embed(embedder)
+    weights = selection_weights()
+    answered = select("How long do I have to submit my expenses?", passages, embed, weights)
+    refused = select("What is the boiling point of liquid nitrogen?",
+                     [SelectionPassage(FAQ, "FAQ", 0.12)], embed, weights)
+    assert not answered.refuse and refused.refuse
+    assert answered.probability > refused.probability
+    # the threshold is the fitted one unless the caller asks for another
+    assert select("How long do I have to submit my expenses?", passages, embed, weights, threshold=1.01).refuse
+
+
+def test_the_engine_answers_with_a_verbatim_cited_quote_without_the_model_writing_it(tmp_path, embedder) -> None:
+    from app.engine import AnswerOptions, Engine, EngineConfig
+    from app.users import ANONYMOUS
+
+    index = build_corpus(tmp_path, embedder)
+    generator = FakeGenerator("this text is never used: the quote is selected, not generated")
+    engine = Engine(EngineConfig(index_dir=index), embedder=embedder, generator=generator)
+    # threshold 0: this checks what selection answers, not the calibration (fitted on FAQ-style corpora, it
+    # gives this tiny corpus's "Deadline" heading little confidence)
+    answer = engine.answer("When must expense claims be submitted?", ANONYMOUS, AnswerOptions(selection_threshold=0.0))
+    assert not answer.refused, answer.refusal_reason
+    assert answer.answer.startswith("Expense claims must be submitted within 30 days of the purchase")
+    assert [c.source for c in answer.citations] == ["expenses.md"]
+    assert "select" in answer.timings and "generate" not in answer.timings
+    assert generator.prompts == [], "the fake has no score(): selection ranked without the model"
+
+
+@pytest.mark.parametrize("decoding", ["constrained", "free"])
+def test_the_other_decodings_still_let_the_model_write(tmp_path, embedder, decoding) -> None:
+    from app.engine import AnswerOptions, Engine, EngineConfig
+    from app.users import ANONYMOUS
+
+    index = build_corpus(tmp_path, embedder)
+    generator = FakeGenerator()
+    engine = Engine(EngineConfig(index_dir=index), embedder=embedder, generator=generator)
+    engine.answer("When must expense claims be submitted?", ANONYMOUS, AnswerOptions(decoding=decoding))
+    assert len(generator.prompts) == 1
+
+
+def test_the_model_scores_the_best_candidates_and_its_refusal_when_the_weights_use_it(embedder) -> None:
+    from app.selection import MODEL_FEATURE, SelectionWeights
+
+    passages = [SelectionPassage(FAQ, "FAQ", 0.65)]
+    embed = _embed(embedder)
+    base = selection_weights()
+    asked: list[list[str]] = []
+
+    def prefers_late_claims(texts: list[str]) -> list[float]:
+        asked.append(texts)
+        return [-0.1 if t.startswith("[1] Late claims") else -0.3 if t.startswith("I could not") else -3.0
+                for t in texts]
+
+    with_model = SelectionWeights({**base.weights, MODEL_FEATURE: 50.0}, base.calibration, base.threshold,
+                                  model_candidates=4)
+    chosen = select("How long do I have to submit my expenses?", passages, embed, with_model, prefers_late_claims)
+    assert len(asked) == 1 and len(asked[0]) == 5 and asked[0][-1].startswith("I could not find")
+    assert all(t.startswith("[1] ") for t in asked[0][:-1]), "candidates are scored as the model's quoted reply"
+    assert chosen.best.text.startswith("Late claims")
+    # weights fitted without the model never ask it
+    asked.clear()
+    no_model = SelectionWeights({k: v for k, v in base.weights.items() if k != MODEL_FEATURE}, base.calibration,
+                                base.threshold)
+    select("How long do I have to submit my expenses?", passages, embed, no_model, prefers_late_claims)
+    assert asked == []
+    # a model that finds its refusal far likelier than any candidate makes selection refuse (when calibrated so)
+    refusing = SelectionWeights(with_model.weights, {**base.calibration, "refusal": -20.0}, base.threshold,
+                                model_candidates=4)
+    sure = lambda texts: [-0.01 if t.startswith("I could not") else -4.0 for t in texts]  # noqa: E731
+    assert select("How long do I have to submit my expenses?", passages, embed, refusing, sure).refuse
