@@ -30,8 +30,8 @@ install: $(VENV)/.installed adapter
 
 # Register the shipped adapter while the registry has no version of it (a later promote or rollback stays).
 adapter: $(VENV)/.installed
-	@$(GW) adapters list | grep -q "^$(SHIPPED_ADAPTER)@" || \
-	  $(GW) adapters import $(SHIPPED_ADAPTER_DIR) --name $(SHIPPED_ADAPTER) --promote
+	@if [ -d $(SHIPPED_ADAPTER_DIR) ] && ! $(GW) adapters list | grep -q "^$(SHIPPED_ADAPTER)@"; then \
+	  $(GW) adapters import $(SHIPPED_ADAPTER_DIR) --name $(SHIPPED_ADAPTER) --promote; fi
 
 # Demo accounts (demo only: change or remove them before real use). name:groups:role:password
 DEMO_USERS := alice:everyone:employee:alice-demo hannah:everyone,hr:employee:hannah-demo \

@@ -14,7 +14,8 @@ questions asked against the other corpora's indexes.
 The candidate score is a conditional logit (softmax over a question's candidates, maximising the probability of
 its right ones, L2-regularised); P(right) is a logistic fit of "the best candidate is right" on the best score;
 the threshold maximises the mean of (answerable questions answered right) and (unanswerable questions refused)
-on the validation splits. With --model-scores the model (the promoted adapter unless --adapter) also scores the
+on the validation splits, among the thresholds that refuse the fewest answerable questions. Every fit weighs each
+corpus equally, however many questions it has. With --model-scores the model (the promoted adapter unless --adapter) also scores the
 best candidates and its centred log-probability becomes one more feature.
 """
 from __future__ import annotations
@@ -214,23 +215,25 @@ def fit_weights(questions: list[Question], names, l2: float = 0.01) -> dict[str,
     """Conditional logit: maximise log sum_{right} softmax(score) over answerable questions with a right one."""
     from scipy.optimize import minimize
 
-    data = [(_matrix(q, names), q.labels) for q in questions if q.kind == "answerable" and q.labels.any()]
+    chosen = [q for q in questions if q.kind == "answerable" and q.labels.any()]
+    weight = corpus_weights(chosen)
+    data = [(_matrix(q, names), q.labels) for q in chosen]
     mean = np.mean(np.vstack([m for m, _ in data]), axis=0)
     std = np.std(np.vstack([m for m, _ in data]), axis=0) + 1e-6
 
     def loss(w):
         total, grad = 0.0, np.zeros_like(w)
-        for m, y in data:
+        for (m, y), c in zip(data, weight):
             z = ((m - mean) / std) @ w
             z = z - z.max()
             p = np.exp(z) / np.exp(z).sum()
             right = y > 0
             pr = p[right].sum()
-            total -= math.log(pr + 1e-12)
+            total -= c * math.log(pr + 1e-12)
             # d/dw -log(sum_right p) = E_p[x] - E_{p|right}[x]
             xs = (m - mean) / std
-            grad += p @ xs - (p[right] @ xs[right]) / (pr + 1e-12)
-        return total / len(data) + l2 * w @ w, grad / len(data) + 2 * l2 * w
+            grad += c * (p @ xs - (p[right] @ xs[right]) / (pr + 1e-12))
+        return total + l2 * w @ w, grad + 2 * l2 * w
 
     result = minimize(loss, np.zeros(len(names)), jac=True, method="L-BFGS-B")
     w = result.x / std  # back to raw feature units (the mean only shifts every candidate's score equally)
@@ -248,6 +251,18 @@ def best_of(q: Question, weights: SelectionWeights, names) -> tuple[np.ndarray, 
             bool(q.labels[int(np.argmax(scores))]))
 
 
+def corpus_of(q: Question) -> str:
+    return q.id.split("-", 1)[0]  # "acme-001", "pyfaq-012"
+
+
+def corpus_weights(questions: list[Question]) -> np.ndarray:
+    """Per question, 1 / (questions of its corpus) / corpora: every corpus weighs the same, however big."""
+    counts: dict[str, int] = {}
+    for q in questions:
+        counts[corpus_of(q)] = counts.get(corpus_of(q), 0) + 1
+    return np.asarray([1.0 / counts[corpus_of(q)] / len(counts) for q in questions])
+
+
 def fit_calibration(questions, weights, names, l2: float = 0.01) -> dict[str, float]:
     """Logistic regression of "the best candidate is right" on the confidence features (standardised, L2)."""
     from scipy.optimize import minimize
@@ -255,14 +270,15 @@ def fit_calibration(questions, weights, names, l2: float = 0.01) -> dict[str, fl
     pairs = [best_of(q, weights, names) for q in questions]
     x = np.vstack([p[0] for p in pairs]).astype(float)
     y = np.asarray([p[1] for p in pairs], dtype=float)
+    c = corpus_weights(questions)
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     xs = (x - mean) / std
 
     def loss(w):
         z = xs @ w[1:] + w[0]
         p = 1 / (1 + np.exp(-z))
-        grad = np.concatenate([[np.mean(p - y)], xs.T @ (p - y) / len(y)]) + 2 * l2 * np.r_[0, w[1:]]
-        return float(np.mean(np.logaddexp(0, z) - y * z) + l2 * w[1:] @ w[1:]), grad
+        grad = np.concatenate([[np.sum(c * (p - y))], xs.T @ (c * (p - y))]) + 2 * l2 * np.r_[0, w[1:]]
+        return float(np.sum(c * (np.logaddexp(0, z) - y * z)) + l2 * w[1:] @ w[1:]), grad
 
     w = minimize(loss, np.zeros(len(CONFIDENCE) + 1), jac=True, method="L-BFGS-B").x
     raw = w[1:] / std
@@ -295,7 +311,7 @@ def evaluate(questions, weights: SelectionWeights, names, threshold: float) -> d
             "best_right_if_answered": round(best_right / max(1, len(answerable)), 4)}
 
 
-def choose_threshold(questions, weights, names, slack: float = 0.0) -> float:
+def choose_threshold(questions, weights, names, slack: float = 0.2) -> float:
     """The threshold that maximises the mean of (answerable questions answered right) and (unanswerable ones
     refused), among those that refuse no more answerable questions than the lowest threshold does (+ `slack`).
 
@@ -304,7 +320,13 @@ def choose_threshold(questions, weights, names, slack: float = 0.0) -> float:
     of the answerable questions are refused.
     """
     grid = [float(t) for t in np.linspace(0.02, 0.98, 97)]
-    figures = {t: evaluate(questions, weights, names, t) for t in grid}
+    corpora = sorted({corpus_of(q) for q in questions})
+
+    def averaged(t: float) -> dict:  # every corpus weighs the same
+        per = [evaluate([q for q in questions if corpus_of(q) == c], weights, names, t) for c in corpora]
+        return {k: sum(m[k] for m in per) / len(per) for k in ("right", "answerable_refused", "unanswerable_refused")}
+
+    figures = {t: averaged(t) for t in grid}
     floor = min(m["answerable_refused"] for m in figures.values())
     allowed = [t for t in grid if figures[t]["answerable_refused"] <= floor + slack + 1e-9]
     best = max(allowed, key=lambda t: ((figures[t]["right"] + figures[t]["unanswerable_refused"]) / 2, -t))
@@ -334,6 +356,11 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="base model (default: the engine's)")
     parser.add_argument("--adapter", default=None, help="adapter folder, or none (default: none)")
     parser.add_argument("--model-candidates", type=int, default=6)
+    parser.add_argument("--model-sample", type=int, default=None,
+                        help="score only this many train questions (and their gold-withheld twins) with the model, "
+                             "and fit on those: each costs a prefill on CPU")
+    parser.add_argument("--card", type=Path, default=None,
+                        help="also write the weights into this adapter folder's card (decoding.selection)")
     args = parser.parse_args(argv)
     if args.cache and args.cache.exists():
         questions = load_questions(args.cache)
@@ -351,6 +378,11 @@ def main(argv=None) -> int:
 
         adapter = Path(args.adapter) if args.adapter and args.adapter != "none" else None
         generator = load_transformers_generator(args.model or DEFAULT_MODEL, True, adapter)
+        if args.model_sample is not None:
+            keep = {q.id for q in train if q.kind == "answerable"}
+            keep = set(sorted(keep)[: args.model_sample])
+            train = [q for q in train if q.id.split("#")[0] in keep or q.kind in ("unanswerable", "cross")]
+            questions = train + validation
         add_model_scores(questions, weights, generator, args.model_candidates)
         if args.cache:
             save_questions(questions, args.cache)
@@ -371,6 +403,11 @@ def main(argv=None) -> int:
     final = SelectionWeights(weights.weights, weights.calibration, threshold, weights.model_candidates,
                              fitted_on=fitted_on)
     args.out.write_text(json.dumps(final.to_json(), indent=2) + "\n", encoding="utf-8")
+    if args.card is not None:
+        card_path = args.card / "card.json"
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        card.setdefault("decoding", {})["selection"] = final.to_json()
+        card_path.write_text(json.dumps(card, indent=1, sort_keys=True), encoding="utf-8")
     print(json.dumps({"weights": final.weights, "calibration": final.calibration, "threshold": threshold,
                       **figures}, indent=2))
     return 0
