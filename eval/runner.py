@@ -108,7 +108,18 @@ def _fingerprint(config: EvalConfig, index_generation: int, adapter_resolved: st
             "quantize": config.quantize if model else None, "top_k": config.top_k,
             "max_new_tokens": config.max_new_tokens if model else None,
             "decoding": config.decoding if config.mode in WITH_DECODING else None,
+            # the packaged selection weights (an adapter's own are in its card, covered by "adapter")
+            "selection_weights": _selection_weights_sha() if config.mode in WITH_DECODING and config.decoding == "quote"
+            else None,
             "guardrails": _guardrails_dict(config.guardrails)}
+
+
+def _selection_weights_sha() -> str:
+    import hashlib
+
+    from app.selection import WEIGHTS_FILE
+
+    return hashlib.sha256(WEIGHTS_FILE.read_bytes()).hexdigest()[:16]
 
 
 def _guardrails_dict(guardrails) -> dict:
