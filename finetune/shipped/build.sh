@@ -30,7 +30,7 @@ $PY -m eval.selection_fit \
   --corpus "examples/acme/qa.jsonl:$WORK/acme-index:$WORK/users.json" \
   --corpus "$SHARED/python-docs/qa.jsonl:$WORK/python-index" \
   --cache "$WORK/selection-features.npz" --out "$WORK/selection-adapter.json" \
-  --model-scores --adapter "$ADAPTER" --model-sample 30 --card "$ADAPTER"
+  --model-scores --adapter "$ADAPTER" --model-sample 24 --card "$ADAPTER"
 OUT=finetune/shipped/groundwork-quote
 rm -rf "$OUT" && mkdir -p "$OUT"
 cp "$ADAPTER/adapter_config.json" "$ADAPTER/card.json" "$OUT/"
