@@ -350,6 +350,8 @@ class GroundedAnswer:
             score = lambda texts: generator.score(messages, texts)  # noqa: E731
         chosen = select(turn.question, views, cosine_embedder(turn.engine.embedder), weights, score,
                         turn.options.selection_threshold)
+        if score is None or not weights.uses_model:
+            turn.outcome["adapter"] = None  # chosen without the model: no adapter had a say in this answer
         turn.timings["select"] = time.perf_counter() - started
         if chosen.refuse or chosen.best is None:
             return None
