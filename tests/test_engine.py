@@ -187,7 +187,8 @@ def smol():
 def test_real_generation_streams_and_returns_a_checked_answer(index_dir, embedder, smol) -> None:
     generator = RecordingGenerator(smol)
     engine = _engine(index_dir, embedder, generator)
-    options = AnswerOptions(generation=GenerationOptions(max_new_tokens=40), require_support=False)
+    options = AnswerOptions(generation=GenerationOptions(max_new_tokens=40), require_support=False,
+                            decoding="constrained")
     items = list(engine.stream("How many days do I have to submit an expense claim?", ALICE, options))
     partial, final = items[:-1], items[-1]
     assert len(partial) >= 5, "the answer was not streamed"
@@ -207,10 +208,10 @@ def test_real_generation_streams_and_returns_a_checked_answer(index_dir, embedde
 ])
 def test_quoted_answers_of_the_packaged_model_copy_the_passage_that_holds_the_fact(
         index_dir, embedder, smol, question, fact, source) -> None:
-    """The default decoding: the 135M model picks the sentence; every word it writes is the cited passage's."""
+    """Constrained decoding: the 135M model picks the sentence; every word it writes is the cited passage's."""
     import re
 
-    answer = _engine(index_dir, embedder, TransformersGenerator(smol)).answer(question, ALICE)
+    answer = _engine(index_dir, embedder, TransformersGenerator(smol)).answer(question, ALICE, WRITTEN)
     assert not answer.refused, answer.refusal_reason
     assert fact in answer.answer and [c.source for c in answer.citations] == [source], answer.answer
     for sentence in re.split(r"(?<=[.!?])\s+", answer.answer):

@@ -361,12 +361,13 @@ def test_engine_answers_with_the_promoted_adapter_and_follows_a_rollback(trained
     engine = Engine(EngineConfig(index_dir=small_index, model=str(tiny_model), adapters_dir=root),
                     embedder=_shared_embedder)
     alice = User("alice", "employee", ("everyone",))
-    options = AnswerOptions(generation=GenerationOptions(max_new_tokens=4))
+    # the model writes (constrained decoding): an answer names the adapter that wrote it
+    options = AnswerOptions(generation=GenerationOptions(max_new_tokens=4), decoding="constrained")
     question = "How long do I have to submit expenses?"
     assert engine.answer(question, alice, options).adapter == "acme@v2"
     registry.rollback("acme")  # no restart: the next question uses the previous version
     assert engine.answer(question, alice, options).adapter == "acme@v1"
-    base = AnswerOptions(generation=GenerationOptions(max_new_tokens=4), adapter="none")
+    base = AnswerOptions(generation=GenerationOptions(max_new_tokens=4), adapter="none", decoding="constrained")
     assert engine.answer(question, alice, base).adapter is None
 
     card = registry.get("acme@v2").path / "card.json"
@@ -374,7 +375,7 @@ def test_engine_answers_with_the_promoted_adapter_and_follows_a_rollback(trained
     fresh = Engine(EngineConfig(index_dir=small_index, model=str(tiny_model), adapters_dir=root),
                    embedder=_shared_embedder)
     with pytest.raises(AdapterError, match="trained on a different base model"):
-        fresh.answer(question, alice, AnswerOptions(adapter="acme@v2"))
+        fresh.answer(question, alice, AnswerOptions(adapter="acme@v2", decoding="constrained"))
 
 
 def test_cli_finetune_then_manage_adapters(tiny_model, small_index, tmp_path):

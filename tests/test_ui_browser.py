@@ -192,8 +192,9 @@ def test_groundwork_serve_with_the_packaged_model(browser, tmp_path, _shared_emb
     UserStore(data / "users.json").add("alice", PASSWORDS["alice"])
     port = free_port()
     env = {**os.environ, "GROUNDWORK_DATA": str(data), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    # --decoding constrained: the model writes (and streams) the answer; the default selection shows it whole
     server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--index",
-                               str(data / "index"), "--users", str(data / "users.json")],
+                               str(data / "index"), "--users", str(data / "users.json"), "--decoding", "constrained"],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url, lines = None, []
