@@ -41,7 +41,7 @@ def main() -> None:
     label = engine.generator_for(args.adapter)[1]
     print(f"# torch threads {args.threads}, {os.cpu_count()} cores; model loaded in {time.perf_counter() - started:.1f} s;"
           f" adapter {label or 'none'}; {len(questions)} questions from {args.qa}")
-    modes = {"quote (selection, model scores)": AnswerOptions(decoding="quote"),
+    modes = {"quote (selection; the model only if the weights use it)": AnswerOptions(decoding="quote"),
              "constrained (model writes the quote)": AnswerOptions(decoding="constrained")}
     rows = {}
     for name, options in modes.items():
