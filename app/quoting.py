@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from ingest.text import ends_sentence, split_sentences
 
 _LOOKAHEAD = 24  # characters of each possible continuation matched against token texts
-_SENTENCE_END = ".!?"
 _token_tables: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> (by text, by id)
 _token_tables_lock = threading.Lock()
 

@@ -32,11 +32,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from finetune.prompt import NOT_FOUND
-from ingest.text import PLAIN_WORD, TRAINING_STOPWORDS, content_words, ends_sentence
+from ingest.text import CLOSERS as _CLOSERS, PLAIN_WORD, TRAINING_STOPWORDS, content_words, ends_sentence
 
 WEIGHTS_FILE = Path(__file__).with_name("selection_weights.json")  # fitted by eval/selection_fit.py
 
-_CLOSERS = "\"'’”)]"
 _SECTION_NUMBER = re.compile(r"^[(\[]?(?:\d+|[A-Za-z])(?:[.\-]\d+)*[.):\]]?$")  # "3.1.7", "(12)", "A.", "2)"
 _LIST_MARKER = re.compile(r"^(?:[-•*–—▪●◦]|\d+[.)]|[a-z][.)])$")
 _NAVIGATION = re.compile(r"\b(?:next|previous|prev|up|home|index|contents|table of contents|top|back)\b", re.I)

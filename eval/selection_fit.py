@@ -32,23 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from app.selection import (CONFIDENCE, FEATURES, MODEL_FEATURE, SelectionPassage, SelectionWeights, candidates,
-                           confidence_features, features)
-from eval.metrics import numbers_agree, split_source
+                           confidence_features, features, replies)
+from eval.metrics import STRICT_RECALL, answer_recall, numbers_agree, split_source
 from finetune.prompt import NOT_FOUND
 from finetune.splits import split_of
-from ingest.text import content_words
-
-
-def answer_recall(answer: str, gold_answer: str) -> float:
-    """Share of the gold answer's content words that the answer holds (the strict correctness measure)."""
-    gold = content_words(gold_answer)
-    return len(gold & content_words(answer)) / len(gold) if gold else 0.0
 
 
 def is_right(text: str, source: str, item) -> bool:
     gold_file, _ = split_source(item.gold_source)
     return (bool(item.answerable and item.answer) and source == gold_file
-            and answer_recall(text, item.answer) >= 0.5 and numbers_agree(text, item.answer))
+            and (answer_recall(text, item.answer) or 0.0) >= STRICT_RECALL and numbers_agree(text, item.answer))
 
 
 @dataclass
@@ -114,12 +107,11 @@ def _question(qid, split, kind, question, passages, item, embed, top_k) -> Quest
               for p in shown]
     return Question(qid, split, kind, features(question, views, found, embed), labels, [c.text for c in found],
                     max(p.score for p in shown), build_messages(question, prompt, "quote"),
-                    [f"[{c.n}] {c.text}" for c in found])
+                    replies(found)[:-1])  # the candidates as the model's replies (the refusal is scored apart)
 
 
 def collect(corpora, splits=("train", "validation"), top_k: int = 5, cross_per_pair: int = 40) -> list[Question]:
     from eval.qa import load_qa, resolve_users
-    from ingest.embedding import Embedder
 
     out: list[Question] = []
     engines = [_engine(c["index"]) for c in corpora]

@@ -23,7 +23,7 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 ABBREVIATIONS = frozenset("""e.g i.e cf vs viz mr mrs ms dr prof st jr sr inc ltd co corp no nos fig figs approx
 incl esp al resp dept eq sec ch vol pp ed eds rev gen lt col sgt a.m p.m ca""".split())
 _OPENERS = "\"'‘“(["
-_CLOSERS = "\"'’”)]"
+CLOSERS = "\"'’”)]"  # closing quotes and brackets that may follow a sentence's final punctuation
 _INITIALS = re.compile(r"[A-Za-z](?:\.[A-Za-z])*")  # "J", "J.H.M", "U.S"
 
 
@@ -34,7 +34,7 @@ def ends_sentence(word: str, next_word: str | None) -> bool:
     capital, a digit, a quote or a bracket, except after an abbreviation ("e.g.", "Dr.") or an initial ("J.",
     "J.H.M."), which are followed by capitals without ending anything.
     """
-    core = word.rstrip(_CLOSERS)
+    core = word.rstrip(CLOSERS)
     if not core or core[-1] not in ".!?":
         return False
     if next_word is None:
