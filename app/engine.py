@@ -12,9 +12,9 @@ from typing import Callable, Iterator, Literal, Protocol, Sequence
 
 from app import refusals
 from app.citations import VerifyOptions, cosine_embedder, verify
-from app.generator import GENERATOR_BACKENDS, GenerationOptions, Generator, capabilities_of
+from app.generator import FULL_CAPABILITIES, GENERATOR_BACKENDS, GenerationOptions, Generator, capabilities_of
 from app.quoting import drop_questions, plan_quotes
-from app.selection import SelectionPassage, select, selection_weights
+from app.selection import SelectionPassage, SelectionWeights, select, selection_weights
 from app.guardrails import GuardrailConfig, GuardrailEvent, Guardrails
 from finetune.models import DEFAULT_MODEL
 from finetune.prompt import (CLOSED_BOOK_PROMPT, CLOSED_BOOK_REFUSAL_PHRASES, NOT_FOUND, PromptPassage,
@@ -121,7 +121,6 @@ class Engine:
         self.guardrails = Guardrails(config.guardrails)
         self._fixed_generator = generator
         self._generators: dict[str | None, Generator] = {}
-        self._decoding: dict[str | None, dict] = {}  # per adapter: decoding settings from its card
         self._generators_lock = threading.Lock()
 
     @property
@@ -141,21 +140,29 @@ class Engine:
         """
         if self._fixed_generator is not None:
             return self._fixed_generator, None, {}
-        from finetune.adapters import AdapterRegistry, read_card
-
         try:
             load = GENERATOR_BACKENDS[self.config.generator]
         except KeyError:
             raise ValueError(f"unknown generator backend {self.config.generator!r}: one of "
                              f"{', '.join(GENERATOR_BACKENDS)}") from None
-        folder, label = AdapterRegistry(self.config.adapters_dir).resolve(adapter, verify=False)
+        folder, label, decoding = self.adapter_decoding(adapter)
         key = str(folder) if folder is not None else None
         with self._generators_lock:
             if key not in self._generators:
                 self._generators[key] = load(self.config.model, self.config.quantize, folder)
-            if folder is not None:  # re-read: calibrating a version updates its card
-                self._decoding[key] = read_card(folder).get("decoding", {})
-            return self._generators[key], label, self._decoding.get(key, {})
+            return self._generators[key], label, decoding
+
+    def adapter_decoding(self, adapter: str | None) -> tuple[Path | None, str | None, dict]:
+        """(folder, label, decoding settings of its card) for an adapter reference, without loading any model.
+
+        The card is re-read on every call: calibrating or re-fitting a version updates it.
+        """
+        if self._fixed_generator is not None:
+            return None, None, {}
+        from finetune.adapters import AdapterRegistry, read_card
+
+        folder, label = AdapterRegistry(self.config.adapters_dir).resolve(adapter, verify=False)
+        return folder, label, (read_card(folder).get("decoding", {}) if folder is not None else {})
 
     def answer(self, question: str, user: User, options: AnswerOptions = AnswerOptions(),
                history: Sequence[Turn] | None = None) -> Answer:
@@ -228,6 +235,14 @@ class AnswerTurn:
             options.adapter if options.adapter is not None else engine.config.adapter)
         return generator
 
+    def selection_weights(self) -> SelectionWeights:
+        """The quote selection weights for this question's adapter (its card's, else the packaged ones), read
+        without loading the model; records the adapter and its card like generator()."""
+        engine, options = self.engine, self.options
+        _, self.outcome["adapter"], self.card = engine.adapter_decoding(
+            options.adapter if options.adapter is not None else engine.config.adapter)
+        return selection_weights(self.card)
+
     def generate(self, generator: Generator, messages: list[dict[str, str]],
                  generation: GenerationOptions) -> Iterator[str]:
         """Stream the model's text; yields the text so far (PII-redacted) and returns the full text."""
@@ -270,12 +285,14 @@ class GroundedAnswer:
     def run(self, turn: AnswerTurn) -> Iterator[str | Answer]:
         engine, options, flags, finish = turn.engine, turn.options, turn.flags, turn.finish
         question, passages = turn.question, turn.passages
-        generator = turn.generator()
-        card = turn.card
-        capabilities = capabilities_of(generator)
         decoding = options.decoding or engine.config.decoding
         if decoding not in DECODINGS:
             raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
+        # Selection whose weights do not use the model never loads it: the first question (and each adapter)
+        # would otherwise wait for a model that has no say in the answer.
+        generator = turn.generator() if decoding != "quote" or turn.selection_weights().uses_model else None
+        card = turn.card
+        capabilities = capabilities_of(generator) if generator is not None else FULL_CAPABILITIES
         if decoding == "constrained" and not capabilities.logits_processors:
             decoding = "free"
             flags.append(GuardrailEvent("decoding", "generate", "degraded",
@@ -288,8 +305,9 @@ class GroundedAnswer:
             generation = replace(generation, refusal=NOT_FOUND, refusal_threshold=card["refusal_threshold"])
         shown = [PromptPassage(p.chunk.text, passage_label(p.chunk.source, p.chunk.heading, p.chunk.page))
                  for p in passages]
-        shown = fit_passages(question, shown, generator.count_tokens, generator.context_tokens,
-                             options.generation.max_new_tokens, style)
+        if generator is not None:  # without the model, nothing has a context window to fit
+            shown = fit_passages(question, shown, generator.count_tokens, generator.context_tokens,
+                                 options.generation.max_new_tokens, style)
         passages = passages[: len(shown)]
         retrieved = [_retrieved(i, p, shown[i - 1].text) for i, p in enumerate(passages, start=1)]
         if decoding == "quote":
@@ -338,15 +356,17 @@ class GroundedAnswer:
 
 
     @staticmethod
-    def _select(turn: AnswerTurn, generator: Generator, shown: list[PromptPassage],
+    def _select(turn: AnswerTurn, generator: Generator | None, shown: list[PromptPassage],
                 passages: list[Passage]) -> Iterator[str]:
-        """Choose the quote (app.selection); yields it and returns "[n] quote", or None to refuse."""
+        """Choose the quote (app.selection); yields it and returns "[n] quote", or None to refuse.
+
+        `generator` is None when the selection weights do not use the model."""
         started = time.perf_counter()
-        weights = selection_weights(turn.card)
+        weights = turn.selection_weights()
         views = [SelectionPassage(s.text, p.chunk.heading, p.score) for s, p in zip(shown, passages)]
-        messages = build_messages(turn.question, shown, "quote")
         score = None
-        if capabilities_of(generator).logprobs and hasattr(generator, "score"):
+        if generator is not None and capabilities_of(generator).logprobs and hasattr(generator, "score"):
+            messages = build_messages(turn.question, shown, "quote")
             score = lambda texts: generator.score(messages, texts)  # noqa: E731
         chosen = select(turn.question, views, cosine_embedder(turn.engine.embedder), weights, score,
                         turn.options.selection_threshold)

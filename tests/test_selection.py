@@ -143,3 +143,26 @@ def test_the_model_scores_the_best_candidates_and_its_refusal_when_the_weights_u
                                 model_candidates=4)
     sure = lambda texts: [-0.01 if t.startswith("I could not") else -4.0 for t in texts]  # noqa: E731
     assert select("How long do I have to submit my expenses?", passages, embed, refusing, sure).refuse
+
+
+def test_selection_without_model_weights_never_loads_the_model(tmp_path, embedder, monkeypatch) -> None:
+    """The first question must not wait for a model load when the model has no say in the answer."""
+    from app import engine as engine_module
+    from app.engine import AnswerOptions, Engine, EngineConfig
+    from app.users import ANONYMOUS
+
+    loads: list[str] = []
+
+    def loader(model, quantize, adapter):
+        loads.append(model)
+        return FakeGenerator()
+
+    monkeypatch.setitem(engine_module.GENERATOR_BACKENDS, "counting", loader)
+    index = build_corpus(tmp_path, embedder)
+    engine = Engine(EngineConfig(index_dir=index, generator="counting", adapters_dir=tmp_path / "adapters"),
+                    embedder=embedder)
+    answer = engine.answer("When must expense claims be submitted?", ANONYMOUS, AnswerOptions(selection_threshold=0.0))
+    assert not answer.refused and "30 days" in answer.answer
+    assert loads == [], "selection ranked without the model, so no model was loaded"
+    engine.answer("When must expense claims be submitted?", ANONYMOUS, AnswerOptions(decoding="free"))
+    assert len(loads) == 1, "a decoding in which the model writes loads it"
