@@ -178,7 +178,8 @@ def candidates(passages: Sequence[SelectionPassage], max_sentences: int = 3, max
 
 
 FEATURES = ("sim", "sim_first", "heading_sim", "first_under_heading", "offset", "rank", "retrieval",
-            "overlap", "two", "three", "words", "opens_passage", "top_opening")
+            "overlap", "two", "three", "words", "opens_passage", "top_opening", "heading_overlap",
+            "passage_overlap", "list_intro")
 MODEL_FEATURE = "model"  # mean token log-probability under the model, centred over the scored candidates
 
 
@@ -197,6 +198,7 @@ def features(question: str, passages: Sequence[SelectionPassage], found: Sequenc
     q, table = vectors[0], vectors[1:]
     asked = _words(question)
     top = max(p.score for p in passages) or 1.0
+    covered = [coverage(asked, p) for p in passages]
     rows = []
     for c in found:
         units = [table[index[t]] for t in c.sentences]
@@ -217,11 +219,22 @@ def features(question: str, passages: Sequence[SelectionPassage], found: Sequenc
             math.log1p(len(c.text.split())),
             1.0 if c.first == 0 else 0.0,  # the passage starts here: a section's first sentence, not a fragment
             1.0 if c.first == 0 and c.n == 1 else 0.0,  # ... of the top passage (the first-sentence baseline)
+            len(asked & _words(c.heading)) / len(asked) if asked and c.heading else 0.0,
+            covered[c.n - 1],
+            1.0 if c.text.rstrip(_CLOSERS).endswith(":") else 0.0,  # "The key dates are:" (the answer follows)
         ))
     return np.asarray(rows, dtype=np.float32)
 
 
-CONFIDENCE = ("best", "margin", "best_sim", "best_heading_sim", "top_retrieval", "refusal")
+def coverage(asked: set[str], passage: SelectionPassage) -> float:
+    """Share of the question's content words that the passage (with its heading path) holds: a question about
+    something the documents never mention ("jury duty", "401(k)") leaves words uncovered."""
+    if not asked:
+        return 0.0
+    return len(asked & _words(passage.text + " " + (passage.heading or ""))) / len(asked)
+
+
+CONFIDENCE = ("best", "margin", "best_sim", "best_heading_sim", "top_retrieval", "refusal", "best_coverage")
 
 
 def confidence_features(scores: np.ndarray, matrix: np.ndarray, top_retrieval: float,
@@ -232,9 +245,9 @@ def confidence_features(scores: np.ndarray, matrix: np.ndarray, top_retrieval: f
     order = np.argsort(-scores)
     best = int(order[0])
     margin = float(scores[best] - scores[order[1]]) if len(order) > 1 else 0.0
-    sim, heading = FEATURES.index("sim"), FEATURES.index("heading_sim")
+    sim, heading, covered = FEATURES.index("sim"), FEATURES.index("heading_sim"), FEATURES.index("passage_overlap")
     return np.asarray([float(scores[best]), margin, float(matrix[best, sim]), float(matrix[best, heading]),
-                       top_retrieval, refusal], dtype=np.float32)
+                       top_retrieval, refusal, float(matrix[best, covered])], dtype=np.float32)
 
 
 @dataclass(frozen=True)

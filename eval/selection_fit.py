@@ -38,23 +38,28 @@ from finetune.prompt import NOT_FOUND
 from finetune.splits import split_of
 
 
-def is_right(text: str, source: str, item) -> bool:
-    gold_file, _ = split_source(item.gold_source)
-    return (bool(item.answerable and item.answer) and source == gold_file
-            and (answer_recall(text, item.answer) or 0.0) >= STRICT_RECALL and numbers_agree(text, item.answer))
+def is_right(text: str, source: str, q: "Question") -> bool:
+    """Strictly correct (groundwork eval's rule) and from the gold source file."""
+    return (bool(q.answer) and source == q.gold_file
+            and (answer_recall(text, q.answer) or 0.0) >= STRICT_RECALL and numbers_agree(text, q.answer))
 
 
 @dataclass
 class Question:
-    """One question as selection sees it, with every candidate's features and label."""
+    """One question as selection sees it: the passages retrieval showed, and (after `featurize`) every candidate's
+    features and label. The passages are what the cache keeps, so a change of features needs no retrieval."""
 
     id: str
     split: str
     kind: str  # "answerable", "unanswerable", "withheld" (gold document removed), "cross" (another corpus)
-    matrix: np.ndarray
-    labels: np.ndarray
-    texts: list[str]
-    top_retrieval: float
+    question: str
+    passages: list[dict]  # text, heading, score, source of each passage shown, in rank order
+    answer: str | None = None  # the gold answer (answerable questions)
+    gold_file: str | None = None
+    matrix: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    texts: list[str] = field(default_factory=list)
+    top_retrieval: float = 0.0
     messages: list[dict] = field(default_factory=list)  # the engine's quote prompt for these passages
     replies: list[str] = field(default_factory=list)  # "[n] candidate" per candidate, as the model would reply
     model: np.ndarray | None = None  # per candidate: centred log-probability (0 where the model did not score)
@@ -91,32 +96,55 @@ def retrieve(engine, stage, question: str, user, depth: int = 15):
     return stage.passages
 
 
-def _question(qid, split, kind, question, passages, item, embed, top_k) -> Question | None:
-    shown = passages[:top_k]
+def _question(qid, split, kind, question, passages, item, top_k) -> Question | None:
+    shown = [{"text": p.chunk.text, "heading": p.chunk.heading, "score": float(p.score), "source": p.chunk.source}
+             for p in passages[:top_k]]
     if not shown:
         return None
-    views = [SelectionPassage(p.chunk.text, p.chunk.heading, p.score) for p in shown]
-    found = candidates(views)
-    if not found:
-        return None
-    labels = np.asarray([kind == "answerable" and is_right(c.text, shown[c.n - 1].chunk.source, item)
-                         for c in found], dtype=np.float32)
+    gold_file = split_source(item.gold_source)[0] if item.answerable else None
+    return Question(qid, split, kind, question, shown, item.answer if kind == "answerable" else None, gold_file)
+
+
+def featurize(questions: list[Question], embed) -> list[Question]:
+    """Fill in each question's candidates, features and labels (questions without a candidate are dropped).
+
+    `embed(texts)` returns unit vectors; a sentence met again (the same passage for many questions) is embedded
+    once."""
     from finetune.prompt import PromptPassage, build_messages, passage_label
 
-    prompt = [PromptPassage(p.chunk.text, passage_label(p.chunk.source, p.chunk.heading, p.chunk.page))
-              for p in shown]
-    return Question(qid, split, kind, features(question, views, found, embed), labels, [c.text for c in found],
-                    max(p.score for p in shown), build_messages(question, prompt, "quote"),
-                    replies(found)[:-1])  # the candidates as the model's replies (the refusal is scored apart)
+    cache: dict[str, np.ndarray] = {}
+
+    def cached(texts):
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            cache.update(zip(missing, embed(missing)))
+        return np.asarray([cache[t] for t in texts])
+
+    kept = []
+    for q in questions:
+        views = [SelectionPassage(p["text"], p["heading"], p["score"]) for p in q.passages]
+        found = candidates(views)
+        if not found:
+            continue
+        q.labels = np.asarray([q.kind == "answerable" and is_right(c.text, q.passages[c.n - 1]["source"], q)
+                               for c in found], dtype=np.float32)
+        q.matrix = features(q.question, views, found, cached)
+        q.texts = [c.text for c in found]
+        q.top_retrieval = max(p["score"] for p in q.passages)
+        prompt = [PromptPassage(p["text"], passage_label(p["source"], p["heading"], None)) for p in q.passages]
+        q.messages = build_messages(q.question, prompt, "quote")
+        q.replies = replies(found)[:-1]  # the candidates as the model's replies (the refusal is scored apart)
+        kept.append(q)
+    return kept
 
 
 def collect(corpora, splits=("train", "validation"), top_k: int = 5, cross_per_pair: int = 40) -> list[Question]:
+    """Retrieve the passages of every question of `splits` (and its gold-withheld and cross-corpus twins)."""
+    from app.users import ANONYMOUS
     from eval.qa import load_qa, resolve_users
 
     out: list[Question] = []
     engines = [_engine(c["index"]) for c in corpora]
-    embedder = engines[0][0].embedder
-    embed = lambda texts: np.asarray(embedder.encode(list(texts)))  # noqa: E731
     items_of = []
     for corpus in corpora:
         items = [i for i in load_qa(corpus["qa"]) if split_of(i.id) in splits]
@@ -129,49 +157,53 @@ def collect(corpora, splits=("train", "validation"), top_k: int = 5, cross_per_p
             passages = retrieve(engine, stage, item.question, user)
             split = split_of(item.id)
             if item.answerable:
-                q = _question(item.id, split, "answerable", item.question, passages, item, embed, top_k)
+                q = _question(item.id, split, "answerable", item.question, passages, item, top_k)
                 gold_file, _ = split_source(item.gold_source)
                 withheld = [p for p in passages if p.chunk.source != gold_file]
-                w = _question(item.id + "#withheld", split, "withheld", item.question, withheld, item, embed, top_k)
+                w = _question(item.id + "#withheld", split, "withheld", item.question, withheld, item, top_k)
                 out += [x for x in (q, w) if x is not None]
             else:
-                q = _question(item.id, split, "unanswerable", item.question, passages, item, embed, top_k)
+                q = _question(item.id, split, "unanswerable", item.question, passages, item, top_k)
                 out += [q] if q else []
             print(f"\r{corpus['qa'].parent.name}: {k + 1}/{len(items)} ({time.time() - started:.0f} s)", end="",
                   file=sys.stderr)
         print(file=sys.stderr)
         # this corpus's questions against every other corpus's index: the documents cannot answer them
-        for cj, (other, _) in enumerate(engines):
+        for cj, (other, other_stage) in enumerate(engines):
             if cj == ci:
                 continue
-            from app.users import ANONYMOUS
-
             for item in [i for i in items if i.answerable][:cross_per_pair]:
-                passages = retrieve(other, engines[cj][1], item.question, ANONYMOUS)
-                q = _question(item.id + f"#on{cj}", split_of(item.id), "cross", item.question, passages, item,
-                              embed, top_k)
+                passages = retrieve(other, other_stage, item.question, ANONYMOUS)
+                q = _question(item.id + f"#on{cj}", split_of(item.id), "cross", item.question, passages, item, top_k)
                 out += [q] if q else []
     return out
+
+
+def embedder_of(index: Path):
+    """The index's embedder as `embed(texts) -> unit vectors`."""
+    from ingest.embedding import Embedder
+    from ingest.vector_store import open_vector_store
+
+    embedder = Embedder(open_vector_store(index).embedder)
+    return lambda texts: np.asarray(embedder.encode(list(texts)))
 
 
 def save_questions(questions: list[Question], path: Path) -> None:
     arrays = {}
     meta = []
     for i, q in enumerate(questions):
-        arrays[f"m{i}"], arrays[f"y{i}"] = q.matrix, q.labels
         if q.model is not None:
             arrays[f"lp{i}"] = q.model
-        meta.append({"id": q.id, "split": q.split, "kind": q.kind, "texts": q.texts, "top": q.top_retrieval,
-                     "messages": q.messages, "replies": q.replies, "refusal": q.refusal})
+        meta.append({"id": q.id, "split": q.split, "kind": q.kind, "question": q.question, "passages": q.passages,
+                     "answer": q.answer, "gold_file": q.gold_file, "refusal": q.refusal})
     np.savez_compressed(path, meta=np.asarray(json.dumps(meta)), **arrays)
 
 
 def load_questions(path: Path) -> list[Question]:
     data = np.load(path, allow_pickle=False)
     meta = json.loads(str(data["meta"]))
-    return [Question(m["id"], m["split"], m["kind"], data[f"m{i}"], data[f"y{i}"], m["texts"], m["top"],
-                     m["messages"], m["replies"], data[f"lp{i}"] if f"lp{i}" in data else None,
-                     m.get("refusal", 0.0))
+    return [Question(m["id"], m["split"], m["kind"], m["question"], m["passages"], m["answer"], m["gold_file"],
+                     model=data[f"lp{i}"] if f"lp{i}" in data else None, refusal=m.get("refusal", 0.0))
             for i, m in enumerate(meta)]
 
 
@@ -360,6 +392,7 @@ def main(argv=None) -> int:
         questions = collect(args.corpus)
         if args.cache:
             save_questions(questions, args.cache)
+    questions = featurize(questions, embedder_of(args.corpus[0]["index"]))
     names = FEATURES
     train = [q for q in questions if q.split == "train"]
     validation = [q for q in questions if q.split == "validation"]
