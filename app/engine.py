@@ -363,7 +363,7 @@ class GroundedAnswer:
         `generator` is None when the selection weights do not use the model."""
         started = time.perf_counter()
         weights = turn.selection_weights()
-        views = [SelectionPassage(s.text, p.chunk.heading, p.score) for s, p in zip(shown, passages)]
+        views = [SelectionPassage(s.text, p.chunk.heading, p.score, p.chunk.continues) for s, p in zip(shown, passages)]
         score = None
         if generator is not None and capabilities_of(generator).logprobs and hasattr(generator, "score"):
             messages = build_messages(turn.question, shown, "quote")

@@ -126,6 +126,11 @@ def passage_units(text: str) -> list[Unit]:
     return units
 
 
+# The offset given to the first sentence of a chunk that starts mid-section: the sentences before it are in the
+# previous chunk, so it is at least the second under its heading (how far down is unknown).
+CONTINUED_OFFSET = 2
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One possible answer: units first..last (all sentences) of passage n, verbatim."""
@@ -149,6 +154,8 @@ class SelectionPassage:
     text: str
     heading: str | None  # the chunk's heading path ("Doc > Section"); its last part heads the passage
     score: float  # retrieval cosine
+    continues: bool = False  # the chunk starts mid-section (ChunkRecord.continues): its first sentence does not
+    #                          open the section under its heading
 
 
 def candidates(passages: Sequence[SelectionPassage], max_sentences: int = 3, max_words: int = 80) -> list[Candidate]:
@@ -158,7 +165,7 @@ def candidates(passages: Sequence[SelectionPassage], max_sentences: int = 3, max
     for n, passage in enumerate(passages, start=1):
         units = passage_units(passage.text)
         heading = (passage.heading or "").split(" > ")[-1]
-        offset = 0
+        offset = CONTINUED_OFFSET if passage.continues else 0
         for i, unit in enumerate(units):
             if unit.kind in ("heading", "question"):
                 heading, offset = unit.text, 0

@@ -97,8 +97,8 @@ def retrieve(engine, stage, question: str, user, depth: int = 15):
 
 
 def _question(qid, split, kind, question, passages, item, top_k) -> Question | None:
-    shown = [{"text": p.chunk.text, "heading": p.chunk.heading, "score": float(p.score), "source": p.chunk.source}
-             for p in passages[:top_k]]
+    shown = [{"text": p.chunk.text, "heading": p.chunk.heading, "score": float(p.score), "source": p.chunk.source,
+              "continues": p.chunk.continues} for p in passages[:top_k]]
     if not shown:
         return None
     gold_file = split_source(item.gold_source)[0] if item.answerable else None
@@ -122,7 +122,7 @@ def featurize(questions: list[Question], embed) -> list[Question]:
 
     kept = []
     for q in questions:
-        views = [SelectionPassage(p["text"], p["heading"], p["score"]) for p in q.passages]
+        views = [SelectionPassage(p["text"], p["heading"], p["score"], p.get("continues", False)) for p in q.passages]
         found = candidates(views)
         if not found:
             continue

@@ -139,10 +139,13 @@ class IndexReader:
         marks = ",".join("?" * len(ids))
         rows = self.conn.execute(
             "SELECT c.id, d.source, c.path, c.text, c.heading, c.page, c.anchor, c.start_char, c.end_char, c.ordinal,"
-            f" d.title, d.groups FROM chunks c JOIN documents d ON d.path = c.path AND d.sha256 = c.sha256"
+            " d.title, d.groups, EXISTS (SELECT 1 FROM chunks p WHERE p.path = c.path AND p.sha256 = c.sha256"
+            " AND p.ordinal = c.ordinal - 1 AND p.heading IS c.heading AND p.page IS c.page)"
+            " FROM chunks c JOIN documents d ON d.path = c.path AND d.sha256 = c.sha256"
             f" WHERE c.id IN ({marks})", tuple(ids)).fetchall()
         by_id = {r[0]: ChunkRecord(id=r[0], source=r[1], path=r[2], text=r[3], heading=r[4], page=r[5], anchor=r[6],
-                                   start=r[7], end=r[8], ordinal=r[9], title=r[10], groups=tuple(json.loads(r[11])))
+                                   start=r[7], end=r[8], ordinal=r[9], title=r[10], groups=tuple(json.loads(r[11])),
+                                   continues=bool(r[12]))
                  for r in rows}
         records = [by_id[i] for i in ids if i in by_id]
         if groups is not None:

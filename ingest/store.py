@@ -112,6 +112,8 @@ class ChunkRecord:
     ordinal: int
     title: str | None
     groups: tuple[str, ...]
+    continues: bool = False  # the previous chunk of the document has the same heading and page: this one starts
+    #                          mid-section, so its first sentence is not the section's opening
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,23 @@ def test_searches_keep_working_during_a_reingest_and_then_switch_to_it(retriever
         ingest([tmp_path / "docs"], IngestOptions(index_dir=tmp_path / "index", show_progress=False), embedder)
         assert {f.result() for f in futures} == {"public-0.md"}
     assert retriever.reader.generation == 2
+
+
+def test_a_chunk_that_starts_mid_section_is_marked_as_continuing_it(tmp_path: Path, embedder) -> None:
+    """Selection must not take a continuation chunk's first sentence for the opening under its heading."""
+    from conftest import build_corpus
+
+    long_section = " ".join(f"Sentence number {i} of the long deadline section explains one more rule."
+                            for i in range(60))
+    index = build_corpus(tmp_path, embedder, {"policy.md": f"# Policy\n\n## Deadlines\n\n{long_section}\n\n"
+                                                            "## Meals\n\nThe meal allowance is 60 USD per day.\n"})
+    reader = IndexReader(index)
+    try:
+        chunks = reader.chunks(reader.chunk_ids("policy.md"))
+    finally:
+        reader.close()
+    deadlines = [c for c in chunks if c.heading and c.heading.endswith("Deadlines")]
+    meals = [c for c in chunks if c.heading and c.heading.endswith("Meals")]
+    assert len(deadlines) >= 2, "the fixture's point: the section is longer than one chunk"
+    assert [c.continues for c in deadlines] == [False] + [True] * (len(deadlines) - 1)
+    assert [c.continues for c in meals] == [False], "a new section's first chunk opens it"

@@ -166,3 +166,13 @@ def test_selection_without_model_weights_never_loads_the_model(tmp_path, embedde
     assert loads == [], "selection ranked without the model, so no model was loaded"
     engine.answer("When must expense claims be submitted?", ANONYMOUS, AnswerOptions(decoding="free"))
     assert len(loads) == 1, "a decoding in which the model writes loads it"
+
+
+def test_a_continuation_chunks_first_sentence_does_not_open_its_section() -> None:
+    from app.selection import CONTINUED_OFFSET
+
+    text = "Late claims need the CFO's approval. Claims after 90 days are never paid."
+    opening = candidates([SelectionPassage(text, "Expenses > Deadline", 0.6)])[0]
+    continued = candidates([SelectionPassage(text, "Expenses > Deadline", 0.6, continues=True)])[0]
+    assert opening.heading == continued.heading == "Deadline"
+    assert opening.offset == 0 and continued.offset == CONTINUED_OFFSET
