@@ -241,20 +241,23 @@ def coverage(asked: set[str], passage: SelectionPassage) -> float:
     return len(asked & _words(passage.text + " " + (passage.heading or ""))) / len(asked)
 
 
-CONFIDENCE = ("best", "margin", "best_sim", "best_heading_sim", "top_retrieval", "refusal", "best_coverage")
+CONFIDENCE = ("best", "margin", "best_sim", "best_heading_sim", "top_retrieval", "refusal", "best_coverage",
+              "best_heading_overlap", "best_overlap")
 
 
 def confidence_features(scores: np.ndarray, matrix: np.ndarray, top_retrieval: float,
                         refusal: float = 0.0) -> np.ndarray:
     """What refusal is decided from: the best score, its margin over the runner-up, the best candidate's
-    similarity and heading similarity, the top passage's retrieval cosine, and (with the model) how much more
-    likely the model finds its refusal than its likeliest candidate (mean token log-probabilities)."""
+    similarity and heading similarity, the top passage's retrieval cosine, (with the model) how much more likely
+    the model finds its refusal than its likeliest candidate (mean token log-probabilities), and the share of the
+    question's words that the best candidate's passage, its heading and the candidate itself hold."""
     order = np.argsort(-scores)
     best = int(order[0])
     margin = float(scores[best] - scores[order[1]]) if len(order) > 1 else 0.0
-    sim, heading, covered = FEATURES.index("sim"), FEATURES.index("heading_sim"), FEATURES.index("passage_overlap")
-    return np.asarray([float(scores[best]), margin, float(matrix[best, sim]), float(matrix[best, heading]),
-                       top_retrieval, refusal, float(matrix[best, covered])], dtype=np.float32)
+    of_best = [float(matrix[best, FEATURES.index(name)])
+               for name in ("sim", "heading_sim", "passage_overlap", "heading_overlap", "overlap")]
+    return np.asarray([float(scores[best]), margin, *of_best[:2], top_retrieval, refusal, *of_best[2:]],
+                      dtype=np.float32)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ questions asked against the other corpora's indexes.
 The candidate score is a conditional logit (softmax over a question's candidates, maximising the probability of
 its right ones, L2-regularised); P(right) is a logistic fit of "the best candidate is right" on the best score;
 the threshold maximises the mean of (answerable questions answered right) and (unanswerable questions refused)
-on the validation splits, among the thresholds that refuse the fewest answerable questions. Every fit weighs each
-corpus equally, however many questions it has. With --model-scores the model (the promoted adapter unless --adapter) also scores the
-best candidates and its centred log-probability becomes one more feature.
+on the validation splits, among the thresholds that refuse at most 10% of the answerable ones (see
+choose_threshold). Every fit weighs each corpus equally, however many questions it has. With --model-scores the
+model (the promoted adapter unless --adapter) also scores the best candidates and its centred log-probability
+becomes one more feature.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class Question:
     split: str
     kind: str  # "answerable", "unanswerable", "withheld" (gold document removed), "cross" (another corpus)
     question: str
-    passages: list[dict]  # text, heading, score, source of each passage shown, in rank order
+    passages: list[dict]  # text, heading, score, source, continues of each passage shown, in rank order
+    corpus: str = ""  # the QA set it comes from (its folder's name): every corpus weighs the same in the fits
     answer: str | None = None  # the gold answer (answerable questions)
     gold_file: str | None = None
     matrix: np.ndarray | None = None
@@ -96,13 +98,14 @@ def retrieve(engine, stage, question: str, user, depth: int = 15):
     return stage.passages
 
 
-def _question(qid, split, kind, question, passages, item, top_k) -> Question | None:
+def _question(qid, split, kind, question, passages, item, top_k, corpus) -> Question | None:
     shown = [{"text": p.chunk.text, "heading": p.chunk.heading, "score": float(p.score), "source": p.chunk.source,
               "continues": p.chunk.continues} for p in passages[:top_k]]
     if not shown:
         return None
     gold_file = split_source(item.gold_source)[0] if item.answerable else None
-    return Question(qid, split, kind, question, shown, item.answer if kind == "answerable" else None, gold_file)
+    return Question(qid, split, kind, question, shown, corpus, item.answer if kind == "answerable" else None,
+                    gold_file)
 
 
 def featurize(questions: list[Question], embed) -> list[Question]:
@@ -152,18 +155,19 @@ def collect(corpora, splits=("train", "validation"), top_k: int = 5, cross_per_p
     started = time.time()
     for ci, (corpus, (engine, stage)) in enumerate(zip(corpora, engines)):
         items, users = items_of[ci]
+        name = corpus_name(corpus["qa"])
         for k, item in enumerate(items):
             user = users[item.user]
             passages = retrieve(engine, stage, item.question, user)
             split = split_of(item.id)
             if item.answerable:
-                q = _question(item.id, split, "answerable", item.question, passages, item, top_k)
+                q = _question(item.id, split, "answerable", item.question, passages, item, top_k, name)
                 gold_file, _ = split_source(item.gold_source)
                 withheld = [p for p in passages if p.chunk.source != gold_file]
-                w = _question(item.id + "#withheld", split, "withheld", item.question, withheld, item, top_k)
+                w = _question(item.id + "#withheld", split, "withheld", item.question, withheld, item, top_k, name)
                 out += [x for x in (q, w) if x is not None]
             else:
-                q = _question(item.id, split, "unanswerable", item.question, passages, item, top_k)
+                q = _question(item.id, split, "unanswerable", item.question, passages, item, top_k, name)
                 out += [q] if q else []
             print(f"\r{corpus['qa'].parent.name}: {k + 1}/{len(items)} ({time.time() - started:.0f} s)", end="",
                   file=sys.stderr)
@@ -174,7 +178,8 @@ def collect(corpora, splits=("train", "validation"), top_k: int = 5, cross_per_p
                 continue
             for item in [i for i in items if i.answerable][:cross_per_pair]:
                 passages = retrieve(other, other_stage, item.question, ANONYMOUS)
-                q = _question(item.id + f"#on{cj}", split_of(item.id), "cross", item.question, passages, item, top_k)
+                q = _question(item.id + f"#on{cj}", split_of(item.id), "cross", item.question, passages, item, top_k,
+                              name)
                 out += [q] if q else []
     return out
 
@@ -195,6 +200,7 @@ def save_questions(questions: list[Question], path: Path) -> None:
         if q.model is not None:
             arrays[f"lp{i}"] = q.model
         meta.append({"id": q.id, "split": q.split, "kind": q.kind, "question": q.question, "passages": q.passages,
+                     "corpus": q.corpus,
                      "answer": q.answer, "gold_file": q.gold_file, "refusal": q.refusal})
     np.savez_compressed(path, meta=np.asarray(json.dumps(meta)), **arrays)
 
@@ -202,7 +208,8 @@ def save_questions(questions: list[Question], path: Path) -> None:
 def load_questions(path: Path) -> list[Question]:
     data = np.load(path, allow_pickle=False)
     meta = json.loads(str(data["meta"]))
-    return [Question(m["id"], m["split"], m["kind"], m["question"], m["passages"], m["answer"], m["gold_file"],
+    return [Question(m["id"], m["split"], m["kind"], m["question"], m["passages"], m["corpus"], m["answer"],
+                     m["gold_file"],
                      model=data[f"lp{i}"] if f"lp{i}" in data else None, refusal=m.get("refusal", 0.0))
             for i, m in enumerate(meta)]
 
@@ -275,8 +282,13 @@ def best_of(q: Question, weights: SelectionWeights, names) -> tuple[np.ndarray, 
             bool(q.labels[int(np.argmax(scores))]))
 
 
+def corpus_name(qa: Path) -> str:
+    """A QA set's corpus name: its folder's ("acme", "python-docs", "tool-docs")."""
+    return Path(qa).resolve().parent.name
+
+
 def corpus_of(q: Question) -> str:
-    return q.id.split("-", 1)[0]  # "acme-001", "pyfaq-012"
+    return q.corpus
 
 
 def corpus_weights(questions: list[Question]) -> np.ndarray:
@@ -335,15 +347,19 @@ def evaluate(questions, weights: SelectionWeights, names, threshold: float) -> d
             "best_right_if_answered": round(best_right / max(1, len(answerable)), 4)}
 
 
-def choose_threshold(questions, weights, names, slack: float = 0.2) -> float:
+def choose_threshold(questions, weights, names, max_answerable_refused: float = 0.10) -> float:
     """The threshold that maximises the mean of (answerable questions answered right) and (unanswerable ones
-    refused), among those that refuse no more answerable questions than the lowest threshold does (+ `slack`).
+    refused), among those that refuse at most `max_answerable_refused` of the answerable questions; every corpus
+    weighs the same in both.
 
-    The target on answerable questions (at most 5% refused) binds first: without the constraint, the many
-    gold-withheld questions (whose answer another document may still hold) push the threshold up until a fifth
-    of the answerable questions are refused.
+    Why a cap: FAQ-derived questions repeat their FAQ heading word for word, so selection is very sure of their
+    answers and of little else, while questions a person words freely (acme) get less confidence whether or not
+    the documents hold the answer. One threshold serves both only by trading one corpus's answerable questions
+    against the other's unanswerable ones; unconstrained, that trade refused 75% of acme's answerable questions
+    (5-fold, train+validation). Refusing a question the documents answer costs the user more than a cited quote
+    they can check, so the cap binds first.
     """
-    grid = [float(t) for t in np.linspace(0.02, 0.98, 97)]
+    grid = [float(t) for t in np.linspace(0.01, 0.98, 98)]
     corpora = sorted({corpus_of(q) for q in questions})
 
     def averaged(t: float) -> dict:  # every corpus weighs the same
@@ -351,8 +367,7 @@ def choose_threshold(questions, weights, names, slack: float = 0.2) -> float:
         return {k: sum(m[k] for m in per) / len(per) for k in ("right", "answerable_refused", "unanswerable_refused")}
 
     figures = {t: averaged(t) for t in grid}
-    floor = min(m["answerable_refused"] for m in figures.values())
-    allowed = [t for t in grid if figures[t]["answerable_refused"] <= floor + slack + 1e-9]
+    allowed = [t for t in grid if figures[t]["answerable_refused"] <= max_answerable_refused + 1e-9] or grid[:1]
     best = max(allowed, key=lambda t: ((figures[t]["right"] + figures[t]["unanswerable_refused"]) / 2, -t))
     return round(best, 3)
 
@@ -379,6 +394,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model-scores", action="store_true", help="add the model's log-probability feature")
     parser.add_argument("--model", default=None, help="base model (default: the engine's)")
     parser.add_argument("--adapter", default=None, help="adapter folder, or none (default: none)")
+    parser.add_argument("--max-answerable-refused", type=float, default=0.10,
+                        help="the threshold refuses at most this share of the validation splits' answerable questions "
+                             "(averaged over corpora)")
     parser.add_argument("--model-candidates", type=int, default=6)
     parser.add_argument("--model-sample", type=int, default=None,
                         help="score only this many train questions (and their gold-withheld twins) with the model, "
@@ -415,7 +433,7 @@ def main(argv=None) -> int:
         weights = SelectionWeights(fit_weights(train, names), model_candidates=args.model_candidates)
     weights = SelectionWeights(weights.weights, fit_calibration(train, weights, names),
                                model_candidates=weights.model_candidates)
-    threshold = choose_threshold(validation, weights, names)
+    threshold = choose_threshold(validation, weights, names, args.max_answerable_refused)
     figures = {"train": evaluate(train, weights, names, threshold),
                "validation": evaluate(validation, weights, names, threshold)}
     fitted_on = {"command": "python -m eval.selection_fit " + " ".join(sys.argv[1:] if argv is None else argv),
