@@ -40,6 +40,9 @@ def _options(debug: bool = typer.Option(False, "--debug", help="Show full traceb
 
 DECODING_HELP = ("quote: the best 1-3 sentences of one passage, selected and quoted verbatim, cited (or a refusal); "
                  "constrained: the model writes the quote token by token; free: the model's own words.")
+REFUSAL_THRESHOLD_HELP = ("quote: refuse when the selected answer's calibrated probability of being right is below "
+                          "this (0-1). Higher refuses more of what the documents do not answer, and more of what they "
+                          "do. Default: the fitted one.")
 
 
 @cli.command()
@@ -120,6 +123,7 @@ def ask(
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Load the model in bf16 instead of 4-bit."),
     top_k: int = typer.Option(TOP_K, "--top-k", help="Passages given to the model."),
     decoding: str = typer.Option("quote", "--decoding", help=DECODING_HELP),
+    refusal_threshold: Optional[float] = typer.Option(None, "--refusal-threshold", help=REFUSAL_THRESHOLD_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the whole answer as one JSON object."),
 ) -> None:
     """Answer a question from the indexed documents, with cited sources."""
@@ -136,7 +140,8 @@ def ask(
                                  adapters_dir=adapters, guardrails=guardrails))
     if decoding not in DECODINGS:
         raise typer.BadParameter(f"--decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
-    options = AnswerOptions(retrieval=RetrievalOptions(top_k=top_k), decoding=decoding)
+    options = AnswerOptions(retrieval=RetrievalOptions(top_k=top_k), decoding=decoding,
+                            selection_threshold=refusal_threshold)
     if as_json:
         typer.echo(json.dumps(engine.answer(question, who, options).to_dict(), ensure_ascii=False))
         return
@@ -215,6 +220,7 @@ def serve(
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Load the model in bf16 instead of 4-bit."),
     threads: int = typer.Option(1, "--threads", help="Torch threads per answer (1 suits a small shared CPU)."),
     decoding: str = typer.Option("quote", "--decoding", help=DECODING_HELP),
+    refusal_threshold: Optional[float] = typer.Option(None, "--refusal-threshold", help=REFUSAL_THRESHOLD_HELP),
 ) -> None:
     """Start the web app: employees chat, admins manage documents, users, adapters and guardrails."""
     from app.ui import ServeOptions, serve as run_server
@@ -226,7 +232,7 @@ def serve(
     options = ServeOptions(host=host, port=port, index_dir=index, users_file=users_file,
                            guardrails_file=SETTINGS.guardrails_file, adapters_dir=adapters, docs_dir=uploads,
                            acl_file=SETTINGS.acl_file, model=model, quantize=not no_quantize,
-                           decoding=decoding, torch_threads=threads)
+                           decoding=decoding, selection_threshold=refusal_threshold, torch_threads=threads)
     typer.echo(f"Starting: loading the index and {model} (its first start converts it once)...")
     run_server(options, on_ready=lambda url: typer.echo(f"Groundwork is running at {url}  (Ctrl-C to stop)"))
 

@@ -104,6 +104,8 @@ class EngineConfig:
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
     generator: str = "transformers"  # the generator backend, a key of app.generator.GENERATOR_BACKENDS
     decoding: str = "quote"  # how answers are written unless a question says otherwise (DECODINGS)
+    selection_threshold: float | None = None  # quote: refuse below this P(right) unless a question says otherwise;
+    #                                           None = the fitted weights' own (a deployment's trade, see README)
 
 
 class Engine:
@@ -368,8 +370,10 @@ class GroundedAnswer:
         if generator is not None and capabilities_of(generator).logprobs and hasattr(generator, "score"):
             messages = build_messages(turn.question, shown, "quote")
             score = lambda texts: generator.score(messages, texts)  # noqa: E731
-        chosen = select(turn.question, views, cosine_embedder(turn.engine.embedder), weights, score,
-                        turn.options.selection_threshold)
+        threshold = turn.options.selection_threshold
+        if threshold is None:
+            threshold = turn.engine.config.selection_threshold
+        chosen = select(turn.question, views, cosine_embedder(turn.engine.embedder), weights, score, threshold)
         if score is None or not weights.uses_model:
             turn.outcome["adapter"] = None  # chosen without the model: no adapter had a say in this answer
         turn.timings["select"] = time.perf_counter() - started

@@ -63,6 +63,8 @@ def run(
     decoding: Annotated[str, typer.Option(
         "--decoding", help="rag and oracle: quote (the best sentences selected and quoted verbatim, or a refusal), "
                              "constrained (the model writes the quote) or free (its own words).")] = "quote",
+    refusal_threshold: Annotated[float | None, typer.Option(
+        "--refusal-threshold", help="quote: refuse below this calibrated P(right) (default: the fitted one).")] = None,
     workers: Annotated[int, typer.Option(
         "--workers", help="Questions answered at once (one engine each, the model shared); 2 measured 1.8x faster "
                           "than 1 on a 2-core box.")] = min(2, os.cpu_count() or 1),
@@ -108,7 +110,8 @@ def run(
     config = EvalConfig(qa_file=qa, index_dir=index, out_dir=out, mode=mode, adapter=adapter, adapters_dir=adapters,
                         model=model,
                         quantize=not no_quantize, split=split, users_file=users_file, top_k=top_k,
-                        max_new_tokens=max_new_tokens, decoding=decoding, workers=workers, limit=limit, name=name, progress=not quiet, rescore=rescore,
+                        max_new_tokens=max_new_tokens, decoding=decoding,
+                        refusal_threshold=refusal_threshold, workers=workers, limit=limit, name=name, progress=not quiet, rescore=rescore,
                         guardrails=guardrails)
     try:
         result = run_eval(config)

@@ -59,6 +59,7 @@ class EvalConfig:
     top_k: int = 5  # passages given to the model (as `groundwork ask --top-k`)
     max_new_tokens: int = 200  # longest answer
     decoding: str = "quote"  # rag and oracle: app.engine.DECODINGS ("quote": selected verbatim quotes or a refusal)
+    refusal_threshold: float | None = None  # quote: refuse below this P(right); None = the fitted weights' own
     workers: int = 1  # questions answered at once (one engine each; the model's weights are shared)
     limit: int | None = None  # only the first N selected questions (quick runs)
     threshold: float = CORRECT_THRESHOLD  # correctness_score at or above which an answer counts as correct
@@ -111,6 +112,7 @@ def _fingerprint(config: EvalConfig, index_generation: int, adapter_resolved: st
             # the packaged selection weights (an adapter's own are in its card, covered by "adapter")
             "selection_weights": _selection_weights_sha() if config.mode in WITH_DECODING and config.decoding == "quote"
             else None,
+            "refusal_threshold": config.refusal_threshold if config.mode in WITH_DECODING else None,
             "guardrails": _guardrails_dict(config.guardrails)}
 
 
@@ -177,7 +179,7 @@ class _Asker:
 
         self.options = AnswerOptions(retrieval=RetrievalOptions(top_k=config.top_k),
                                      generation=GenerationOptions(max_new_tokens=config.max_new_tokens),
-                                     decoding=config.decoding)
+                                     decoding=config.decoding, selection_threshold=config.refusal_threshold)
 
     def ranking(self, question: str, user) -> list[dict]:
         """The evaluator's own top-10 retrieval (same settings as the engine's), after the question guardrails."""

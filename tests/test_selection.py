@@ -176,3 +176,19 @@ def test_a_continuation_chunks_first_sentence_does_not_open_its_section() -> Non
     continued = candidates([SelectionPassage(text, "Expenses > Deadline", 0.6, continues=True)])[0]
     assert opening.heading == continued.heading == "Deadline"
     assert opening.offset == 0 and continued.offset == CONTINUED_OFFSET
+
+
+def test_a_deployment_sets_the_refusal_threshold_and_a_question_can_override_it(tmp_path, embedder) -> None:
+    from app import refusals
+    from app.engine import AnswerOptions, Engine, EngineConfig
+    from app.users import ANONYMOUS
+
+    index = build_corpus(tmp_path, embedder)
+    strict = Engine(EngineConfig(index_dir=index, selection_threshold=1.01), embedder=embedder,
+                    generator=FakeGenerator())
+    question = "When must expense claims be submitted?"
+    refused = strict.answer(question, ANONYMOUS)
+    assert refused.refused and refused.refusal_reason == refusals.NOT_CONFIDENT
+    assert refused.retrieved, "the passages were found; selection was not sure enough"
+    answered = strict.answer(question, ANONYMOUS, AnswerOptions(selection_threshold=0.0))
+    assert not answered.refused and "30 days" in answered.answer

@@ -132,6 +132,7 @@ class ServeOptions:
     model: str = DEFAULT_MODEL
     quantize: bool = True
     decoding: str = "quote"  # how answers are written (app.engine.DECODINGS)
+    selection_threshold: float | None = None  # quote: refuse below this P(right); None = the fitted weights' own
     torch_threads: int = 1  # per generation; 1 leaves the other core to a second user or an ingestion
     warm_up: bool = True  # load the model before the first question
 
@@ -148,7 +149,7 @@ def serve(options: ServeOptions, on_ready: Callable[[str], None] | None = None) 
     reader.close()
     engine = Engine(EngineConfig(index_dir=options.index_dir, model=options.model, quantize=options.quantize,
                                  adapters_dir=options.adapters_dir, guardrails=guardrails.load(),
-                                 decoding=options.decoding),
+                                 decoding=options.decoding, selection_threshold=options.selection_threshold),
                     embedder=LockedEmbedder(embedder_name))
     services = make_services(engine, options.users_file, options.guardrails_file, options.adapters_dir,
                              options.docs_dir, options.acl_file)
