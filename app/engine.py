@@ -14,11 +14,12 @@ from app import refusals
 from app.citations import VerifyOptions, cosine_embedder, verify
 from app.generator import FULL_CAPABILITIES, GENERATOR_BACKENDS, GenerationOptions, Generator, capabilities_of
 from app.quoting import drop_questions, plan_quotes
-from app.selection import SelectionPassage, SelectionWeights, select, selection_weights
+from app.selection import SelectionWeights, select, selection_weights
 from app.guardrails import GuardrailConfig, GuardrailEvent, Guardrails
 from finetune.models import DEFAULT_MODEL
 from finetune.prompt import (CLOSED_BOOK_PROMPT, CLOSED_BOOK_REFUSAL_PHRASES, NOT_FOUND, PromptPassage,
                              build_messages, fit_passages, is_refusal, passage_label)
+from ingest.answer_spans import SelectionPassage
 from ingest.retrieval import Passage, RetrievalOptions, Retriever
 from app.users import User
 from ingest.embedding import Embedder

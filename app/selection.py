@@ -2,13 +2,15 @@
 
 Greedy quote decoding commits to an answer on its first token; measured on a corpus nobody tuned for, it was
 right for 26% of the questions while the first sentence of the top passage was right for 69%. Selection instead
-lists every candidate answer (1-3 consecutive sentences of one passage, never a heading, a question, a section
-number or a navigation line), describes each with a few measured features, and scores the whole candidate:
+lists every candidate answer (ingest/answer_spans.py: 1-3 consecutive sentences of one passage, never a heading,
+a question, a section number or a navigation line), describes each with a few measured features, and scores the
+whole candidate:
 
 - how close it is to the question (embedding cosine of the span and of its first sentence) and how many of the
   question's words it holds;
-- the document's structure: how close the heading (or FAQ question) it sits under is to the question, and
-  whether it is the first sentence under that heading;
+- the document's structure: how close the heading (or FAQ question) it sits under is to the question (by
+  embedding and by shared words), whether it is the first sentence under that heading, how many of the
+  question's words its passage holds, and whether it is a list intro ending in ":";
 - the passage's retrieval rank and score;
 - its length;
 - optionally the model: the mean log-probability of "[n] <candidate>" as the reply to the engine's quote prompt
@@ -24,7 +26,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -32,157 +33,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from finetune.prompt import NOT_FOUND
-from ingest.text import CLOSERS as _CLOSERS, PLAIN_WORD, TRAINING_STOPWORDS, content_words, ends_sentence
+from ingest.answer_spans import Candidate, SelectionPassage, candidates
+from ingest.text import CLOSERS as _CLOSERS, PLAIN_WORD, TRAINING_STOPWORDS, content_words
 
 WEIGHTS_FILE = Path(__file__).with_name("selection_weights.json")  # fitted by eval/selection_fit.py
-
-_SECTION_NUMBER = re.compile(r"^[(\[]?(?:\d+|[A-Za-z])(?:[.\-]\d+)*[.):\]]?$")  # "3.1.7", "(12)", "A.", "2)"
-_LIST_MARKER = re.compile(r"^(?:[-•*–—▪●◦]|\d+[.)]|[a-z][.)])$")
-_NAVIGATION = re.compile(r"\b(?:next|previous|prev|up|home|index|contents|table of contents|top|back)\b", re.I)
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A sentence-like piece of a passage, with where it lies in the whitespace-normalised passage."""
-
-    text: str
-    kind: str  # "sentence" (may be quoted), "code" (may follow a quoted sentence), "heading", "question" (an FAQ's
-    #            question) or "noise"
-    start: int
-    end: int
-
-
-def _logical_lines(text: str) -> list[list[str]]:
-    """The passage's lines as word lists, hard-wrapped lines joined (a PDF wraps sentences across lines).
-
-    A line break is kept when the line ends a sentence (. ! ? :), is short (a heading, a list item), or the next
-    line starts with a list marker or a code prompt.
-    """
-    lines = [line.split() for line in text.splitlines()]
-    lines = [words for words in lines if words]
-    out: list[list[str]] = []
-    for words in lines:
-        if out:
-            previous = out[-1]
-            last = previous[-1].rstrip(_CLOSERS)
-            keeps_break = (not last or last[-1] in ".!?:" or len(previous) <= 8 or _LIST_MARKER.match(words[0])
-                           or words[0] in (">>>", "...", "$", "#") or previous[0] in (">>>", "..."))
-            if not keeps_break:
-                previous.extend(words)
-                continue
-        out.append(list(words))
-    return out
-
-
-def _kind(words: list[str], whole_line: bool) -> str:
-    text = " ".join(words)
-    stripped = text.rstrip(_CLOSERS)
-    if stripped.endswith("?"):
-        return "question"
-    if words[0] in (">>>", "...", "$"):
-        return "code"
-    if all(_SECTION_NUMBER.match(w) or _LIST_MARKER.match(w) for w in words):
-        return "noise"
-    if "|" in words or (len(words) <= 6 and _NAVIGATION.search(text) and not stripped.endswith(".")):
-        return "noise"
-    if whole_line and len(words) <= 15 and stripped[-1:] not in ".!:;,":
-        return "heading"
-    if len(words) < 3 and not (stripped[-1:] in ".!" and words[0][:1].isupper()):  # "Yes." and "No." answer
-        return "noise"
-    return "sentence"
-
-
-def passage_units(text: str) -> list[Unit]:
-    """The passage cut into sentences, headings, questions and noise, in order.
-
-    Offsets index `" ".join(text.split())`, the form quotes are matched against (app.quoting.normalise).
-    """
-    units: list[Unit] = []
-    at = 0
-    for words in _logical_lines(text):
-        start = 0
-        for i, word in enumerate(words):
-            following = words[i + 1] if i + 1 < len(words) else None
-            if following is None or ends_sentence(word, following):
-                piece = words[start:i + 1]
-                if _LIST_MARKER.match(piece[0]) and len(piece) > 1 and start == 0:  # "- text", "2. text"
-                    marker, piece = piece[:1], piece[1:]
-                    units.append(Unit(marker[0], "noise", at, at + len(marker[0])))
-                    at += len(marker[0]) + 1
-                unit_text = " ".join(piece)
-                whole = start == 0 and following is None
-                kind = _kind(piece, whole)
-                if kind == "noise" and units and units[-1].kind == "code":  # a code example's output line
-                    kind = "code"
-                units.append(Unit(unit_text, kind, at, at + len(unit_text)))
-                at += len(unit_text) + 1
-                start = i + 1
-    # A chunk cut mid-sentence starts or ends with a fragment ("cost centre.", "You may use no more"): not a
-    # sentence anyone should quote (the neighbouring chunk holds it whole).
-    if units and units[0].kind == "sentence" and units[0].text[:1].islower():
-        units[0] = Unit(units[0].text, "noise", units[0].start, units[0].end)
-    if units and units[-1].kind == "sentence" and units[-1].text.rstrip(_CLOSERS)[-1:] not in ".!?:":
-        units[-1] = Unit(units[-1].text, "noise", units[-1].start, units[-1].end)
-    return units
-
-
-# The offset given to the first sentence of a chunk that starts mid-section: the sentences before it are in the
-# previous chunk, so it is at least the second under its heading (how far down is unknown).
-CONTINUED_OFFSET = 2
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One possible answer: units first..last (all sentences) of passage n, verbatim."""
-
-    n: int  # 1-based passage number, as in the prompt
-    first: int
-    last: int
-    sentences: tuple[str, ...]
-    heading: str  # the heading or FAQ question it sits under ("" when none)
-    offset: int  # sentences between that heading and this candidate's first sentence
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.sentences)
-
-
-@dataclass(frozen=True)
-class SelectionPassage:
-    """What selection needs of a passage shown to the model."""
-
-    text: str
-    heading: str | None  # the chunk's heading path ("Doc > Section"); its last part heads the passage
-    score: float  # retrieval cosine
-    continues: bool = False  # the chunk starts mid-section (ChunkRecord.continues): its first sentence does not
-    #                          open the section under its heading
-
-
-def candidates(passages: Sequence[SelectionPassage], max_sentences: int = 3, max_words: int = 80) -> list[Candidate]:
-    """Every run of 1..max_sentences consecutive sentences of one passage (code lines may follow the first),
-    at most max_words long."""
-    out: list[Candidate] = []
-    for n, passage in enumerate(passages, start=1):
-        units = passage_units(passage.text)
-        heading = (passage.heading or "").split(" > ")[-1]
-        offset = CONTINUED_OFFSET if passage.continues else 0
-        for i, unit in enumerate(units):
-            if unit.kind in ("heading", "question"):
-                heading, offset = unit.text, 0
-                continue
-            if unit.kind != "sentence":
-                continue
-            words = 0
-            for j in range(i, min(len(units), i + max_sentences)):
-                if units[j].kind != "sentence" and not (units[j].kind == "code" and j > i):
-                    break
-                words += len(units[j].text.split())
-                if words > max_words and j > i:
-                    break
-                out.append(Candidate(n, i, j, tuple(u.text for u in units[i:j + 1]), heading, offset))
-            offset += 1
-    return out
-
 
 FEATURES = ("sim", "sim_first", "heading_sim", "first_under_heading", "offset", "rank", "retrieval",
             "overlap", "two", "three", "words", "opens_passage", "top_opening", "heading_overlap",

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from app.selection import (CONFIDENCE, FEATURES, MODEL_FEATURE, SelectionPassage, SelectionWeights, candidates,
-                           confidence_features, features, replies)
+from app.selection import CONFIDENCE, FEATURES, MODEL_FEATURE, SelectionWeights, confidence_features, features, replies
 from eval.metrics import STRICT_RECALL, answer_recall, numbers_agree, split_source
 from finetune.prompt import NOT_FOUND
 from finetune.splits import split_of
+from ingest.answer_spans import SelectionPassage, candidates
 
 
 def is_right(text: str, source: str, q: "Question") -> bool:

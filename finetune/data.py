@@ -2,8 +2,10 @@
 
 Each example is the engine's prompt (numbered passages + question) and the target reply:
 - answer: the gold passage among retrieved distractors, in shuffled order. With answer_style "quote" (the
-  default) the target is "[n] " and then the gold passage's sentences that hold the answer, copied verbatim
-  (or the gold answer where no short quote holds it, e.g. in a table):
+  default) the target is "[n] " and then the engine's own candidate answer (ingest.answer_spans: 1-3
+  consecutive sentences of the gold passage, the same set answer selection chooses from) that holds the most of
+  the gold answer's words; failing that, the passage's sentences that hold the answer, or the gold answer itself
+  where no short quote holds it (e.g. in a table):
   every answer starts with the same token, so the first token is a clean answer-or-refuse decision, and a
   small model copies far more reliably than it paraphrases. With "answer" it is the gold answer with [n]
   after each sentence;
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ingest.answer_spans import SelectionPassage, candidates
 from ingest.retrieval import RetrievalOptions, Retriever
 from ingest.text import PLAIN_WORD, TRAINING_STOPWORDS, content_words, split_sentences
 from finetune.prompt import NOT_FOUND, PromptPassage, build_messages, passage_label
@@ -295,7 +298,8 @@ def _example(item: QAItem, kind: str, distractors: list, gold, rng: random.Rando
     if gold_n is None:
         target = NOT_FOUND
     elif options.answer_style == "quote":
-        quote = quote_sentences(gold.text, item.answer or "", options.quote_words)
+        quote = (candidate_quote(gold, item.answer or "", options.quote_words)
+                 or quote_sentences(gold.text, item.answer or "", options.quote_words))
         target = f"[{gold_n}] {quote or ' '.join((item.answer or '').split())}"
     else:
         target = cite_sentences(item.answer or "", gold_n)
@@ -317,6 +321,23 @@ def cite_sentences(answer: str, n: int) -> str:
         body, end = match.group(1), match.group(2) or "."
         out.append(f"{body} [{n}]{end}")
     return " ".join(out)
+
+
+def candidate_quote(chunk, answer: str, max_words: int = 60, min_recall: float = 0.5) -> str | None:
+    """The candidate answer of the chunk (ingest.answer_spans, as answer selection lists them) holding the most of
+    the answer's content words, at least `min_recall` of them (the strict correctness of the evaluation), then the
+    shortest; None when no candidate of at most `max_words` words does."""
+    answer_words = _content_words(answer)
+    if not answer_words:
+        return None
+    passage = SelectionPassage(chunk.text, chunk.heading, 0.0, getattr(chunk, "continues", False))
+    best: tuple[tuple[float, int], str] | None = None
+    for candidate in candidates([passage], max_words=max_words):
+        words = len(candidate.text.split())
+        recall = len(answer_words & _content_words(candidate.text)) / len(answer_words)
+        if words <= max_words and recall >= min_recall and (best is None or (recall, -words) > best[0]):
+            best = ((recall, -words), candidate.text)
+    return best[1] if best else None
 
 
 def quote_sentences(passage: str, answer: str, max_words: int = 60, min_coverage: float = 0.6) -> str | None:

@@ -154,6 +154,27 @@ def test_quote_takes_the_supporting_sentences_verbatim_or_none():
     assert quote_sentences(passage, "The CEO likes green.") is None
 
 
+def test_quote_targets_are_answers_the_engine_can_select():
+    """Training replies come from the candidate set answer selection chooses from: never a heading, a question or
+    a section number, and consecutive sentences only (the supporting-sentence quote may skip one between)."""
+    from types import SimpleNamespace
+
+    from finetune.data import candidate_quote
+    from ingest.answer_spans import SelectionPassage, candidates
+
+    chunk = SimpleNamespace(text="3.1 Travel\nHow far ahead must I book?\nBook flights at least 14 days ahead. "
+                                 "Hotels need no notice. Late bookings need the CFO's approval.\n",
+                            heading="Policy > Travel", continues=False)
+    listed = {c.text for c in candidates([SelectionPassage(chunk.text, chunk.heading, 0.0)])}
+    quote = candidate_quote(chunk, "Book flights 14 days ahead.")
+    assert quote == "Book flights at least 14 days ahead." and quote in listed
+    both = candidate_quote(chunk, "Book 14 days ahead; late bookings need CFO approval.")
+    assert both in listed and both.startswith("Book flights") and both.endswith("CFO's approval.")
+    assert quote_sentences(chunk.text, "Book 14 days ahead; late bookings need CFO approval.") not in listed, \
+        "the fixture's point: the older quote skips the sentence between, which selection never answers"
+    assert candidate_quote(chunk, "The CEO likes green.") is None
+
+
 def test_split_is_deterministic_and_the_test_split_never_trains(small_index, tmp_path, tiny_model, _shared_embedder):
     ids = [f"q{i:03d}" for i in range(200)]
     assert [split_of(i) for i in ids] == [split_of(i) for i in ids]

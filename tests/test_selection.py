@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.selection import SelectionPassage, candidates, passage_units, select, selection_weights
+from app.selection import select, selection_weights
+from ingest.answer_spans import SelectionPassage, candidates, passage_units
 from conftest import build_corpus
 from fakes import FakeGenerator
 
@@ -169,7 +170,7 @@ def test_selection_without_model_weights_never_loads_the_model(tmp_path, embedde
 
 
 def test_a_continuation_chunks_first_sentence_does_not_open_its_section() -> None:
-    from app.selection import CONTINUED_OFFSET
+    from ingest.answer_spans import CONTINUED_OFFSET
 
     text = "Late claims need the CFO's approval. Claims after 90 days are never paid."
     opening = candidates([SelectionPassage(text, "Expenses > Deadline", 0.6)])[0]
