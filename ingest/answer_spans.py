@@ -17,6 +17,13 @@ from ingest.text import CLOSERS as _CLOSERS, ends_sentence
 _SECTION_NUMBER = re.compile(r"^[(\[]?(?:\d+|[A-Za-z])(?:[.\-]\d+)*[.):\]]?$")  # "3.1.7", "(12)", "A.", "2)"
 _LIST_MARKER = re.compile(r"^(?:[-•*–—▪●◦]|\d+[.)]|[a-z][.)])$")
 _NAVIGATION = re.compile(r"\b(?:next|previous|prev|up|home|index|contents|table of contents|top|back)\b", re.I)
+# A table row as the loaders write CSV rows and DOCX tables: "city: New York; currency: USD; lodging_cap: 350".
+_ROW = re.compile(r"^[^:;]{1,60}: [^;]*(?:; [^:;]{1,60}: [^;]*)+;?$")
+
+
+def is_row(words: list[str]) -> bool:
+    """A table row ("column: value; column: value"): one answer on its own line, whatever its case or ending."""
+    return bool(_ROW.match(" ".join(words)))
 
 
 @dataclass(frozen=True)
@@ -24,8 +31,8 @@ class Unit:
     """A sentence-like piece of a passage, with where it lies in the whitespace-normalised passage."""
 
     text: str
-    kind: str  # "sentence" (may be quoted), "code" (may follow a quoted sentence), "heading", "question" (an FAQ's
-    #            question) or "noise"
+    kind: str  # "sentence" (may be quoted; a table row is one), "code" (may follow a quoted sentence), "heading",
+    #            "question" (an FAQ's question) or "noise"
     start: int
     end: int
 
@@ -33,8 +40,8 @@ class Unit:
 def _logical_lines(text: str) -> list[list[str]]:
     """The passage's lines as word lists, hard-wrapped lines joined (a PDF wraps sentences across lines).
 
-    A line break is kept when the line ends a sentence (. ! ? :), is short (a heading, a list item), or the next
-    line starts with a list marker or a code prompt.
+    A line break is kept when the line ends a sentence (. ! ? :), is short (a heading, a list item), either line
+    is a table row, or the next line starts with a list marker or a code prompt.
     """
     lines = [line.split() for line in text.splitlines()]
     lines = [words for words in lines if words]
@@ -44,7 +51,8 @@ def _logical_lines(text: str) -> list[list[str]]:
             previous = out[-1]
             last = previous[-1].rstrip(_CLOSERS)
             keeps_break = (not last or last[-1] in ".!?:" or len(previous) <= 8 or _LIST_MARKER.match(words[0])
-                           or words[0] in (">>>", "...", "$", "#") or previous[0] in (">>>", "..."))
+                           or words[0] in (">>>", "...", "$", "#") or previous[0] in (">>>", "...")
+                           or is_row(previous) or is_row(words))
             if not keeps_break:
                 previous.extend(words)
                 continue
@@ -76,8 +84,15 @@ def passage_units(text: str) -> list[Unit]:
     Offsets index `" ".join(text.split())`, the form quotes are matched against (app.quoting.normalise).
     """
     units: list[Unit] = []
+    rows: set[int] = set()  # indices of the units that are table rows
     at = 0
     for words in _logical_lines(text):
+        if is_row(words):  # one unit, never cut at a full stop inside a value ("jordan.ellis@acme.example")
+            row = " ".join(words)
+            rows.add(len(units))
+            units.append(Unit(row, "sentence", at, at + len(row)))
+            at += len(row) + 1
+            continue
         start = 0
         for i, word in enumerate(words):
             following = words[i + 1] if i + 1 < len(words) else None
@@ -97,9 +112,10 @@ def passage_units(text: str) -> list[Unit]:
                 start = i + 1
     # A chunk cut mid-sentence starts or ends with a fragment ("cost centre.", "You may use no more"): not a
     # sentence anyone should quote (the neighbouring chunk holds it whole).
-    if units and units[0].kind == "sentence" and units[0].text[:1].islower():
+    if units and units[0].kind == "sentence" and units[0].text[:1].islower() and 0 not in rows:
         units[0] = Unit(units[0].text, "noise", units[0].start, units[0].end)
-    if units and units[-1].kind == "sentence" and units[-1].text.rstrip(_CLOSERS)[-1:] not in ".!?:":
+    if (units and units[-1].kind == "sentence" and units[-1].text.rstrip(_CLOSERS)[-1:] not in ".!?:"
+            and len(units) - 1 not in rows):
         units[-1] = Unit(units[-1].text, "noise", units[-1].start, units[-1].end)
     return units
 

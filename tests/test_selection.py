@@ -193,3 +193,16 @@ def test_a_deployment_sets_the_refusal_threshold_and_a_question_can_override_it(
     assert refused.retrieved, "the passages were found; selection was not sure enough"
     answered = strict.answer(question, ANONYMOUS, AnswerOptions(selection_threshold=0.0))
     assert not answered.refused and "30 days" in answered.answer
+
+
+def test_a_table_row_is_one_quotable_candidate() -> None:
+    """CSV rows and DOCX table rows ("column: value; ...") answer questions too; joined into one run-on line they
+    had been a single unquotable fragment."""
+    text = ("city: Austin; currency: USD; lodging_cap_per_night: 210; notes: jordan.ellis@acme.example\n"
+            "city: New York; currency: USD; lodging_cap_per_night: 350\n"
+            "city: Lyon; currency: EUR; lodging_cap_per_night: 160\n")
+    units = passage_units(text)
+    assert [u.kind for u in units] == ["sentence"] * 3
+    assert units[1].text == "city: New York; currency: USD; lodging_cap_per_night: 350"
+    assert "city: New York; currency: USD; lodging_cap_per_night: 350" in {
+        c.text for c in candidates([SelectionPassage(text, None, 0.6)])}
