@@ -293,7 +293,8 @@ class GroundedAnswer:
             raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
         # Selection whose weights do not use the model never loads it: the first question (and each adapter)
         # would otherwise wait for a model that has no say in the answer.
-        generator = turn.generator() if decoding != "quote" or turn.selection_weights().uses_model else None
+        weights = turn.selection_weights() if decoding == "quote" else None  # reads the adapter's card once
+        generator = turn.generator() if weights is None or weights.uses_model else None
         card = turn.card
         capabilities = capabilities_of(generator) if generator is not None else FULL_CAPABILITIES
         if decoding == "constrained" and not capabilities.logits_processors:
@@ -314,7 +315,7 @@ class GroundedAnswer:
         passages = passages[: len(shown)]
         retrieved = [_retrieved(i, p, shown[i - 1].text) for i, p in enumerate(passages, start=1)]
         if decoding == "quote":
-            text = yield from self._select(turn, generator, shown, passages)
+            text = yield from self._select(turn, weights, generator, shown, passages)
             if text is None:
                 yield finish(NOT_FOUND, True, refusals.NOT_CONFIDENT, retrieved=retrieved)
                 return
@@ -359,13 +360,12 @@ class GroundedAnswer:
 
 
     @staticmethod
-    def _select(turn: AnswerTurn, generator: Generator | None, shown: list[PromptPassage],
-                passages: list[Passage]) -> Iterator[str]:
+    def _select(turn: AnswerTurn, weights: SelectionWeights, generator: Generator | None,
+                shown: list[PromptPassage], passages: list[Passage]) -> Iterator[str]:
         """Choose the quote (app.selection); yields it and returns "[n] quote", or None to refuse.
 
         `generator` is None when the selection weights do not use the model."""
         started = time.perf_counter()
-        weights = turn.selection_weights()
         views = [SelectionPassage(s.text, p.chunk.heading, p.score, p.chunk.continues) for s, p in zip(shown, passages)]
         score = None
         if generator is not None and capabilities_of(generator).logprobs and hasattr(generator, "score"):

@@ -110,8 +110,8 @@ def run(
     config = EvalConfig(qa_file=qa, index_dir=index, out_dir=out, mode=mode, adapter=adapter, adapters_dir=adapters,
                         model=model,
                         quantize=not no_quantize, split=split, users_file=users_file, top_k=top_k,
-                        max_new_tokens=max_new_tokens, decoding=decoding,
-                        refusal_threshold=refusal_threshold, workers=workers, limit=limit, name=name, progress=not quiet, rescore=rescore,
+                        max_new_tokens=max_new_tokens, decoding=decoding, refusal_threshold=refusal_threshold,
+                        workers=workers, limit=limit, name=name, progress=not quiet, rescore=rescore,
                         guardrails=guardrails)
     try:
         result = run_eval(config)

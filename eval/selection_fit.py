@@ -125,7 +125,7 @@ def featurize(questions: list[Question], embed) -> list[Question]:
 
     kept = []
     for q in questions:
-        views = [SelectionPassage(p["text"], p["heading"], p["score"], p.get("continues", False)) for p in q.passages]
+        views = [SelectionPassage(p["text"], p["heading"], p["score"], p["continues"]) for p in q.passages]
         found = candidates(views)
         if not found:
             continue
@@ -189,7 +189,9 @@ def embedder_of(index: Path):
     from ingest.embedding import Embedder
     from ingest.vector_store import open_vector_store
 
-    embedder = Embedder(open_vector_store(index).embedder)
+    store = open_vector_store(index)
+    embedder = Embedder(store.embedder)
+    store.close()
     return lambda texts: np.asarray(embedder.encode(list(texts)))
 
 

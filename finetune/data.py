@@ -330,7 +330,7 @@ def candidate_quote(chunk, answer: str, max_words: int = 60, min_recall: float =
     answer_words = _content_words(answer)
     if not answer_words:
         return None
-    passage = SelectionPassage(chunk.text, chunk.heading, 0.0, getattr(chunk, "continues", False))
+    passage = SelectionPassage(chunk.text, chunk.heading, 0.0, chunk.continues)
     best: tuple[tuple[float, int], str] | None = None
     for candidate in candidates([passage], max_words=max_words):
         words = len(candidate.text.split())

@@ -173,6 +173,16 @@ def test_quote_targets_are_answers_the_engine_can_select():
     assert quote_sentences(chunk.text, "Book 14 days ahead; late bookings need CFO approval.") not in listed, \
         "the fixture's point: the older quote skips the sentence between, which selection never answers"
     assert candidate_quote(chunk, "The CEO likes green.") is None
+    # ... and that is the reply a training example asks for
+    import random
+
+    from finetune.data import _example
+
+    gold = SimpleNamespace(**vars(chunk), source="travel.md", page=None)
+    item = QAItem("t1", "How far ahead must I book, and who approves late bookings?",
+                  "Book 14 days ahead; late bookings need CFO approval.", None, "travel.md")
+    example = _example(item, "answer", [], gold, random.Random(0), lambda t: len(t.split()), ExampleOptions())
+    assert example.target == f"[1] {both}"
 
 
 def test_split_is_deterministic_and_the_test_split_never_trains(small_index, tmp_path, tiny_model, _shared_embedder):
