@@ -17,10 +17,11 @@ from app.ui.admin import build_admin_tab
 from app.ui.auth import current_user, make_auth
 from app.ui.chat import build_chat_tab, on_load
 from app.ui.library import ensure_index
+from app.ui.login_guard import LoginGuard, LoginPolicy
 from app.ui.services import UiServices
 from app.ui.settings import GuardrailsFile
 from app.ui.theme import CSS, HEADER, theme
-from app.users import UserStore
+from app.users import UserStore, dummy_hash
 from finetune.adapters import AdapterRegistry
 from finetune.models import DEFAULT_MODEL
 from ingest.acl import EVERYONE
@@ -37,6 +38,12 @@ LOGIN_MESSAGE = (  # the login page does not load the app's CSS: inline styles o
     'font-weight:700;font-size:20px;display:flex;align-items:center;justify-content:center">G</div>'
     '<div><div style="font-size:18px;font-weight:700">Groundwork</div><div style="font-size:14px;color:#475569">'
     'Sign in with your company account. Answers only use the documents your groups may read.</div></div></div>')
+
+
+LOGOUT_BUTTON = (  # a POST (app/ui/login_guard.py): a link to /logout on another page logs nobody out
+    '<form method="post" action="logout" style="display:inline;margin:0 0 0 10px">'
+    '<button type="submit" id="gw-logout" style="background:none;border:0;padding:0;color:inherit;'
+    'text-decoration:underline;cursor:pointer;font:inherit">Log out</button></form>')
 
 
 class LockedEmbedder(Embedder):
@@ -69,7 +76,7 @@ def who(services: UiServices, request: gr.Request) -> str:
     groups = ", ".join(user.groups)
     return HEADER.format(who=f'Signed in as <b id="gw-username">{html.escape(user.name)}</b>'
                              f'<span class="gw-role" id="gw-role">{html.escape(user.role)}</span><br>'
-                             f'Groups: {html.escape(groups)}<a href="/logout" id="gw-logout">Log out</a>')
+                             f'Groups: {html.escape(groups)}{LOGOUT_BUTTON}')
 
 
 def build_app(services: UiServices) -> gr.Blocks:
@@ -93,12 +100,22 @@ def build_app(services: UiServices) -> gr.Blocks:
 
 
 def launch_app(app: gr.Blocks, services: UiServices, host: str = "127.0.0.1", port: int = 7860,
-               block: bool = True, quiet: bool = False) -> str:
-    """Start the server; return its URL (with block=False the server runs in a background thread)."""
+               block: bool = True, quiet: bool = False, login: LoginPolicy | None = None) -> str:
+    """Start the server; return its URL (with block=False the server runs in a background thread).
+
+    Sign-in, sessions and security headers are app/ui/login_guard.py's (`login` tunes them; tests shorten times).
+    """
+    guard = LoginGuard(services.users, login, message=LOGIN_MESSAGE)
+    dummy_hash()  # computed now, not during the first sign-in of an unknown name
     app.launch(server_name=host, server_port=port, auth=make_auth(services.users), auth_message=LOGIN_MESSAGE,
+               app_kwargs={"middleware": [guard.middleware()]},
                theme=theme(), css=CSS, share=False, show_error=True, prevent_thread_lock=True, quiet=quiet,
                max_threads=MAX_THREADS, max_file_size="50mb", ssr_mode=False, footer_links=[], pwa=False,
                mcp_server=False, enable_monitoring=False)
+    guard.install(app.server_app)
+    app.login_guard = guard
+    from app.ui import upload_limits
+    app.upload_gate = upload_limits.install(app, services)  # uploads: admins only, capped; cache cleaned
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{app.server_port}/"
     if block:
         _serve_until_interrupted(app)

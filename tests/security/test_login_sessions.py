@@ -1,0 +1,253 @@
+"""Sign-in and sessions (issue 18, items 2, 3, 4 and the login/logout part of 8), against a real server.
+
+The server is launch_app() around a tiny Blocks (no model, no index): what is tested is the sign-in, the sessions
+and the headers in front of it, exactly as `groundwork serve` runs them.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import httpx
+import pytest
+from ui_support import free_port
+
+from app.ui.auth import current_user
+from app.ui.login_guard import LoginPolicy
+from app.ui.sessions import SessionPolicy
+from app.ui.throttle import Backoff, LoginThrottle, ThrottlePolicy
+from app.users import UserStore
+
+PASSWORDS = {"alice": "alice-password", "admin": "admin-password", "bob": "bob-password"}
+IDLE_S = 2.0
+THROTTLE = ThrottlePolicy(user=Backoff(free=3, base_s=1.0, max_s=2.0), client=Backoff(free=6, base_s=1.0, max_s=2.0))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from app.ui import launch_app
+
+    root = tmp_path_factory.mktemp("login")
+    users = UserStore(root / "users.json")
+    users.add("alice", PASSWORDS["alice"], groups=["hr"])
+    users.add("bob", PASSWORDS["bob"])
+    users.add("admin", PASSWORDS["admin"], role="admin")
+    services = SimpleNamespace(users=users)
+    with gr.Blocks() as app:
+        out = gr.Textbox()
+        button = gr.Button()
+
+        def whoami(request: gr.Request) -> str:
+            return current_user(users, request).name
+
+        button.click(whoami, None, out, api_name="whoami")
+    app.queue()
+    policy = LoginPolicy(sessions=SessionPolicy(idle_s=IDLE_S, max_age_s=3600), throttle=THROTTLE,
+                         concurrent_checks=2)
+    url = launch_app(app, services, port=free_port(), block=False, quiet=True, login=policy)
+    yield SimpleNamespace(url=url, users=users, app=app, guard=app.login_guard)
+    app.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttle(server):
+    server.guard.throttle = LoginThrottle(THROTTLE)  # every test starts with no failures counted
+
+
+def login(server, user: str, password: str | None = None, **headers) -> httpx.Client:
+    client = httpx.Client(base_url=server.url, timeout=30, headers=headers)
+    response = client.post("/login", data={"username": user, "password": password or PASSWORDS[user]})
+    assert response.status_code == 200, response.text
+    return client
+
+
+def logged_in(client: httpx.Client) -> bool:
+    """/config is what the page loads first; Gradio answers 401 without a valid session."""
+    return client.get("/config").status_code == 200
+
+
+def post_login(server, user: str, password: str, **headers) -> httpx.Response:
+    return httpx.post(server.url + "login", data={"username": user, "password": password}, headers=headers,
+                      timeout=30)
+
+
+# --- item 2: the password check does not block the server ---------------------------------------------------
+
+def test_password_checks_run_off_the_event_loop_and_are_bounded(server, monkeypatch) -> None:
+    """Old code: Gradio called the check on its event loop, so a 0.4 s check stalled every other request."""
+    real = server.users.authenticate
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(name, password):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.4)  # a slow hash, blocking its thread as scrypt does
+        with lock:
+            running[0] -= 1
+        return real(name, password)
+
+    monkeypatch.setattr(server.users, "authenticate", slow)
+    attackers = [threading.Thread(target=post_login, args=(server, f"nobody{i}", "wrong password"))
+                 for i in range(5)]
+    for thread in attackers:
+        thread.start()
+    time.sleep(0.1)
+    latencies = []
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(8):
+            started = time.perf_counter()
+            assert client.get("/gradio_api/app_id").status_code == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.05)
+    for thread in attackers:
+        thread.join()
+    assert statistics.median(latencies) < 0.2, latencies
+    assert peak[0] <= 2  # concurrent_checks
+
+
+# --- item 3: brute force ------------------------------------------------------------------------------------
+
+def test_wrong_passwords_lock_the_account_out_even_for_the_right_one(server, caplog) -> None:
+    """Old code: 50 wrong passwords, then the right one accepted at once."""
+    caplog.set_level(logging.WARNING, logger="app.ui.login_guard")
+    for _ in range(3):
+        assert post_login(server, "admin", "guess-guess").status_code == 400
+    refused = post_login(server, "admin", PASSWORDS["admin"])
+    assert refused.status_code == 429 and "access-token" not in refused.headers.get("set-cookie", "")
+    assert refused.json()["detail"] == "Too many failed sign-ins. Try again in 1 s."
+    assert refused.headers["retry-after"] == "1"
+    page = post_login(server, "admin", PASSWORDS["admin"], accept="text/html")  # the login form's own view
+    assert page.status_code == 429 and "Too many failed sign-ins. Try again in 1 s." in page.text
+    assert sum("sign-in refused for 'admin'" in r.getMessage() for r in caplog.records) == 5
+    assert not any(r.exc_info for r in caplog.records)
+    time.sleep(1.1)
+    assert post_login(server, "admin", PASSWORDS["admin"]).status_code == 200  # the backoff has passed
+
+
+def test_one_client_guessing_many_names_is_locked_out(server) -> None:
+    for i in range(6):
+        assert post_login(server, f"user{i}", "guess-guess").status_code == 400
+    assert post_login(server, "bob", PASSWORDS["bob"]).status_code == 429
+
+
+def test_unknown_and_known_names_cost_the_same(server) -> None:
+    """Old code: 3 ms for an unknown name, 81 ms for a known one."""
+    def cost(name: str) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            assert server.users.authenticate(name, "wrong password") is None
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    unknown, known = cost("no-such-user"), cost("alice")
+    assert 0.5 < unknown / known < 2.0, (unknown, known)
+
+
+# --- item 4: sessions end --------------------------------------------------------------------------------------
+
+def test_a_session_ends_when_the_password_changes(server) -> None:
+    client = login(server, "bob")
+    assert logged_in(client)
+    server.users.add("bob", "bob-new-password", replace=True)
+    assert not logged_in(client)
+    assert client.get("/").text.count('id="gw-login"') == 1  # the page is the login form again
+    server.users.add("bob", PASSWORDS["bob"], replace=True)
+
+
+def test_a_removed_user_is_logged_out_and_a_recreated_name_is_not_theirs(server) -> None:
+    old = login(server, "bob")
+    server.users.remove("bob")
+    assert not logged_in(old)
+    old_again = login(server, "alice")  # and the case the issue reported: removed, then created again
+    server.users.remove("alice")
+    server.users.add("alice", PASSWORDS["alice"], groups=["hr"])
+    assert not logged_in(old_again)
+    server.users.add("bob", PASSWORDS["bob"])
+
+
+def test_a_role_or_group_change_ends_the_session_but_a_no_op_does_not(server) -> None:
+    client = login(server, "alice")
+    server.users.update("alice", "employee", ["hr"])  # unchanged
+    assert logged_in(client)
+    server.users.update("alice", "employee", [])
+    assert not logged_in(client)
+    server.users.update("alice", "employee", ["hr"])
+
+
+def test_sessions_expire_when_idle(server) -> None:
+    client = login(server, "alice")
+    for _ in range(3):  # in use: stays valid past the idle time
+        time.sleep(IDLE_S * 0.6)
+        assert logged_in(client)
+    time.sleep(IDLE_S + 0.3)
+    assert not logged_in(client)
+
+
+def test_a_stale_session_cannot_use_the_api(server) -> None:
+    client = login(server, "bob")
+    join = {"data": [None], "fn_index": 0, "session_hash": "abc123", "event_data": None, "trigger_id": None}
+    assert client.post("/gradio_api/queue/join", json=join).status_code == 200
+    server.users.add("bob", "bob-new-password", replace=True)
+    assert client.post("/gradio_api/queue/join", json=join).status_code == 401
+    server.users.add("bob", PASSWORDS["bob"], replace=True)
+
+
+# --- item 8: login/logout and headers --------------------------------------------------------------------------
+
+def test_a_login_posted_from_another_site_is_refused(server) -> None:
+    foreign = post_login(server, "alice", PASSWORDS["alice"], origin="https://evil.example")
+    assert foreign.status_code == 403 and "access-token" not in foreign.headers.get("set-cookie", "")
+    referer = post_login(server, "alice", PASSWORDS["alice"], referer="https://evil.example/page")
+    assert referer.status_code == 403
+    assert post_login(server, "alice", PASSWORDS["alice"], origin="null").status_code == 403
+    same = server.url.rstrip("/")
+    assert post_login(server, "alice", PASSWORDS["alice"], origin=same).status_code == 200
+
+
+def test_get_logout_does_not_log_out_and_post_does(server) -> None:
+    client = login(server, "alice")
+    page = client.get("/logout")
+    assert page.status_code == 200 and 'method="post"' in page.text
+    assert logged_in(client)
+    assert client.post("/logout", headers={"origin": "https://evil.example"}).status_code == 403
+    assert logged_in(client)
+    assert client.post("/logout", headers={"origin": server.url.rstrip("/")}).status_code == 303
+    assert not logged_in(client)
+
+
+def test_session_cookies_are_samesite_lax(server) -> None:
+    response = post_login(server, "alice", PASSWORDS["alice"])
+    cookies = response.headers.get_list("set-cookie")
+    assert len(cookies) == 2 and all("samesite=lax" in c.lower() and "httponly" in c.lower() for c in cookies)
+
+
+@pytest.mark.parametrize("path", ["/", "/config", "/logout", "/gradio_api/info", "/no-such-page"])
+def test_every_response_refuses_framing_and_sniffing(server, path) -> None:
+    response = httpx.get(server.url.rstrip("/") + path, timeout=30)
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+# --- the users file guards the last admin ----------------------------------------------------------------------
+
+def test_the_last_admin_cannot_be_removed_or_demoted(tmp_path: Path) -> None:
+    from app.users import UserError
+
+    store = UserStore(tmp_path / "users.json")
+    store.add("root", "root-password", role="admin", groups=["it"])
+    with pytest.raises(UserError, match="last admin"):
+        store.remove("root")
+    with pytest.raises(UserError, match="last admin"):
+        store.update("root", "employee", ["it"])
+    with pytest.raises(UserError, match="last admin"):
+        store.add("root", "new-password", role="employee", replace=True)
+    store.add("root", "new-password", replace=True)  # no role given: still an admin, groups kept
+    assert store.get("root").is_admin and store.get("root").groups == ("everyone", "it")
