@@ -173,11 +173,13 @@ def ask(
 @users_cli.command("add")
 def users_add(
     name: str = typer.Argument(...),
-    groups: str = typer.Option("", "--groups", help="Comma-separated groups (everyone is always included)."),
-    role: str = typer.Option("employee", "--role", help="employee or admin."),
+    groups: Optional[str] = typer.Option(None, "--groups", help="Comma-separated groups (everyone is always "
+                                         "included). With --replace: kept unless given."),
+    role: Optional[str] = typer.Option(None, "--role", help="employee or admin (default employee). With --replace: "
+                                       "kept unless given."),
     password: Optional[str] = typer.Option(None, "--password", help="Default: asked for at the prompt.",
                                            envvar="GROUNDWORK_PASSWORD"),
-    replace: bool = typer.Option(False, "--replace", help="Change an existing user."),
+    replace: bool = typer.Option(False, "--replace", help="Change an existing user (their web sessions end)."),
     users_file: Path = typer.Option(SETTINGS.users_file, "--users", help="Users file."),
 ) -> None:
     """Add a user (the password is stored as a scrypt hash)."""
@@ -185,7 +187,8 @@ def users_add(
 
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    user = UserStore(users_file).add(name, password, role=role, groups=groups.split(","), replace=replace)
+    user = UserStore(users_file).add(name, password, role=role, groups=None if groups is None else groups.split(","),
+                                     replace=replace)
     typer.echo(f"{'Updated' if replace else 'Added'} {user.name} ({user.role}; groups: {', '.join(user.groups)})")
 
 
@@ -201,7 +204,7 @@ def users_list(users_file: Path = typer.Option(SETTINGS.users_file, "--users", h
 @users_cli.command("remove")
 def users_remove(name: str = typer.Argument(...),
                  users_file: Path = typer.Option(SETTINGS.users_file, "--users", help="Users file.")) -> None:
-    """Remove a user."""
+    """Remove a user (their web sessions end; the last admin cannot be removed)."""
     from app.users import UserStore
 
     UserStore(users_file).remove(name)

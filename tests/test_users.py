@@ -59,3 +59,66 @@ def test_update_changes_role_and_groups_but_keeps_the_password(tmp_path: Path) -
     assert (tmp_path / "users.json").stat().st_mode & 0o077 == 0
     with pytest.raises(UserError, match="no user"):
         store.update("nobody", "employee")
+
+
+def test_replace_keeps_role_and_groups_unless_given(tmp_path: Path) -> None:
+    """`users add NAME --replace` to reset a password used to make the user a plain employee in 'everyone' only."""
+    store = UserStore(tmp_path / "users.json")
+    store.add("root", "password1", role="admin", groups=["it"])
+    store.add("hana", "password1", groups=["hr", "finance"])
+    store.add("hana", "password2", replace=True)
+    assert store.get("hana").groups == ("everyone", "finance", "hr") and not store.get("hana").is_admin
+    store.add("hana", "password3", role="admin", groups=[], replace=True)  # given explicitly: changed
+    assert store.get("hana").is_admin and store.get("hana").groups == ("everyone",)
+    assert store.add("new", "password1").role == "employee"
+
+
+def test_the_last_admin_is_kept(tmp_path: Path) -> None:
+    store = UserStore(tmp_path / "users.json")
+    store.add("root", "password1", role="admin")
+    for change in (lambda: store.remove("root"), lambda: store.update("root", "employee"),
+                   lambda: store.add("root", "password2", role="employee", replace=True)):
+        with pytest.raises(UserError, match="last admin"):
+            change()
+    store.add("second", "password1", role="admin")
+    store.update("root", "employee")
+    store.remove("root")
+    assert [u.name for u in store.list()] == ["second"]
+
+
+def test_session_stamp_changes_with_password_role_groups_and_recreation(tmp_path: Path) -> None:
+    store = UserStore(tmp_path / "users.json")
+    store.add("root", "password1", role="admin")
+    store.add("ann", "password1", groups=["hr"])
+    seen = [store.session_stamps()["ann"]]
+    for change in (lambda: store.add("ann", "password2", replace=True), lambda: store.update("ann", "admin", ["hr"]),
+                   lambda: store.update("ann", "admin", ["it"]),
+                   lambda: (store.remove("ann"), store.add("ann", "password2", groups=["it"]))):
+        change()
+        seen.append(store.session_stamps()["ann"])
+    assert len(set(seen)) == len(seen)
+    store.update("ann", "employee", ["it"])
+    before = store.session_stamps()["ann"]
+    store.update("ann", "employee", ["it"])  # no change: sessions go on
+    assert store.session_stamps()["ann"] == before
+
+
+def test_cli_replace_and_last_admin(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    users = tmp_path / "users.json"
+    store = UserStore(users)
+    store.add("root", "password1", role="admin", groups=["it"])
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = "import sys; from app.cli import main; sys.argv = ['groundwork', *sys.argv[1:]]; main()"
+        return subprocess.run([sys.executable, "-c", code, "users", *args, "--users", str(users)],
+                              capture_output=True, text=True, timeout=120)
+
+    result = run("add", "root", "--password", "password2", "--replace")
+    assert result.returncode == 0 and "Updated root (admin; groups: everyone, it)" in result.stdout
+    result = run("remove", "root")
+    assert result.returncode == 2 and "last admin" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert store.get("root").is_admin
