@@ -100,15 +100,15 @@ def test_password_checks_run_off_the_event_loop_and_are_bounded(server, monkeypa
     time.sleep(0.1)
     latencies = []
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        for _ in range(8):
+        for _ in range(8):  # during the 1 s the five checks take, two at a time
             started = time.perf_counter()
             assert client.get("/gradio_api/app_id").status_code == 200
             latencies.append(time.perf_counter() - started)
             time.sleep(0.05)
     for thread in attackers:
         thread.join()
-    assert statistics.median(latencies) < 0.2, latencies
-    assert peak[0] <= 2  # concurrent_checks
+    assert max(latencies) < 0.3, latencies  # old code: the first request waited 2 s, for all five checks
+    assert peak[0] == 2  # two checks at a time (concurrent_checks), not one after another, not five
 
 
 # --- item 3: brute force ------------------------------------------------------------------------------------
@@ -152,37 +152,44 @@ def test_unknown_and_known_names_cost_the_same(server) -> None:
 
 # --- item 4: sessions end --------------------------------------------------------------------------------------
 
+def user(server, name: str, **kwargs) -> str:
+    """A user of this test alone (so that one failing test leaves the others' users alone)."""
+    server.users.add(name, PASSWORDS["bob"], replace=True, **kwargs)
+    return name
+
+
 def test_a_session_ends_when_the_password_changes(server) -> None:
-    client = login(server, "bob")
+    client = login(server, user(server, "carol"), PASSWORDS["bob"])
     assert logged_in(client)
-    server.users.add("bob", "bob-new-password", replace=True)
+    server.users.add("carol", "carol-new-password", replace=True)
     assert not logged_in(client)
     assert client.get("/").text.count('id="gw-login"') == 1  # the page is the login form again
-    server.users.add("bob", PASSWORDS["bob"], replace=True)
 
 
-def test_a_removed_user_is_logged_out_and_a_recreated_name_is_not_theirs(server) -> None:
-    old = login(server, "bob")
-    server.users.remove("bob")
-    assert not logged_in(old)
-    old_again = login(server, "alice")  # and the case the issue reported: removed, then created again
-    server.users.remove("alice")
-    server.users.add("alice", PASSWORDS["alice"], groups=["hr"])
-    assert not logged_in(old_again)
-    server.users.add("bob", PASSWORDS["bob"])
+def test_a_removed_user_is_logged_out(server) -> None:
+    client = login(server, user(server, "dave"), PASSWORDS["bob"])
+    server.users.remove("dave")
+    assert not logged_in(client)
+
+
+def test_a_recreated_name_does_not_let_the_old_session_in(server) -> None:
+    """The issue's case: a user is removed, the name is given to someone else, the old browser gets their account."""
+    client = login(server, user(server, "erin"), PASSWORDS["bob"])
+    server.users.remove("erin")
+    server.users.add("erin", "another-persons-password", groups=["hr"])
+    assert not logged_in(client)
 
 
 def test_a_role_or_group_change_ends_the_session_but_a_no_op_does_not(server) -> None:
-    client = login(server, "alice")
-    server.users.update("alice", "employee", ["hr"])  # unchanged
+    client = login(server, user(server, "fay", groups=["hr"]), PASSWORDS["bob"])
+    server.users.update("fay", "employee", ["hr"])  # unchanged
     assert logged_in(client)
-    server.users.update("alice", "employee", [])
+    server.users.update("fay", "employee", [])
     assert not logged_in(client)
-    server.users.update("alice", "employee", ["hr"])
 
 
 def test_sessions_expire_when_idle(server) -> None:
-    client = login(server, "alice")
+    client = login(server, user(server, "gus"), PASSWORDS["bob"])
     for _ in range(3):  # in use: stays valid past the idle time
         time.sleep(IDLE_S * 0.6)
         assert logged_in(client)
@@ -191,12 +198,11 @@ def test_sessions_expire_when_idle(server) -> None:
 
 
 def test_a_stale_session_cannot_use_the_api(server) -> None:
-    client = login(server, "bob")
+    client = login(server, user(server, "hal"), PASSWORDS["bob"])
     join = {"data": [None], "fn_index": 0, "session_hash": "abc123", "event_data": None, "trigger_id": None}
     assert client.post("/gradio_api/queue/join", json=join).status_code == 200
-    server.users.add("bob", "bob-new-password", replace=True)
+    server.users.add("hal", "hal-new-password", replace=True)
     assert client.post("/gradio_api/queue/join", json=join).status_code == 401
-    server.users.add("bob", PASSWORDS["bob"], replace=True)
 
 
 # --- item 8: login/logout and headers --------------------------------------------------------------------------
