@@ -43,6 +43,8 @@ MAX_LOGIN_BODY = 16 * 1024
 INCORRECT = "Incorrect user name or password."
 FOREIGN = "Sign-in refused: the request came from another site."
 BUSY = "Too many sign-ins at once. Try again in a few seconds."
+TARPIT_S = 1.0  # a locked-out attempt is answered after this long (at most): a guessing loop slows to its pace
+TARPIT_MAX = 256  # attempts held at once at most; beyond, refused at once
 
 
 def _default_concurrency() -> int:
@@ -70,6 +72,7 @@ class LoginGuard:
         self.throttle = LoginThrottle(self.policy.throttle)
         self._pool = ThreadPoolExecutor(max_workers=self.policy.concurrent_checks, thread_name_prefix="gw-login")
         self._waiting = 0  # touched on the event loop only
+        self._held = 0  # locked-out attempts being held (TARPIT_S); event loop only
 
     def middleware(self):
         """For FastAPI(middleware=[...]) (launch's app_kwargs)."""
@@ -99,6 +102,17 @@ class LoginGuard:
         except UserError as exc:
             log.warning("%s", exc)
             return False
+
+    async def hold(self, wait: float) -> None:
+        """Answer a locked-out attempt only after min(wait, TARPIT_S): refusing at once would let a client loop
+        hundreds of times a second, each answer costing the event loop as much as a page request."""
+        if self._held >= TARPIT_MAX:
+            return
+        self._held += 1
+        try:
+            await asyncio.sleep(min(wait, TARPIT_S))
+        finally:
+            self._held -= 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -163,6 +177,7 @@ class LoginMiddleware:
             return refuse(403, FOREIGN, reason=f"foreign origin {request.headers.get('origin') or request.headers.get('referer')!r}")
         wait = guard.throttle.client_wait(client)
         if wait:
+            await guard.hold(wait)
             return refuse(429, too_many(wait), reason="client locked out", retry=wait)
         if int(request.headers.get("content-length") or 0) > MAX_LOGIN_BODY:
             return refuse(413, INCORRECT, reason="request too large")
@@ -173,6 +188,7 @@ class LoginMiddleware:
             return refuse(400, INCORRECT, reason=f"unreadable form ({type(exc).__name__})")
         wait = guard.throttle.user_wait(name)
         if wait:
+            await guard.hold(wait)
             return refuse(429, too_many(wait), name, "user name locked out", retry=wait)
         ok = await guard.check_password(name, password) if name and password else False
         if ok is None:

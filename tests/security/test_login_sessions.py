@@ -6,6 +6,7 @@ and the headers in front of it, exactly as `groundwork serve` runs them.
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 import threading
 import time
@@ -25,7 +26,7 @@ from app.users import UserStore
 
 PASSWORDS = {"alice": "alice-password", "admin": "admin-password", "bob": "bob-password"}
 IDLE_S = 2.0
-THROTTLE = ThrottlePolicy(user=Backoff(free=3, base_s=1.0, max_s=2.0), client=Backoff(free=6, base_s=1.0, max_s=2.0))
+THROTTLE = ThrottlePolicy(user=Backoff(free=3, base_s=2.0, max_s=4.0), client=Backoff(free=6, base_s=1.0, max_s=2.0))
 
 
 @pytest.fixture(scope="module")
@@ -118,15 +119,17 @@ def test_wrong_passwords_lock_the_account_out_even_for_the_right_one(server, cap
     caplog.set_level(logging.WARNING, logger="app.ui.login_guard")
     for _ in range(3):
         assert post_login(server, "admin", "guess-guess").status_code == 400
-    refused = post_login(server, "admin", PASSWORDS["admin"])
+    started = time.monotonic()
+    refused = post_login(server, "admin", PASSWORDS["admin"])  # locked for 2 s; answered after 1 s (tarpit)
     assert refused.status_code == 429 and "access-token" not in refused.headers.get("set-cookie", "")
-    assert refused.json()["detail"] == "Too many failed sign-ins. Try again in 1 s."
-    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["detail"] == "Too many failed sign-ins. Try again in 2 s."
+    assert refused.headers["retry-after"] == "2"
+    assert time.monotonic() - started >= 0.9
     page = post_login(server, "admin", PASSWORDS["admin"], accept="text/html")  # the login form's own view
-    assert page.status_code == 429 and "Too many failed sign-ins. Try again in 1 s." in page.text
+    assert page.status_code == 429 and re.search(r"Too many failed sign-ins\. Try again in [12] s\.", page.text)
     assert sum("sign-in refused for 'admin'" in r.getMessage() for r in caplog.records) == 5
     assert not any(r.exc_info for r in caplog.records)
-    time.sleep(1.1)
+    time.sleep(max(0.0, started + 2.1 - time.monotonic()))
     assert post_login(server, "admin", PASSWORDS["admin"]).status_code == 200  # the backoff has passed
 
 
