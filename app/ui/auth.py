@@ -1,7 +1,9 @@
-"""Who is asking: Gradio's login checked against the users file, and the server-side role check.
+"""Who is asking: the logged-in user of a request, and the server-side role check.
 
 The page never says who the user is: every handler looks the logged-in name (from Gradio's session cookie)
-up again in the users file, so a removed user or a changed role takes effect on the next click.
+up again in the users file, so a removed user or a changed role takes effect on the next click. Sign-in itself
+(throttled, off the event loop, same-site only) and sessions that end (expiry; password, role or group change;
+removal) are app/ui/login_guard.py's and app/ui/sessions.py's: a stale session never reaches a handler.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from app.users import User, UserError, UserStore
 
 
 def make_auth(users: UserStore) -> Callable[[str, str], bool]:
-    """The `auth=` callable for Gradio's login page."""
+    """The `auth=` callable for Gradio: it makes Gradio require a login. Sign-in requests are answered by
+    LoginGuard before they reach Gradio's own /login route, so this runs only if that route is ever called
+    without the guard in front of it."""
 
     def check(username: str, password: str) -> bool:
         try:
