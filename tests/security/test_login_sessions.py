@@ -56,8 +56,9 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def fresh_throttle(server):
-    server.guard.throttle = LoginThrottle(THROTTLE)  # every test starts with no failures counted
+def fresh_throttle(request):
+    if "server" in request.fixturenames:  # every test of the server starts with no failures counted
+        request.getfixturevalue("server").guard.throttle = LoginThrottle(THROTTLE)
 
 
 def login(server, user: str, password: str | None = None, **headers) -> httpx.Client:
@@ -260,3 +261,41 @@ def test_the_last_admin_cannot_be_removed_or_demoted(tmp_path: Path) -> None:
         store.add("root", "new-password", role="employee", replace=True)
     store.add("root", "new-password", replace=True)  # no role given: still an admin, groups kept
     assert store.get("root").is_admin and store.get("root").groups == ("everyone", "it")
+
+
+# --- the pieces, on a fake clock -------------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_session_ends_at_its_maximum_age_even_when_in_use(tmp_path: Path) -> None:
+    from app.ui.sessions import SessionTable
+
+    users, clock = UserStore(tmp_path / "users.json"), Clock()
+    users.add("ann", "password1")
+    table = SessionTable(users, SessionPolicy(idle_s=60, max_age_s=300), clock=clock)
+    table.issue("ann", "token")
+    for _ in range(9):
+        clock.now += 30
+        assert table.get("token") == "ann"
+    clock.now += 31
+    assert table.get("token") is None and "token" not in table
+
+
+def test_backoff_doubles_up_to_its_cap_and_success_clears_the_name(tmp_path: Path) -> None:
+    clock = Clock()
+    throttle = LoginThrottle(ThrottlePolicy(user=Backoff(free=2, base_s=2, max_s=10), client=Backoff(100, 1, 1)),
+                             clock=clock)
+    waits = []
+    for _ in range(6):
+        throttle.failed("Admin", "10.0.0.1")
+        waits.append(throttle.user_wait("admin"))  # names are counted case-insensitively
+    assert waits == [0, 2, 4, 8, 10, 10]
+    assert throttle.user_wait("bob") == 0 and throttle.client_wait("10.0.0.1") == 0
+    throttle.succeeded("admin")
+    assert throttle.user_wait("admin") == 0
