@@ -188,7 +188,9 @@ class IndexReader:
             for group in doc.groups:
                 by_group[group] = by_group.get(group, 0) + 1
         disk = sum(p.stat().st_size for p in self.index_dir.iterdir() if p.is_file())
-        last_run = self.meta.get("last_run")
+        # read now, not from this generation's snapshot: a run that changed no document (only failures) writes its
+        # report without publishing a new generation, and the admin page must show that report
+        last_run = _read_meta(self.conn).get("last_run")
         return IndexStats(documents=len(docs), chunks=sum(d.n_chunks for d in docs), generation=self.generation,
                           embedder=self.embedder, dimension=self.dimension, by_type=dict(sorted(by_type.items())),
                           by_group=dict(sorted(by_group.items())), disk_bytes=disk,

@@ -17,6 +17,7 @@ from app.ui import admin_view as view
 from app.ui.admin_actions import AdminError
 from app.ui.auth import current_user, require_admin
 from app.ui.library import SUPPORTED
+from app.ui.refused import quiet_refusals
 from app.ui.render import GUARD_NAMES
 from app.ui.services import UiServices
 from app.users import ROLES
@@ -51,8 +52,13 @@ def _start_unless_running(services: UiServices, admin, folder: str):
 
 def build_admin_tab(services: UiServices) -> AdminTab:
     def listen(trigger, fn, inputs, outputs, api_name):
-        trigger(fn, inputs, outputs, api_name=api_name, concurrency_limit=ADMIN_CONCURRENCY,
+        # a refusal (not an admin, bad input) is one log line, not a traceback: app/ui/refused.py
+        trigger(quiet_refusals(fn), inputs, outputs, api_name=api_name, concurrency_limit=ADMIN_CONCURRENCY,
                 concurrency_id=f"admin-{api_name}")
+
+    def present():
+        """Which paths of the last run's problems are still on disk (deleted ones are not reported again)."""
+        return view.still_there(actions.problem_roots(services))
 
     # --- documents ----------------------------------------------------------------------------------------
     with gr.Tab("Documents", id="admin-documents"):
@@ -76,6 +82,12 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         status = gr.HTML(view.progress(services.runner.state()), elem_id="gw-ingest-box", padding=False)
         gr.Markdown("#### Files the last run could not index")
         problems = gr.HTML("", padding=False)
+        with gr.Row(equal_height=True):
+            upload_choice = gr.Dropdown(label="Uploaded file that is not in the index", choices=[], scale=4,
+                                        elem_id="gw-delete-upload-choice",
+                                        allow_custom_value=True)  # checked on the server
+            delete_upload = gr.Button("Delete file", variant="stop", scale=1, elem_id="gw-delete-upload")
+        upload_message = gr.Markdown("")
         gr.Markdown("#### Documents in the index")
         documents = gr.Dataframe(headers=view.DOCUMENT_COLUMNS, interactive=False, wrap=True, max_height=360,
                                  elem_id="gw-documents")
@@ -85,15 +97,16 @@ def build_admin_tab(services: UiServices) -> AdminTab:
             remove = gr.Button("Remove from index", variant="stop", scale=1, elem_id="gw-remove")
         doc_message = gr.Markdown("")
 
-    overview_outputs = [stats, problems, documents, doc_choice]
+    overview_outputs = [stats, problems, documents, doc_choice, upload_choice]
 
     def overview_values():
         services.engine.reader.refresh()
         reader = services.engine.reader
         docs = reader.documents()
         index_stats = reader.stats()
-        return (view.stats(index_stats), view.problems(index_stats), view.documents(docs),
-                gr.update(choices=view.document_choices(docs), value=None))
+        return (view.stats(index_stats), view.problems(index_stats, present()), view.documents(docs),
+                gr.update(choices=view.document_choices(docs), value=None),
+                gr.update(choices=actions.unindexed_uploads(services), value=None))
 
     def overview(request: gr.Request):
         require_admin(services.users, request)
@@ -108,7 +121,7 @@ def build_admin_tab(services: UiServices) -> AdminTab:
                 break
             yield (view.progress(job), *skip, *[gr.update()] * len(overview_outputs))
             time.sleep(POLL_SECONDS)
-        yield (view.progress(services.runner.state()), *skip, *overview_values())
+        yield (view.progress(services.runner.state(), present()), *skip, *overview_values())
 
     def run_ingest(extra_folder: str, request: gr.Request):
         as_admin(services, request, _start_unless_running, extra_folder or "")
@@ -131,6 +144,13 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         return (as_admin(services, request, actions.remove_document, path), *overview_values())
 
     listen(remove.click, remove_document, [doc_choice], [doc_message, *overview_outputs], "admin_remove_document")
+
+    def do_delete_upload(relative: str, request: gr.Request):
+        message = as_admin(services, request, actions.delete_upload, relative)
+        return (message, view.progress(services.runner.state(), present()), *overview_values())
+
+    listen(delete_upload.click, do_delete_upload, [upload_choice], [upload_message, status, *overview_outputs],
+           "admin_delete_upload")
 
     # --- permissions --------------------------------------------------------------------------------------
     with gr.Tab("Permissions", id="admin-permissions"):
@@ -282,6 +302,6 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         if not user.is_admin:
             return tuple(gr.update() for _ in outputs)
         return (*overview_values(), actions.acl_rules(services), *users_values(), *adapter_values(),
-                *guard_values(), view.progress(services.runner.state()))
+                *guard_values(), view.progress(services.runner.state(), present()))
 
-    return AdminTab(load_outputs=outputs, load=fill)
+    return AdminTab(load_outputs=outputs, load=quiet_refusals(fill))

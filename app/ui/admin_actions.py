@@ -81,6 +81,31 @@ def remove_document(services: UiServices, admin: User, path: str) -> str:
     return message
 
 
+def _indexed(services: UiServices) -> set[str]:
+    services.engine.reader.refresh()
+    return {doc.path for doc in services.engine.reader.documents()}
+
+
+def unindexed_uploads(services: UiServices) -> list[str]:
+    """Files of the upload folder that are not in the index (failed, skipped, or left by an interrupted upload)."""
+    return library.unindexed_uploads(services.docs_dir, _indexed(services))
+
+
+def delete_upload(services: UiServices, admin: User, relative: str) -> str:
+    """Delete a file of the upload folder that is not in the index, so the next runs stop reporting it."""
+    if not relative:
+        raise AdminError("choose a file to delete")
+    if services.runner.state().running:
+        raise AdminError("an ingestion is running; delete the file when it has finished")
+    with _reported(library.LibraryError):
+        return library.delete_upload(services.docs_dir, relative, _indexed(services))
+
+
+def problem_roots(services: UiServices) -> list[Path]:
+    """The folders the paths in an ingestion's list of problems are relative to."""
+    return [*library.known_roots(services.engine.reader), services.docs_dir.resolve()]
+
+
 def acl_rules(services: UiServices) -> str:
     return library.acl_text(services.index_dir)
 

@@ -1,7 +1,10 @@
 """HTML and tables for the admin tab: index stats, ingestion progress and summary, documents."""
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
+from typing import Iterable
 
 from app.ui.ingest_job import JobState
 from app.ui.render import text
@@ -32,11 +35,23 @@ def stats(stats: IndexStats) -> str:
     return f'<div class="gw-stats" id="gw-index-stats">{grid}</div><div class="gw-kv">{"<br>".join(lines)}</div>'
 
 
-def problems(stats: IndexStats) -> str:
-    """The files the last run could not index, with their reasons."""
+def still_there(roots: Iterable[Path]):
+    """A test for the paths of a run's problems (relative to the folder they were found in): False once the file
+    is gone from every one of `roots`, so a deleted file stops being reported before the next run."""
+    roots = [Path(r) for r in roots]
+
+    def present(path: str) -> bool:
+        return any(os.path.lexists(root / path) for root in roots)
+
+    return present
+
+
+def problems(stats: IndexStats, present=None) -> str:
+    """The files the last run could not index, with their reasons (those `present` says are gone left out)."""
     run = stats.last_run or {}
-    failed = run.get("failed") or []
-    skipped = run.get("skipped") or []
+    keep = present or (lambda path: True)
+    failed = [p for p in run.get("failed") or [] if keep(p["path"])]
+    skipped = [p for p in run.get("skipped") or [] if keep(p["path"])]
     tightened = run.get("acl_tightened") or []
     if not failed and not skipped and not tightened:
         return '<div class="gw-note" id="gw-problems">The last run indexed every file it found.</div>'
@@ -54,8 +69,9 @@ def document_choices(docs: list[DocumentRecord]) -> list[tuple[str, str]]:
     return [(d.source if d.source == d.path else f"{d.source}  —  {d.path}", d.path) for d in docs]
 
 
-def progress(job: JobState) -> str:
-    """A live progress bar while a run goes on; the run's summary when it is over."""
+def progress(job: JobState, present=None) -> str:
+    """A live progress bar while a run goes on; the run's summary when it is over (its failed and skipped files
+    that `present` says are gone left out)."""
     if job.state == "idle":
         return '<div class="gw-note" id="gw-ingest-status">No ingestion has run since the server started.</div>'
     if job.running:
@@ -74,8 +90,10 @@ def progress(job: JobState) -> str:
                 f'</b> {text(job.error)}<br>The index keeps its last complete state.</div>')
     summary = job.summary
     assert summary is not None
-    items = [f'<li><b>{text(p.path)}</b>: {text(p.reason)}</li>' for p in summary.failed]
-    items += [f'<li><b>{text(p.path)}</b>: {text(p.reason)} (skipped)</li>' for p in summary.skipped]
+    keep = present or (lambda path: True)
+    items = [f'<li><b>{text(p.path)}</b>: {text(p.reason)}</li>' for p in summary.failed if keep(p.path)]
+    items += [f'<li><b>{text(p.path)}</b>: {text(p.reason)} (skipped)</li>' for p in summary.skipped
+              if keep(p.path)]
     items += [f'<li><b>{text(p.path)}</b>: {text(p.reason)} (permissions)</li>' for p in summary.acl_tightened]
     listing = f'<ul class="gw-problems">{"".join(items)}</ul>' if items else ""
     return (f'<div class="gw-progress"><div style="width: 100%"></div></div>'

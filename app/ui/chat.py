@@ -10,7 +10,9 @@ from app.engine import Answer, AnswerOptions
 from app.guardrails import GUARDS
 from app.ui import render
 from app.ui.auth import current_user
+from app.ui.refused import quiet_refusals
 from app.ui.services import UiServices
+from ingest.errors import GroundworkError
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +75,18 @@ def respond(services: UiServices, message: str, history: list[dict], switches: l
             else:
                 final = item
     except Exception as exc:  # the model or the index failed: say so in the conversation, keep the session
-        log.exception("answering a question for %s failed", user.name)  # the question may hold personal data
+        if isinstance(exc, GroundworkError):  # expected (index being rebuilt, no model): one line, no traceback
+            log.warning("answering a question for %s failed: %s", user.name, " ".join(str(exc).split()))
+        else:  # the question may hold personal data: it is not logged
+            log.exception("answering a question for %s failed", user.name)
         history[-1] = {"role": "assistant", "content": render.failure(str(exc) or type(exc).__name__)}
         yield history, history, gr.update(), gr.update(), gr.update()
         return
     assert final is not None
-    history[-1] = {"role": "assistant", "content": render.answer(final)}
-    yield history, history, gr.update(), render.sources(final), gr.update()
+    guards = services.engine.guardrails  # the guard that redacted the answer redacts what is shown beside it
+    shown = render.redacted(final, lambda value: guards.redact(value, disabled))
+    history[-1] = {"role": "assistant", "content": render.answer(shown)}
+    yield history, history, gr.update(), render.sources(shown), gr.update()
 
 
 def on_load(services: UiServices, request: gr.Request):
@@ -119,6 +126,7 @@ def build_chat_tab(services: UiServices) -> ChatTab:
                                                  "questions.")
     tab = ChatTab(chatbot, question, send, clear, sources, guards, switches, adapter, history)
 
+    @quiet_refusals  # a refused request (logged out, removed account) is one log line: app/ui/refused.py
     def ask(message, conversation, switched, chosen, request: gr.Request):
         yield from respond(services, message, conversation, switched, chosen, request)
 
@@ -128,6 +136,7 @@ def build_chat_tab(services: UiServices) -> ChatTab:
         trigger(ask, inputs, outputs, api_name="ask" if trigger == send.click else False,
                 concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
 
+    @quiet_refusals
     def new_conversation(request: gr.Request):
         current_user(services.users, request)
         return [], [], render.sources(None)
@@ -135,6 +144,7 @@ def build_chat_tab(services: UiServices) -> ChatTab:
     clear.click(new_conversation, None, [chatbot, history, sources], api_name=False)
     chatbot.clear(new_conversation, None, [chatbot, history, sources], api_name=False)
 
+    @quiet_refusals
     def switches_changed(switched, request: gr.Request):
         current_user(services.users, request)
         return guard_panel(services, frozenset(g for g in switchable_guards(services) if g in (switched or [])))

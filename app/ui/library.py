@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
+import unicodedata
 from pathlib import Path, PurePosixPath
 
 from ingest.acl import AclRules
 from ingest.files import atomic_write
 from ingest.errors import GroundworkError
 from ingest.reader import IndexReader
+from ingest.scan import display
 from ingest.store import DB_NAME, IndexLock, read_acl_rules
 from ingest.vector_store import open_vector_store_writer
 
 SUPPORTED = (".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".csv")
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._()-]{0,120}$")
+NAME_CHARS = 120  # longest file or folder name (characters; and at most 240 bytes in UTF-8)
+_NAME_PUNCTUATION = " ._()-"
+NAME_RULE = "letters (any language), digits, spaces and . _ ( ) -"
 DEFAULT_ACL = 'default = ["everyone"]\n'
 
 
@@ -32,36 +35,131 @@ def ensure_index(index_dir: Path, embedder_name: str) -> None:
         open_vector_store_writer(index_dir, embedder_name).close()
 
 
+def safe_name(value: str, what: str = "file name") -> str:
+    """One file or folder name as it will be saved: NFC-normalised (a Mac sends "é" as "e" + accent), made of
+    letters of any language, digits, spaces and . _ ( ) -, starting with a letter or digit. Anything else is
+    refused with a LibraryError that says which character or rule refused it: path separators and "..",
+    control and invisible characters (e.g. U+202E, which makes "report<U+202E>fdp.md" read "reportdm.pdf"),
+    other punctuation, a trailing dot or space, an over-long name."""
+    name = unicodedata.normalize("NFC", value or "")
+    shown = repr(name)
+    if not name.strip():
+        raise LibraryError(f"empty {what}")
+    if name in (".", ".."):
+        raise LibraryError(f"{shown} is not a {what}: a path cannot go up or stay in place")
+    for ch in name:
+        if ch in "/\\":
+            raise LibraryError(f"{shown}: a {what} cannot contain '/' or '\\' (give the folder separately)")
+        category = unicodedata.category(ch)
+        if category[0] in "CZ" and ch != " ":  # control, format (bidi overrides), separators other than space
+            raise LibraryError(f"{shown}: a {what} cannot contain the invisible or control character "
+                               f"U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')})")
+        if category[0] not in "LMN" and ch not in _NAME_PUNCTUATION:
+            raise LibraryError(f"{shown}: {ch!r} is not allowed in a {what}; use {NAME_RULE}")
+    if unicodedata.category(name[0])[0] not in "LN":
+        raise LibraryError(f"{shown}: a {what} must start with a letter or a digit")
+    if name[-1] in ". ":
+        raise LibraryError(f"{shown}: a {what} cannot end with a dot or a space")
+    if len(name) > NAME_CHARS or len(name.encode("utf-8")) > 2 * NAME_CHARS:
+        raise LibraryError(f"{shown[:40]}…: a {what} has at most {NAME_CHARS} characters")
+    return name
+
+
 def safe_subfolder(value: str) -> PurePosixPath:
     """A relative folder inside the upload folder, e.g. "hr/confidential" (ACL globs match it)."""
     value = (value or "").strip().strip("/")
     if not value:
         return PurePosixPath()
-    parts = PurePosixPath(value).parts
-    for part in parts:
-        if not _PART.match(part) or part in (".", ".."):
-            raise LibraryError(f"invalid folder name {part!r}: use letters, digits, spaces, '.', '_', '-'")
+    if "\\" in value:
+        raise LibraryError(f"invalid folder name {value!r}: separate folders with '/'")
+    parts = []
+    for part in value.split("/"):
+        if part in ("", ".", ".."):
+            raise LibraryError(f"invalid folder name {part!r}: a folder cannot be empty, go up or stay in place")
+        try:
+            parts.append(safe_name(part, "folder name"))
+        except LibraryError as exc:
+            raise LibraryError(f"invalid folder name: {exc}") from None
     return PurePosixPath(*parts)
 
 
+def upload_name(path: str | Path) -> str:
+    """The name an uploaded file is saved under (safe_name), if its type is supported; else LibraryError."""
+    name = safe_name(Path(path).name)
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED:
+        raise LibraryError(f"{name!r}: {'a ' + suffix if suffix else 'a file without an extension'} is not a "
+                           f"supported document (supported: {', '.join(SUPPORTED)})")
+    return name
+
+
 def save_uploads(files: list[str], docs_dir: Path, subfolder: str = "") -> list[str]:
-    """Copy uploaded files into docs_dir/subfolder; return their paths relative to docs_dir."""
+    """Copy uploaded files into docs_dir/subfolder; return their paths relative to docs_dir.
+
+    Every name is checked before anything is written (upload_name); a refused name refuses the whole upload."""
     target = docs_dir / safe_subfolder(subfolder)
-    saved = []
+    names = []
     for item in files or []:
-        source = Path(item)
-        name = source.name
-        if not _PART.match(name) or source.suffix.lower() not in SUPPORTED:
-            raise LibraryError(f"{name}: not accepted (supported: {', '.join(SUPPORTED)}; plain file names only)")
+        name = upload_name(item)
+        if not Path(item).is_file():
+            raise LibraryError(f"{name!r}: the uploaded copy is no longer on the server (uploads are kept for a "
+                               f"limited time); upload it again")
+        if (target / name).is_dir():
+            raise LibraryError(f"{name!r}: a folder of that name is in the upload folder")
+        names.append(name)
     target.mkdir(parents=True, exist_ok=True)
-    for item in files or []:
-        source = Path(item)
+    saved = []
+    for item, name in zip(files or [], names):
         fd, temporary = tempfile.mkstemp(dir=target, prefix=".upload-")
         os.close(fd)
-        shutil.copyfile(source, temporary)
-        os.replace(temporary, target / source.name)  # a re-upload replaces the file; ingestion re-embeds it
-        saved.append(str((target / source.name).relative_to(docs_dir)))
+        try:
+            shutil.copyfile(item, temporary)
+            os.replace(temporary, target / name)  # a re-upload replaces the file; ingestion re-embeds it
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        saved.append(str((target / name).relative_to(docs_dir)))
     return saved
+
+
+def unindexed_uploads(docs_dir: Path, indexed: set[str] | frozenset[str]) -> list[str]:
+    """Files in the upload folder that are not in the index (their ingestion failed or skipped them, or an
+    interrupted upload left them), as paths relative to the folder; `indexed` holds the index's document keys."""
+    root = Path(docs_dir).resolve()
+    found = []
+    for directory, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(directory) / name
+            if display(path) not in indexed:
+                found.append(display(path.relative_to(root)))
+    return found
+
+
+def delete_upload(docs_dir: Path, relative: str, indexed: set[str] | frozenset[str]) -> str:
+    """Delete one file of the upload folder that is not in the index (see unindexed_uploads). A document in the
+    index is removed with remove_document instead. Returns a message; LibraryError if the path is refused."""
+    root = Path(docs_dir).resolve()
+    parts = PurePosixPath(relative or "").parts
+    if not parts or PurePosixPath(relative).is_absolute() or any(p in (".", "..") for p in parts) \
+            or "\\" in relative or "\x00" in relative:
+        raise LibraryError(f"{relative!r} is not a file of the upload folder")
+    path = root.joinpath(*parts)
+    if path.parent.resolve() != root and root not in path.parent.resolve().parents:
+        raise LibraryError(f"{relative!r} is not a file of the upload folder")  # through a symlinked folder
+    if not path.is_symlink() and not path.is_file():
+        raise LibraryError(f"no file {relative!r} in the upload folder")
+    if display(path) in indexed:
+        raise LibraryError(f"{relative!r} is in the index: remove it with \"Remove from index\"")
+    path.unlink()  # a symlink itself, never its target
+    folder = path.parent
+    while folder != root:  # folders the deletion left empty
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+        folder = folder.parent
+    return f"Deleted {relative} from the upload folder."
 
 
 def known_roots(reader: IndexReader) -> list[Path]:

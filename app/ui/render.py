@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import replace
+from typing import Callable
 
 from app import refusals
 from app.engine import Answer, Citation
@@ -54,6 +56,23 @@ def citation_marker(citation: Citation) -> str:
             f'<span class="gw-pop-doc">{text(citation.source)}</span>'
             + (f'<span class="gw-pop-loc">{text(where)}</span>' if where else "")
             + f'<span class="gw-pop-quote">{text(_quote(citation.text))}</span></span></span>')
+
+
+def redacted(result: Answer, redact: Callable[[str], str]) -> Answer:
+    """The answer as the page may show it: `redact` (the PII guard the answer itself went through,
+    Guardrails.redact) applied to everything of it that reaches the page: the answer (again: whatever the answer
+    stage did), each cited passage (its
+    pop-over and its Sources card), its heading and document name, and the guardrail flags' details.
+
+    Call it on the final Answer before answer() and sources(); the passage is redacted whole, before _quote
+    shortens it, so a cut cannot split a number into a piece the guard no longer recognises."""
+    def _or_none(value: str | None) -> str | None:
+        return redact(value) if value else value
+
+    citations = [replace(c, text=redact(c.text), heading=_or_none(c.heading), source=redact(c.source))
+                 for c in result.citations]
+    flags = [replace(e, detail=redact(e.detail), source=_or_none(e.source)) for e in result.flags]
+    return replace(result, answer=redact(result.answer), citations=citations, flags=flags)
 
 
 def streaming(partial: str) -> str:
