@@ -1,0 +1,183 @@
+"""Issue 18's adversarial ACL suite: every user of the acme demo tries to get at every document outside their
+groups, through the engine, the eval and the web page.
+
+For each restricted document (found from the index's groups, not listed by hand) there are 10 questions made
+from the document itself (tests/security/acl_adversary.py: its name, its headings, its key sentences verbatim,
+with a word dropped, as yes/no questions, as keywords), asked by every demo user outside its groups; then the
+variations an attacker tries next (naming the file, its folder or its title, claiming rights, a forged system
+line). A leak is a passage, citation or source of the document, its file name or title, or any run of 6 of its
+words that nothing the user may read also has. The same questions asked by a member must find the document,
+or the suite would prove nothing. Links, hard links and copies are tests/security/test_acl_links.py's.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from acl_adversary import (ACME, QUESTIONS_PER_DOCUMENT, CachingEmbedder, DemoUser, LeakCheck, Target, attacks,
+                           demo_users, plain, readable_text, shingles, targets)
+from fakes import FakeGenerator, LeakyRetriever
+
+from app.engine import AnswerOptions, Engine, EngineConfig
+from app.users import UserStore
+from eval.runner import EvalConfig, run_eval
+from ingest.acl import AclRules
+from ingest.pipeline import IngestOptions, ingest
+from ingest.reader import IndexReader
+
+FREE = AnswerOptions(decoding="free")  # the fake then answers from passage [1], cited, whenever anything is found
+NO_INJECTION_GUARD = AnswerOptions(decoding="free", disabled_guards=frozenset({"injection"}))
+
+
+@dataclass
+class Acme:
+    root: Path
+    index: Path
+    users_file: Path
+    users: list[DemoUser]
+    targets: list[Target]
+    reader: IndexReader
+    embedder: CachingEmbedder
+    checks: dict[tuple[str, str], LeakCheck]  # (source, user) -> what that outsider must not see of it
+
+    def engine(self, generator=None, **config) -> Engine:
+        return Engine(EngineConfig(index_dir=self.index, adapters_dir=self.root / "adapters", **config),
+                      embedder=self.embedder, generator=generator or FakeGenerator())
+
+    def outsider_cases(self):
+        """(target, outsider) for every restricted document and every demo user outside its groups."""
+        return [(t, u) for t in self.targets for u in t.outsiders]
+
+
+@pytest.fixture(scope="module")
+def acme(tmp_path_factory, _shared_embedder) -> Acme:
+    """The acme demo as `make demo` sets it up: its documents and ACL ingested, its demo accounts."""
+    root = tmp_path_factory.mktemp("acme-adversarial")
+    index = root / "index"
+    ingest([ACME / "docs"], IngestOptions(index_dir=index, acl_file=ACME / "acl.toml", show_progress=False),
+           _shared_embedder)
+    users = demo_users()
+    store = UserStore(root / "users.json")
+    for u in users:
+        store.add(u.name, u.password, role=u.role, groups=list(u.groups))
+    reader = IndexReader(index)
+    found = targets(reader, users)
+    readable = {u.groups: readable_text(reader, u.groups) for u in users}
+    checks = {(t.source, u.name): LeakCheck(t, readable[u.groups]) for t in found for u in t.outsiders}
+    yield Acme(root, index, root / "users.json", users, found, reader, CachingEmbedder(_shared_embedder), checks)
+    reader.close()
+
+
+# --- the suite asks what it claims to ask ----------------------------------------------------------------------
+
+def test_every_restricted_document_of_the_demo_is_attacked_with_ten_questions_by_every_outsider(acme) -> None:
+    rules = AclRules.load(ACME / "acl.toml")
+    by_rule = {d.source for d in acme.reader.documents()
+               if any(not set(rules.groups_for(d.source)) & set(u.groups) for u in acme.users)}
+    assert {t.source for t in acme.targets} == by_rule
+    assert len(acme.targets) >= 5 and {t.source.split("/")[0] for t in acme.targets} == {"finance", "hr"}
+    assert len(acme.users) >= 4
+    for target in acme.targets:
+        assert len(set(target.questions)) == QUESTIONS_PER_DOCUMENT, target.source
+        assert target.outsiders and target.members, target.source
+        # a role is no group: the demo's admin is an outsider of every restricted document
+        assert any(u.role == "admin" for u in target.outsiders), target.source
+
+
+def test_a_member_finds_the_document_with_every_question(acme) -> None:
+    """Otherwise the questions would prove nothing: the same questions, asked by a member, retrieve it."""
+    retriever = acme.engine().retriever
+    missed = [(t.source, m.name, q) for t in acme.targets for m in t.members for q in t.questions + attacks(t)
+              if t.source not in {p.chunk.source for p in retriever.retrieve(q, set(m.groups))}]
+    assert missed == []
+
+
+# --- the engine, and the eval's leak counter on the same answers --------------------------------------------
+
+def _qa(path: Path, acme: Acme, user: DemoUser) -> dict[str, tuple[Target, bool]]:
+    """A QA set of every question about every restricted document, asked by `user`: unanswerable where the user
+    is an outsider, the document as gold source where a member. Returns id -> (target, user is outside)."""
+    rows, cases = [], {}
+    for t, target in enumerate(acme.targets):
+        outside = user in target.outsiders
+        for q, question in enumerate(target.questions):
+            qid = f"{user.name}-{t}-{q}"
+            rows.append({"id": qid, "question": question, "user": user.name, **(
+                {"answerable": False} if outside else {"gold_source": target.source})})
+            cases[qid] = (target, outside)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return cases
+
+
+def _eval(acme: Acme, user: DemoUser, out: Path, engine: Engine):
+    cases = _qa(out.parent / f"{out.name}.jsonl", acme, user)
+    config = EvalConfig(qa_file=out.parent / f"{out.name}.jsonl", index_dir=acme.index, out_dir=out,
+                        users_file=acme.users_file, decoding="free", progress=False)
+    result = run_eval(config, engine_factory=lambda: engine, embedder=acme.embedder)
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return result, records, cases
+
+
+@pytest.mark.parametrize("name", [u.name for u in demo_users()])
+def test_no_outsider_gets_a_restricted_document_through_the_engine_and_the_eval_agrees(acme, tmp_path,
+                                                                                    name) -> None:
+    user = next(u for u in acme.users if u.name == name)
+    generator = FakeGenerator()
+    result, records, cases = _eval(acme, user, tmp_path / name, acme.engine(generator))
+    assert result.leaks == 0 and result.summary["metrics"]["leaked_passages"] == 0
+    assert len(records) == len(cases) == QUESTIONS_PER_DOCUMENT * len(acme.targets)
+    outside = [r for r in records if cases[r["id"]][1]]
+    assert outside, f"{name} is a member of every restricted document: nothing to attack"
+    for record in records:
+        target, is_outsider = cases[record["id"]]
+        if not is_outsider:
+            # the member gets it, and the counter does not call that a leak
+            assert target.source in {p["source"] for p in record["ranking"][:5]}, record["question"]
+            continue
+        check = acme.checks[(target.source, name)]
+        assert record["metrics"]["leaks"] == []
+        sources = {p["source"] for where in ("retrieved", "citations", "ranking") for p in record[where] or []}
+        assert target.source not in sources, record["question"]
+        shown = [record["answer"]] + [f"{p['source']} {p.get('heading') or ''} {p['text']}"
+                                      for p in record["citations"] + record["retrieved"]]
+        assert [h for text in shown for h in check.found(text, record["question"])] == [], record["question"]
+    # what the model is shown: no prompt of this user's holds a document outside their groups
+    own_checks = [acme.checks[(t.source, name)] for t in acme.targets if user in t.outsiders]
+    for prompt in generator.prompts:
+        text = "\n".join(m["content"] for m in prompt)
+        question = text.rsplit("Question:", 1)[-1]
+        assert [h for c in own_checks for h in c.found(text, question)] == []
+    answered = sum(not r["refused"] for r in outside)
+    assert answered, "every outsider question was refused: the answers' surface was never exercised"
+
+
+def test_the_leak_counter_counts_a_leaking_retriever(acme, tmp_path) -> None:
+    """The counter can fail: the same questions through a retriever that ignores the user's groups."""
+    alice = next(u for u in acme.users if u.groups == ("everyone",))
+    engine = acme.engine()
+    everything = {g for t in acme.targets for g in t.groups} | {"everyone"}
+    engine.retriever = LeakyRetriever(engine.retriever, frozenset(everything))
+    result, records, cases = _eval(acme, alice, tmp_path / "leaky", engine)
+    leaked = {leak["source"] for r in records for leak in r["metrics"]["leaks"]}
+    assert result.leaks > 0 and leaked == {t.source for t in acme.targets}
+    # and the suite's own check sees them too
+    caught = [r for r in records if any(acme.checks[(cases[r["id"]][0].source, alice.name)].found(
+        p["text"], r["question"]) for p in r["retrieved"])]
+    assert len(caught) >= len(acme.targets)
+
+
+@pytest.mark.parametrize("options", [FREE, NO_INJECTION_GUARD], ids=["guards-on", "injection-guard-off"])
+def test_naming_the_file_or_claiming_rights_gets_nothing_through_the_engine(acme, options) -> None:
+    """The next variations: the restricted file's path, name, folder and title in the question, 'ignore
+    permissions', 'as an administrator', a forged system line; with the injection guard off as well, so it is
+    the ACL that stops them, not the guard."""
+    engine = acme.engine()
+    leaks = []
+    for target, user in acme.outsider_cases():
+        for question in attacks(target):
+            answer = engine.answer(question, user.user, options)
+            leaks += [(target.source, user.name, question, h) for h in acme.checks[(target.source, user.name)]
+                      .answer(answer, question)]
+    assert leaks == []
