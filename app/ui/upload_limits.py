@@ -9,6 +9,13 @@ forever. Only the admin tab's "Upload documents" needs that route, so:
   session, 403 for a user who is not an admin in the users file now, 413 over `request_bytes` (one request), 429
   over `user_bytes` within `window_s` (one user), 507 when the cache holds `total_bytes` or `total_files`
   already. A request without a Content-Length (chunked) is counted as it streams and cut at the same limits.
+- The next variation: an event's JSON body may name a file as a FileData, and Gradio fetches it BEFORE the handler
+  runs (processing_utils.async_move_files_to_cache: a path that is an http(s) URL is downloaded into the same
+  cache), so an employee calling the admin tab's upload event with `{"path": "https://..."}` made the server
+  download anything, of any size, though the handler then refused them. UploadGuard reads every other POST body
+  (at most `json_bytes`; only JSON is looked into): a FileData from a user who is not an admin is refused (403; no
+  feature gives them a file input), and a FileData whose path is a URL is refused for everyone (400; files come
+  through the upload route, never fetched).
 - `clean_upload_cache` deletes what Gradio's upload folder holds for longer than `cache_age_s` (the
   `<hash>/<name>` folders uploads go to, and the `tmp*` files an aborted upload leaves behind once they stop
   growing); `install` runs it at once (what an earlier run or a crash left) and then every `clean_every_s`.
@@ -23,6 +30,7 @@ this middleware, are never started when the app has a login (blocks.launch), and
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import re
@@ -55,6 +63,7 @@ class UploadLimits:
     cache_age_s: float = 3_600.0  # uploaded files are deleted this long after they arrived
     partial_age_s: float = 300.0  # a partial upload (tmp* file) not written to for this long is abandoned
     clean_every_s: float = 300.0
+    json_bytes: int = 16 * MB  # other POST bodies (JSON) read to look for files named in them
 
 
 @dataclass
@@ -128,6 +137,26 @@ def cache_usage(folder: Path | str) -> tuple[int, int]:
             except FileNotFoundError:
                 pass
     return total, count
+
+
+def _files_named(value, depth: int = 0):
+    """The FileData objects in a decoded JSON body (what Gradio moves into its cache before a handler runs)."""
+    if depth > 64:
+        raise _Refused(400, "Request too deeply nested.")
+    if isinstance(value, dict):
+        meta = value.get("meta")
+        if isinstance(meta, dict) and meta.get("_type") == "gradio.FileData":
+            yield value
+        for item in value.values():
+            yield from _files_named(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _files_named(item, depth + 1)
+
+
+def _fetched(file: dict) -> bool:
+    path = file.get("path")
+    return isinstance(path, str) and path.strip().lower().startswith(("http://", "https://", "//"))
 
 
 def _guarded(path: str) -> bool:
@@ -269,8 +298,15 @@ class UploadGuard:
         self.gate = gate
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST" or not _guarded(scope.get("path", "")):
+        if scope["type"] != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
+            return
+        if not _guarded(scope.get("path", "")):
+            content_type = dict(scope.get("headers", [])).get(b"content-type", b"").lower()
+            if content_type.startswith((b"multipart/", b"application/x-www-form-urlencoded")):
+                await self.app(scope, receive, send)  # forms (sign-in): no FileData; multipart: see _guarded
+                return
+            await self._files_in_body(scope, receive, send)
             return
         gate = self.gate
         name = None
@@ -325,6 +361,51 @@ class UploadGuard:
             # the route failed because its body was cut: already answered and logged in one line
         finally:
             gate.close(budget)
+
+
+    async def _files_in_body(self, scope, receive, send) -> None:
+        """Read the body (up to json_bytes), refuse a file named in it (see the module docstring), replay it."""
+        limit = self.gate.limits.json_bytes
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                log.warning("refused a %d+ byte request body to %s", size, scope.get("path"))
+                await _answer(send, 413, "Request body too large.")
+                return
+            if not message.get("more_body", False):
+                break
+        name = None
+        try:
+            body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+            try:
+                decoded = json.loads(body) if body.strip() else None
+            except (ValueError, RecursionError):
+                decoded = None  # not JSON: nothing Gradio would fetch; the route answers it
+            files = list(_files_named(decoded))
+            if files:
+                name = await self.gate.user_of(scope)
+                if any(_fetched(f) for f in files):
+                    raise _Refused(400, "Files are uploaded, not fetched from a URL.")
+                self.gate.check_user(name)  # only admins have a file input
+        except _Refused as refused:
+            log.warning("refused a file in a request to %s (%s) for %s: %s", scope.get("path"), refused.status,
+                        name or "-", refused.message)
+            await _answer(send, refused.status, refused.message)
+            return
+
+        pending = list(messages)
+
+        async def replay():
+            if pending:
+                return pending.pop(0)
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def install(blocks, services, limits: UploadLimits | None = None) -> UploadGate:

@@ -140,6 +140,28 @@ def test_an_employee_cannot_upload_files(site, path) -> None:
     assert _cache_files(site) == before
 
 
+def test_nobody_makes_the_server_fetch_a_file_through_an_event(site) -> None:
+    """The next variation: name the file in an event's JSON instead of uploading it. Gradio fetches a FileData
+    whose path is a URL into its cache before the handler (and its admin check) runs."""
+    fetched = {"path": "https://127.0.0.1:9/planted.md", "meta": {"_type": "gradio.FileData"}}
+    local = {"path": str(site.users_file), "meta": {"_type": "gradio.FileData"}}
+    before = _cache_files(site)
+    with http(site, "alice") as alice:
+        for file, status in ((fetched, 400), (local, 403)):
+            response = alice.post("/gradio_api/call/admin_upload", json={"data": [[file], ""]})
+            assert response.status_code == status, response.text
+        escaped = ('{"data": [[{"path": "https://127.0.0.1:9/x.md", "meta": {"_type": "gradio\\u002eFileData"}}], '
+                   '""], "fn_index": 0, "session_hash": "x"}')  # the same, spelled with a JSON escape
+        response = alice.post("/gradio_api/queue/join", content=escaped, headers={"Content-Type": "text/plain"})
+        assert response.status_code == 400, response.text
+        assert alice.post("/gradio_api/call/ask", json={"data": ["How many days of leave?", None, []]}) \
+            .status_code == 200  # a question is not held up
+    with http(site, "admin") as admin:
+        response = admin.post("/gradio_api/call/admin_upload", json={"data": [[fetched], ""]})
+        assert response.status_code == 400 and "not fetched" in response.text
+    assert _cache_files(site) == before
+
+
 def test_an_admin_can_upload_files(site, limits) -> None:
     with http(site, "admin") as admin:
         response = admin.post("/gradio_api/upload", files={"files": ("notes.md", b"# notes\n")})
