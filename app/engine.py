@@ -205,8 +205,9 @@ class Engine:
         if stage.retrieves:
             passages = self.retriever.retrieve(checked.text, set(user.groups), options.retrieval)
             timings["retrieve"] = time.perf_counter() - started
-            passages, events = self.guardrails.filter_passages(passages, text_of=lambda p: p.chunk.text,
-                                                               source_of=lambda p: p.chunk.source, disabled=disabled)
+            passages, events = self.guardrails.filter_passages(
+                passages, text_of=lambda p: p.chunk.text, source_of=lambda p: p.chunk.source, disabled=disabled,
+                with_text=lambda p, text: replace(p, chunk=replace(p.chunk, text=text)))  # offending sentences cut
             flags += events
             if not passages:
                 yield finish(NOT_FOUND, True, refusals.NO_PASSAGES)

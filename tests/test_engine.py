@@ -147,7 +147,8 @@ def test_injected_instruction_in_a_document_is_excluded_before_the_prompt(index_
     assert all("Ignore all previous instructions" not in p.text for p in answer.retrieved)
     assert all("Ignore all previous" not in m["content"] for m in generator.prompts[0])
     quoted = engine.answer("How do I get printer access restored?", ALICE)
-    assert quoted.refused and len(generator.prompts) == 1, "the excluded passage was the only relevant one"
+    # only the injected sentence is left out (issue 18 item 5): the real answer beside it is still quoted
+    assert quoted.answer == "Printer access is restored by the service desk [1]." and len(generator.prompts) == 1
 
 
 def test_question_guardrails(index_dir, embedder) -> None:

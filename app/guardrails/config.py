@@ -8,7 +8,8 @@ from pathlib import Path
 # Every guard by name, with the one-line description the UI shows next to a user's on/off switch.
 GUARDS: dict[str, str] = {
     "pii": "Hide personal data (emails, phone numbers, card numbers, IBANs, national IDs) in questions and answers",
-    "injection": "Drop document passages that try to give the assistant instructions; flag or refuse such questions",
+    "injection": "Leave out document sentences that try to give the assistant instructions or ask for passwords "
+                 "(phishing is flagged to you); flag or refuse such questions",
     "blocked_topic": "Refuse questions about topics your administrator has blocked",
     "length": "Refuse questions longer than the configured limit",
 }

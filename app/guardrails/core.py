@@ -29,6 +29,11 @@ INJECTION_REFUSAL = ("I can't help with that: your message looks like an attempt
                      "instructions. Please ask a question about your documents.")
 
 
+PHISHING_WARNING = ("possible phishing: {source} asks readers to send or enter passwords, sign-in or verification "
+                    "codes or card numbers; it was left out of the answer. Do not send them; report the document to "
+                    "your IT security team.")
+
+
 @dataclass
 class QuestionCheck:
     """The question as the engine should use it (PII-redacted), what the guards did, and a refusal if any."""
@@ -117,21 +122,40 @@ class Guardrails:
     # ------------------------------------------------------------------ passages
 
     def filter_passages(self, passages: list[T], text_of: Callable[[T], str], source_of: Callable[[T], str],
-                        disabled: Iterable[str] = frozenset()) -> tuple[list[T], list[GuardrailEvent]]:
-        """Drop passages carrying instructions aimed at the model; one 'excluded' event per dropped passage."""
+                        disabled: Iterable[str] = frozenset(),
+                        with_text: Callable[[T, str], T] | None = None) -> tuple[list[T], list[GuardrailEvent]]:
+        """Leave out what in the passages speaks to the model or asks for credentials.
+
+        With `with_text` (passage, new text) -> passage, only the offending sentences are cut out of a passage
+        and the rest of it is kept (an injected line cannot hide the real answer beside it); the passage is
+        dropped whole when the rest is not clean. Without it, a passage with an offending sentence is dropped.
+        One 'excluded' event per passage touched; a passage asking for passwords or codes also gets a 'flagged'
+        event that warns the asker (possible phishing).
+        """
         if "injection" not in self.active(disabled):
             return list(passages), []
         kept: list[T] = []
         events: list[GuardrailEvent] = []
         for passage in passages:
-            found = injection.scan(text_of(passage))
-            if found.score >= injection.EXCLUDE_THRESHOLD:
-                source = source_of(passage)
+            found = injection.scan_passage(text_of(passage))
+            if not found.flagged:
+                kept.append(passage)
+                continue
+            source = source_of(passage)
+            if found.dropped or with_text is None:
                 events.append(GuardrailEvent("injection", "passage", "excluded",
                                              f"excluded a passage of {source}: {found.describe()} "
                                              f"(score {found.score})", source))
             else:
-                kept.append(passage)
+                kept.append(with_text(passage, found.cleaned))
+                n = len(found.offending)
+                events.append(GuardrailEvent("injection", "passage", "excluded",
+                                             f"left out {n} sentence{'s' if n > 1 else ''} of a passage of {source} "
+                                             f"(the rest of it was used): {found.describe()} (score {found.score})",
+                                             source))
+            if found.phishing:
+                events.append(GuardrailEvent("injection", "passage", "flagged", PHISHING_WARNING.format(source=source),
+                                             source))
         return kept, events
 
     # ------------------------------------------------------------------ answer
