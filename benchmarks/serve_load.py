@@ -2,7 +2,7 @@
 while an admin re-runs ingestion from the admin tab's endpoint.
 
     python benchmarks/serve_load.py [--quick] [--users 2,4,8] [--questions-per-user 4] [--max-seconds 300]
-                                    [--ingest-users 4] [--workdir DIR]
+                                    [--ingest-users 4] [--attack N] [--workdir DIR]
 
 The script builds its own site in a temporary folder (an index of examples/acme/docs made with `groundwork
 ingest`, accounts made with `groundwork users add`, an empty adapter registry so the base model answers) and
@@ -20,6 +20,12 @@ the re-ingestion re-embeds them; it is started over HTTP as the admin (/admin_in
 On a 2-core machine pin everything to one core with `taskset -c 1` to keep the numbers comparable. The
 server's CPU seconds per answer (from /proc/PID/stat; the ingestion's own work included in its run) and its
 share of the wall time show how much of the core it got: below ~100% something else was using the core.
+
+--attack N runs each user count twice: as above, then again while N clients POST wrong passwords for 'admin'
+to /login as fast as the server answers them (from the same address as the users, who log in before it starts),
+and prints a second table: the users' latency without and with the attack, its ratio, errors, and what the
+attack got (answers by HTTP status). The sign-in's backoff (app/ui/throttle.py) refuses the address after 20
+failures; what is measured is what the attack still costs everyone else.
 
 --quick asks 1 question per user (a burst of N simultaneous questions; N=2, 4, 8, then 4 + re-ingestion).
 An answer is up to 200 tokens, about 25-30 s on one idle core, and the model writes one answer at a time, so
@@ -276,10 +282,50 @@ class Run:
         return statistics.median([r.latency for r in self.ok]) if self.ok else float("nan")
 
 
+class Attack:
+    """N clients posting wrong passwords to /login in a loop until stop(); statuses counts their answers."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        self.url, self.clients = url, clients
+        self.statuses: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._guess, daemon=True) for _ in range(clients)]
+        self.seconds = 0.0
+
+    def _guess(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            i = 0
+            while not self._stop.is_set():
+                i += 1
+                try:
+                    status = str(client.post("/login", data={"username": ADMIN[0], "password": f"guess-{i}"})
+                                 .status_code)
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                with self._lock:
+                    self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def start(self) -> None:
+        self._began = time.perf_counter()
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=70)
+        self.seconds = time.perf_counter() - self._began
+
+
 def run_load(url: str, users: int, questions: list[str], per_user: int, max_seconds: float,
-             memory: MemoryPoller, label: str, during=None) -> Run:
-    """`users` closed-loop users; `during(results_box)` (the admin) runs in a thread from the start."""
+             memory: MemoryPoller, label: str, during=None, attack: int = 0) -> Run:
+    """`users` closed-loop users; `during(results_box)` (the admin) runs in a thread from the start; `attack`
+    password-guessing clients start once the users have logged in (results in run.ingest["attack"])."""
     clients = [login(url, EMPLOYEES[i % len(EMPLOYEES)][0]) for i in range(users)]
+    attacker = Attack(url, attack) if attack else None
+    if attacker:
+        attacker.start()
     results: list[Result] = []
     lock = threading.Lock()
     begin = threading.Barrier(users + 1)
@@ -311,6 +357,9 @@ def run_load(url: str, users: int, questions: list[str], per_user: int, max_seco
         t.join()
     wall = time.perf_counter() - started_at[0]
     cpu = memory.cpu_seconds() - cpu_start
+    if attacker:
+        attacker.stop()
+        ingest["attack"] = {"clients": attack, "seconds": attacker.seconds, "statuses": dict(attacker.statuses)}
     if admin:
         admin.join()
         ingest["overlap"] = min(ingest.get("seconds", 0.0), wall)
@@ -384,6 +433,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="Keep the site (index, users, log) here instead of a temporary folder; reused if "
                              "present (the index is then only updated).")
+    parser.add_argument("--attack", type=int, default=0,
+                        help="Run each user count again while this many clients guess passwords at /login.")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     per_user = args.questions_per_user or (1 if args.quick else 4)
@@ -435,6 +486,13 @@ def main() -> None:
             runs.append(run)
             print(f"{n} users: {len(run.ok)} answers, {len(run.errors)} errors in {run.wall:.0f} s",
                   file=sys.stderr, flush=True)
+            if args.attack:
+                attacked = run_load(server.url, n, questions, per_user, max_seconds, memory,
+                                    f"{n} + attack {args.attack}", attack=args.attack)
+                runs.append(attacked)
+                print(f"{attacked.label}: {len(attacked.ok)} answers, {len(attacked.errors)} errors in "
+                      f"{attacked.wall:.0f} s; attack answers {attacked.ingest['attack']['statuses']}",
+                      file=sys.stderr, flush=True)
         if args.ingest_users:
             changed = touch_documents(site / "docs")
             run = run_load(server.url, args.ingest_users, questions, per_user, max_seconds, memory,
@@ -466,12 +524,31 @@ def main() -> None:
           "server RSS MB (start → peak) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     base = next((r for r in runs if r.users == 2 and not r.ingest), runs[0])
+    attack_rows = [(runs[i - 1], r) for i, r in enumerate(runs) if "attack" in r.ingest]  # each after its quiet run
     for run in runs:
         print(row(run, base))
     print(f"\nServer RSS {rss_ready:.0f} MB when ready, peak (VmHWM) {hwm:.0f} MB at the end. "
           f"Ratios are against the {base.label}-user run.")
+    if attack_rows:
+        print("\n| users | p50 s without attack | p50 s with | ratio | p95 s without | p95 s with | first token p50 s "
+              "without | with | errors without | with | attack: clients, guesses answered (by HTTP status) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for quiet, loud in attack_rows:
+            def p95(run: Run) -> float:
+                lat = [r.latency for r in run.ok]
+                return percentile(lat, 0.95) if lat else float("nan")
+
+            def first(run: Run) -> float:
+                values = [r.first_token for r in run.ok if r.first_token is not None]
+                return statistics.median(values) if values else float("nan")
+
+            info = loud.ingest["attack"]
+            print(f"| {quiet.users} | {quiet.p50:.1f} | {loud.p50:.1f} | {loud.p50 / quiet.p50:.2f} | {p95(quiet):.1f} | "
+                  f"{p95(loud):.1f} | {first(quiet):.1f} | {first(loud):.1f} | {len(quiet.errors)} | "
+                  f"{len(loud.errors)} | {info['clients']}, {sum(info['statuses'].values())} in "
+                  f"{info['seconds']:.0f} s ({info['statuses']}) |")
     for run in runs:
-        if run.ingest:
+        if run.ingest and "attack" not in run.ingest:
             print(f"Re-ingestion during the {run.label} run ({run.ingest['changed']} files changed): "
                   f"{run.ingest.get('state')} in {run.ingest.get('seconds', 0):.1f} s, overlapping "
                   f"{run.ingest.get('overlap', 0):.0f} s of the {run.wall:.0f} s run — {run.ingest.get('summary')}")
