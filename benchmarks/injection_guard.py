@@ -3,9 +3,16 @@
     python benchmarks/injection_guard.py [--data tests/data/injection_passages.jsonl] [--old-commit a9a2a7f]
 
 The labelled set (tests/data/injection_passages.jsonl) holds injected and clean company-document passages in
-English, French, German and Spanish; each injected one names its offending sentence(s). `split` is "test" for
-every third passage of each (label, language) group in file order (written before the rules were tuned; the
-rules were tuned on "train" only).
+English, French, German and Spanish; each injected one names its offending sentence(s). `split` says when a
+passage was written, relative to the rules (all by the same author, who also wrote the rules):
+- train: written first; the rules were tuned on these.
+- test: every third passage of each (label, language) group of that first batch, written with the train ones
+  before any rule; held out for the first measurement only (its first-run figures are in the report of issue 18
+  item 5); the rules were later changed, so it is no longer held out.
+- fresh, fresh2, fresh3: three later rounds of "the next variation", each written after the rules of the previous
+  round, measured once, and then used to improve the rules. The first-run figures of a round are the honest
+  estimate of how the rules do on phrasings they have not seen; the figures this script prints now are not (every
+  split has been seen).
 
 Detectors:
 - old: app/guardrails/injection.py as of --old-commit (read with `git show`): a passage scoring >= 3 is dropped
@@ -112,7 +119,7 @@ def table(rows: list[dict], detectors: dict) -> str:
         groups[f"split={row['split']}"].append(row)
         groups[f"lang={row['lang']}"].append(row)
         groups[f"test, lang={row['lang']}"].append(row) if row["split"] == "test" else None
-    order = ["all"] + [f"split={s}" for s in ("train", "test", "fresh") if f"split={s}" in groups] + sorted(k for k in groups if k.startswith("lang=")) + sorted(
+    order = ["all"] + [f"split={s}" for s in ("train", "test", "fresh", "fresh2", "fresh3") if f"split={s}" in groups] + sorted(k for k in groups if k.startswith("lang=")) + sorted(
         k for k in groups if k.startswith("test, "))
     lines = ["| subset | detector | passages (inj/clean) | precision | recall | sentence P | sentence R | "
              "exact exclusion | clean kept |", "|---|---|---|---|---|---|---|---|---|"]

@@ -327,8 +327,13 @@ _AI_ADDRESS = (
          rf"(?:to|for|a|pour|an|fur|para|al) (?:the |any |all |a |l'|le |la |les |den |die |das |el |los )?"
          rf"(?:ai |ia |ki |automated |virtual )?{_AI}s?\b"),
     _cue(rf"\ba l'attention (?:de l'|du |de la |des )?{_AI}\b"),
+    _cue(r"\b(?:note|message|instructions?|notice|directive|hinweis|consigne|nota) (?:to|for|pour|an|fur|para) "
+         r"(?:the |any |all |l'|le |la |den |die |el )?\w+ (?:ai|llm|model|modele|modell|modelo|chatbot|bot|ia|ki)s?\b"),
+    _cue(r"\b(?:system|admin|administrator|developer|operator) (?:note|message|notice|instruction|directive)s?\b|"
+         r"\b(?:note|message) (?:systeme|du systeme|de l'administrateur)\b|\bsystem ?hinweis\b|"
+         r"\bnota del sistema\b"),
     _cue(rf"(?:^|[.!?:\]>\n] ?)(?:hey |hi |dear |attention |to |for |ok |okay |ps |p s |nb |n b )?(?:the |any |all )?"
-         rf"(?:ai |ia |ki )?{_AI}s?(?: instructions?)? ?[,:\-\u2013\u2014]"),
+         rf"(?:ai |ia |ki )?{_AI}s?(?: instructions?)? ?[,:!\-\u2013\u2014]"),
     _cue(rf"\b(?:for|to|pour|a|an|fur|para|al) (?:the |any |all |every |whichever |whatever |l'|le |la |den |die |"
          rf"das |dem |el |los )?{_AI}s? ?(?::|,|\-|\u2013|\u2014|(?:that |which |who )?(?:reads?|reading|summari[sz]es?|"
          rf"summari[sz]ing|processes|processing|parses|indexes))"),
@@ -338,12 +343,15 @@ _AI_ADDRESS = (
     _cue(rf"\b(?:si (?:vous etes|tu es) (?:une? |l')?(?:ia|intelligence artificielle|modele|assistant|chatbot|"
          rf"robot)|wenn (?:du|sie) (?:ein|eine|der|die) (?:ki|sprachmodell|assistent|chatbot|ki assistent)"
          rf"|si (?:eres|es usted|usted es) (?:un |una |el )?(?:ia|modelo|asistente|chatbot|bot))"),
-    _cue(rf"\b(?:language models?|llms?|ai (?:models?|agents?|assistants?|systems?|tools?)|chatbots?|bots?|"
-         rf"automated assistants?|assistants?) (?:reading|processing|parsing|summari[sz]ing|indexing|that read|"
+    _cue(rf"\b(?:language models?|llms?|ai|ai (?:models?|agents?|assistants?|systems?|tools?)|chatbots?|bots?|"
+         rf"automated assistants?|assistants?) (?:reading|processing|parsing|summari[sz]ing|indexing|answering|"
+         rf"responding|replying|generating|writing|that read|"
          rf"which read|who read|seeing)\b"),
     _cue(r"\b(?:for|to) (?:the |any )?(?:ai|llm|model|bot|assistant)s? only\b"),
-    _cue(rf"\b(?:the |any |all )?(?:ai|llm|chatbot|language model|ai assistant|automated assistant)s? (?:agents?|"
-         rf"models?|assistants?)? ?(?:must|should|shall|need to|are to|have to|may not|must not) "),
+    _cue(r"\b(?:to|for|pour|an|fur|para) (?:whoever|whatever|anyone|anything|celui qui|quiconque|wer auch immer|"
+         r"quien) (?:is |que |qui )?(?:generating|writing|producing|composing|answering|summari[sz]ing|genere|redige|"
+         r"generiert|schreibt|genera|escribe) (?:the )?(?:answers?|responses?|replies|summar(?:y|ies)|reponses?|"
+         r"antworten|respuestas?)"),
     _cue(rf"\b(?:when|whenever|if) (?:the |an? |this )?{_AI}s? (?:is|are|gets?|get) (?:asked|questioned|queried)"),
     _cue(rf"\b(?:lorsque|quand|si) l'?(?:assistant|ia|chatbot|modele|robot) (?:est|sera) (?:interroge|questionne|"
          rf"sollicite)"),
@@ -381,9 +389,18 @@ _OVERRIDE_ML = (
     _cue(r"\byour (?:instructions|rules|guidelines|system prompt|prompt|configuration|programming) (?:have|has) "
          r"(?:been|now been) (?:updated|changed|replaced|revoked|overridden|cancelled|modified)"),
     _cue(r"\bact as if (?:the |your |any |all )?\w+(?: \w+)? (?:does|do|did) not exist"),
+    _cue(r"\b(?:fais|faites) comme si (?:\w+ ){0,5}n'existai(?:t|ent) pas"),
+    _cue(r"\b(?:haz|haga) como si (?:\w+ ){0,5}no existiera"),
+    _cue(r"\btu so,? als (?:ob|gabe es) (?:\w+ ){0,5}(?:nicht|keine)"),
+    _cue(rf"\b(?:{_PREVIOUS} )?{_RULES} (?:{_PREVIOUS} )?(?:verwerfen|ignorieren|vergessen|missachten|"
+         rf"uberschreiben)\b"),
+    _cue(rf"\b(?:set aside|put aside|lay aside|omit|skip|drop|n'applique plus|n'appliquez plus|ne suis plus|"
+         rf"ne suivez plus|no apliques|deja de aplicar|wende nicht mehr an) (?:all |any )?(?:of )?(?:the |your |tes |"
+         rf"vos |les |tus |las |deine |die )?(?:{_PREVIOUS} |usual |habituelles |habituels |normal |normales |"
+         rf"ublichen )*(?:{_RULES}|context|guidance|regles|reglas|normas)\b"),
 )
-_CANCELLED = (r"(?:no longer apply|do not apply|don't apply|are (?:now )?(?:void|cancelled|canceled|revoked|obsolete|"
-              r"outdated|invalid|null|suspended|lifted)|have been (?:revoked|cancelled|canceled|lifted|superseded)|"
+_CANCELLED = (r"(?:no longer apply|do not apply|don't apply|(?:are|is) (?:now )?(?:void|cancelled|canceled|revoked|"
+              r"obsolete|outdated|invalid|null|suspended|lifted|deprecated|superseded)|have been (?:revoked|cancelled|canceled|lifted|superseded)|"
               r"ne s'appliquent plus|sont (?:desormais )?(?:annulees|caduques|obsoletes|abrogees|suspendues|levees)|"
               r"ne sont plus valables|gelten nicht mehr|sind (?:ungultig|aufgehoben|aufgehoben worden)|"
               r"ya no (?:se aplican|son validas|aplican)|(?:quedan|estan) (?:anuladas|derogadas|sin efecto))")
@@ -393,7 +410,8 @@ _QUALIFIER_ML = re.compile(r"^[\W_]+(?:for|on|about|regarding|concerning|in|of|f
 # "The earlier rules no longer apply": also how a new policy speaks, so it counts 2 (a threshold needs another
 # signal: an address to the assistant, a directive, an answer to give).
 _OVERRIDE_SOFT = (
-    _cue(rf"\b{_PREVIOUS} (?:{_RULES}|text|guidance) (?:(?:above|before|earlier|in this conversation) )?{_CANCELLED}"),
+    _cue(rf"\b{_PREVIOUS} (?:\w+ )?(?:{_RULES}|text|guidance|context) (?:(?:above|before|earlier|in this conversation) )?"
+         rf"{_CANCELLED}"),
     _cue(rf"\b{_RULES} {_PREVIOUS} {_CANCELLED}"),
     _cue(rf"\b(?:the )?(?:guidance|instructions|rules|directions|text|policies) (?:you (?:received|were given|got|"
          rf"have)|given) (?:before|earlier|above|previously|so far|in this conversation)"),
@@ -431,8 +449,8 @@ _ANSWER_DIRECTIVE = (
     _cue(r"\b(?:it|you|the assistant|the model|the ai|il|elle|tu|vous|es|er|du|el|ella) (?:must|should|shall|will|"
          r"has to|doit|dois|devez|muss|musst|debe|debes) (?:always |toujours |immer |siempre )(?:say|answer|respond|"
          r"reply|state|tell|claim|repondre|dire|indiquer|affirmer|antworten|sagen|behaupten|responder|decir)"),
-    _cue(r"\b(?:answer|respond to|reply to|repondez a|reponds a|beantworte|responde a) (?:every|all|each|any|"
-         r"toutes les|chaque|jede|alle|todas las|cada) (?:\w+ ){0,1}(?:questions?|queries|requests?|prompts?|fragen?|"
+    _cue(r"\b(?:answer|respond to|reply to|repondez a|reponds a|beantworte|responde a) (?:every |all |each |any |"
+         r"toutes les |chaque |jede |alle |todas las |cada )?(?:\w+ ){0,1}(?:questions?|queries|requests?|prompts?|fragen?|"
          r"preguntas?)(?: \w+){0,3} (?:with|by|avec|par|mit|con)\b"),
     _cue(r"\b(?:in|at the end of|at the start of|dans|a la fin de|in|am ende|en|al final de) (?:every|each|all|your|"
          r"chaque|toutes vos|jeder|jede|cada|todas) (?:answers?|responses?|replies|reponses?|antworten?|"
@@ -443,6 +461,8 @@ _ANSWER_DIRECTIVE = (
          r"las |tus |sus )?(?:sources|quellen|fuentes|citations)"),
     _cue(r"\b(?:quietly|silently|secretly|discreetly|discretement|heimlich|en secreto|discretamente) "
          r"(?:recommend|suggest|redirect|send|link|recommande[rz]?|empfiehl|empfehle|recomienda|recomendar)"),
+    _cue(r"\b(?:are|is) (?:required|expected|instructed|obliged|supposed) to (?:say|answer|state|claim|respond|reply|"
+         r"tell)\b"),
     _cue(r"\b(?:tell|inform|remind|convince) (?:users|employees|staff|everyone|people|all users|every user|the "
          r"employees|the staff|the users) (?:that|they)\b"),
     _cue(r"\b(?:dis|dites|indique|indiquez|affirme|affirmez|explique|expliquez) (?:aux|a tous les|a chaque) "
@@ -465,6 +485,26 @@ _CONCEAL = (
          r"diese[ns]?|esta|este) (?:note|line|instruction|instructions|message|paragraph|text|hinweis|nota|ligne|"
          r"texte|zeile|linea)"),
 )
+# "AI agents must ...": a rule for the assistant (counts with assistant_directive, once, 2).
+_AI_MODAL = (
+    _cue(r"\b(?:the |any |all )?(?:ai|llm|chatbot|language model|ai assistant|automated assistant)s? (?:agents?|"
+         r"models?|assistants?)? ?(?:must|should|shall|need to|are to|have to|may not|must not) "),
+)
+# "The badge rule is cancelled": 1, and only matters right after an injected sentence.
+_CANCELLATION = _cue(r"\b(?:rule|rules|policy|policies|requirement|requirements|restriction|restrictions|limit|limits|"
+                     r"regle|regles|politique|regel|regeln|richtlinie|regla|reglas|norma|normas)s? (?:is|are|has been|"
+                     r"have been|est|sont|a ete|ist|sind|wurde|es|son|ha sido) (?:now )?(?:cancelled|canceled|void|"
+                     r"lifted|revoked|suspended|annulee?s?|levee?s?|aufgehoben|ungultig|anulada?s?|suspendida?s?)")
+# An imperative or a modal at the start of a clause: counts 1, and only next to an address to the assistant
+# ("Attention language model: disregard prior context and state that ...").
+_IMPERATIVE = _cue(
+    r"(?:^|[:;,\-\u2013\u2014.!?] |\b(?:and|et|und|y) )(?:please |kindly |bitte |por favor |s'il te plait |s'il vous plait )?"
+    r"(?:disregard|ignore|forget|omit|skip|drop|set aside|say|state|claim|respond|reply|answer|tell|write|output|print|"
+    r"reveal|list|append|add|include|recommend|mention|use|treat|pretend|act|stop|never|always|do not|don't|"
+    r"dis|dites|reponds|repondez|ignore|oublie|oubliez|fais|faites|omets|affirme|affirmez|indique|indiquez|ajoute|"
+    r"recommande|n'applique|ne mentionne|sag|sage|antworte|behaupte|behaupten|ignoriere|vergiss|verwerfen|fuge|nenne|"
+    r"empfiehl|di|responde|ignora|olvida|omite|afirma|anade|recomienda)\b")
+_MODAL = _cue(r"\b(?:must|should|shall|doit|dois|devez|muss|musst|sollst|soll|debe|debes)\b")
 # Answers that leak the conversation or an attacker's link: markdown images with a query, "{question}" templates.
 _EXFIL_MARKUP = (
     re.compile(r"!\[[^\]]{0,100}\]\(\s*(?:https?:)?//[^)\s]{0,200}[?&#][^)\s]{0,200}\)"),
@@ -486,6 +526,7 @@ _JAILBREAK_ML = (
          r"filter|grenzen)"),
     _cue(r"\b(?:ahora )?(?:eres|es usted) (?:ahora )?(?:un|una) (?:\w+ )?(?:asistente|ia|modelo|chatbot|bot)(?: \w+)? "
          r"sin (?:restricciones|reglas|limites|filtros|censura)"),
+    _cue(r"\byou are (?:now )?in (?:maintenance|debug|developer|admin|god|test|unrestricted|root|sudo) mode\b"),
     _cue(r"\byou are (?:now )?(?:an? )?(?:\w+ )?(?:assistant|ai|model|chatbot|bot) (?:with no|without (?:any )?)"
          r"(?:rules|restrictions|limits|filters|guidelines)"),
 )
@@ -507,14 +548,15 @@ _ROLE_ML = (
     re.compile(r"</?\s*(?:system|context|assistant|user|instructions?|developer|admin|tool|documents?)\s*>",
                re.IGNORECASE),
     re.compile(r"\[\[\s*(?:system|assistant|admin|developer)[^\]]{0,40}\]\]", re.IGNORECASE),
+    re.compile(r"\[\s*(?:SYSTEM|System|ADMIN|DEVELOPER|SYSTEM PROMPT|SYSTEM MESSAGE|SYS)\s*\]"),
 )
 
 # Credential phishing: a request to send, reply with or enter a secret, with a destination or a pretext.
 _SECRET_ML = (r"(?:passwords?|passcodes?|passphrases?|pin(?: codes?)?|credentials|logins?|log in details|"
               r"sign in details|username and password|mfa codes?|2fa codes?|one time (?:pass)?codes?|otps?|"
-              r"verification codes?|security codes?|authenticat(?:or|ion) codes?|sms codes?|six digit (?:mfa )?codes?|"
+              r"verification codes?|security codes?|authenticat(?:or|ion) codes?|sms codes?|(?:six|\d) digit (?:mfa |sms )?codes?|"
               r"recovery (?:keys?|codes?)|cvv|cvc|card numbers?|bank card numbers?|private keys?|api keys?|access tokens?|"
-              r"mots? de passe|identifiants?(?: de connexion)?|codes? (?:de verification|mfa|sms|confidentiel|pin|"
+              r"mots? de passe|identifiants?(?: de connexion)?|codes? (?:de verification|de connexion|d'authentification|de securite|mfa|sms|confidentiel|pin|"
               r"secret|d'acces)|cryptogramme|numeros? de (?:carte|cb)|"
               r"passwort|passworter|kennwort|kennworter|zugangsdaten|anmeldedaten|benutzernamen? und passwort|"
               r"bestatigungscode|sicherheitscode|tan|kartennummer|"
@@ -525,7 +567,7 @@ _SEND = (r"(?:send|email|e mail|mail|forward|reply|respond|text|sms|dm|message|s
          r"senden|sende|schicke[n]?|schickt|weiterleiten|leiten sie|leite|antworten|antworte|mitteilen|teilen sie|"
          r"gib|geben sie|uebermitteln|ubermitteln|"
          r"envia[r]?|envie|reenvia[r]?|reenvie|reenviar|responda|responde|comunique|comparta|comparte|dame)")
-_ENTER = (r"(?:enter|type|input|submit|provide|confirm|verify|update|fill in|log in with|sign in with|"
+_ENTER = (r"(?:enter|type|input|submit|provide|confirm|verify|update|fill in|log in|login|sign in|"
           r"saisi(?:r|ssez|s)|entre[rz]?|renseigne[rz]?|fourni(?:r|ssez)|confirme[rz]?|verifie[rz]?|"
           r"eingeben|geben sie|gib|bestatigen|bestatige|aktualisieren|"
           r"introduzca|introduce|ingrese|ingresa|escriba|proporcione|confirme|verifique|actualice)")
@@ -545,7 +587,9 @@ _PRETEXT = _cue(r"\b(?:verify|verified|verification|confirm|re ?activate|activat
                 r"suspended|locked|lose|deactivated|disabled|expire|within \d+ hours|before (?:monday|friday|today|"
                 r"tomorrow)|today|audit|security update|restored|reactiver|conserver|garder|suspendu|bloque|"
                 r"verifier|aktiv bleibt|gesperrt|abzuschliessen|aktivieren|mantener|activa|bloqueada|suspendida|"
-                r"completar|verificar|recevoir|claim|enrol+ed|migration|check|compliance|perder|suspension|eviter)\b")
+                r"completar|verificar|cobrar|migrated|migrate|payment|pago|paiement|zahlung|refund|reembolso|"
+                r"remboursement|bonus|prime|activate|activer|activar|claim|enrol+ed|migration|check|compliance|perder|"
+                r"suspension|eviter)\b")
 _NEGATION_ML = _cue(r"\b(?:never|not|no|nobody|no one|don't|dont|doesn't|won't|shouldn't|mustn't|cannot|can't|"
                     r"jamais|ne|n'|pas|aucun|personne|nie|niemals|nicht|kein|keine|keinesfalls|nunca|jamas)\b")
 # Talk *about* phishing or injection (a security-awareness page), not a request.
@@ -555,7 +599,9 @@ _DISCUSSION = _cue(r"\b(?:phishing|scam|fraud(?:ulent)?|attackers?|fraudsters?|c
                    r"might |can |could |will |would |usually |typically |sometimes |try to |souvent |peuvent |"
                    r"pourrait |oft |konnen |suelen |pueden |podria )*"
                    r"(?:ask|request|tell|hide|say|says|contain|look like|read|demandent|demande|dit|dire|fordern|"
-                   r"sagen|piden|solicitan|dice|decir|cachent|verstecken|esconden)")
+                   r"sagen|piden|solicitan|dice|decir|cachent|verstecken|esconden)|"
+                   r"\b(?:if|when|should|si|wenn|falls|cuando) (?:\w+ ){0,4}(?:asks?|requests?|demande|demandent|fragt|"
+                   r"bittet|pide|piden) (?:you|vous|te|sie|dich|le|usted)\b")
 _QUOTED = re.compile(r"'[^']{6,}'|\"[^\"]{6,}\"|“[^”]{6,}”|«[^»]{6,}»|„[^“”]{6,}[“”]")
 
 
@@ -590,6 +636,12 @@ def _multilingual_hits(text: str) -> list[RuleHit]:
         hits.append(RuleHit("override_soft", 2, "says earlier rules or instructions no longer apply"))
     if first(_ANSWER_DIRECTIVE):
         hits.append(RuleHit("answer_directive", 2, "tells the assistant what to answer"))
+    if _CANCELLATION.search(f) and not any(h.rule.startswith("override") for h in hits):
+        hits.append(RuleHit("cancellation", 1, "says a rule is cancelled"))
+    if any(h.rule == "ai_address" for h in hits) and (_IMPERATIVE.search(f) or _MODAL.search(f)):
+        hits.append(RuleHit("imperative", 1, "an order next to the address"))
+    if first(_AI_MODAL):
+        hits.append(RuleHit("ai_modal", 2, "directive addressed to the assistant"))
     if first(_PERSONA):
         hits.append(RuleHit("persona", 2, "asks the assistant to play a role"))
     if first(_CONCEAL):
@@ -637,11 +689,15 @@ def _phishing(f: str, negated) -> int:
         around = f[max(0, secret.start() - 150):secret.end() + 150]  # the same sentence, near enough
         destination = bool(_DESTINATION_ML.search(around)) or bool(_REPLY_WITH.search(around))
         pretext = bool(_PRETEXT.search(around))
+        card = bool(_CARD_SECRET.search(secret.group()))  # nobody's document needs your card's security code
         if send:
             best = max(best, 3 if destination or pretext else 2)
         elif destination:
-            best = max(best, 3 if pretext else 2)
+            best = max(best, 3 if pretext or card else 2)
     return best
+
+
+_CARD_SECRET = re.compile(r"cvv|cvc|cryptogramme|card numbers?|numeros? de (?:carte|tarjeta)|kartennummer")
 
 
 # Cheap prefilters: a rule group's patterns all need one of these substrings (of the lower-cased text), so a
@@ -754,7 +810,7 @@ def scan(text: str) -> InjectionScan:
 _EXPLICIT_DESTINATION = re.compile(r"(?<![\w.+\-])[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+|https?://|\bwww\.|\+?\d[\d ()./\-]{7,}\d")
 _FAMILY = {"override_ml": "override", "override_soft": "override", "jailbreak_ml": "jailbreak",
            "prompt_leak_ml": "prompt_leak", "phishing": "credential_theft", "role_tag": "role_label",
-           "answer_directive": "assistant_directive"}
+           "answer_directive": "assistant_directive", "ai_modal": "assistant_directive"}
 
 
 def is_injection(text: str) -> bool:
@@ -766,7 +822,7 @@ def is_injection(text: str) -> bool:
 # --------------------------------------------------------------------------- passages, sentence by sentence
 
 _ADDRESS_RULES = frozenset({"ai_address", "override", "override_ml", "override_soft", "role_label", "role_tag",
-                            "chat_markup"})
+                            "chat_markup", "continues"})
 _CREDENTIAL_RULES = frozenset({"credential_theft", "phishing"})
 # strong cues that, found only in the passage as a whole, mean an injection split over sentences
 _SPLIT_RULES = frozenset({"override", "override_ml", "jailbreak", "jailbreak_ml", "prompt_leak", "prompt_leak_ml",
@@ -858,10 +914,17 @@ def scan_passage(text: str) -> PassageScan:
         previous = {h.rule for h in scans[i - 1].hits}
         if "\n\n" in gap.replace(" ", "").replace("\t", "") or not (previous & _ADDRESS_RULES):
             continue
-        if scans[i].score >= 1 and not offending[i] and (offending[i - 1] or "ai_address" in previous):
-            scans[i] = InjectionScan(scans[i].hits + [RuleHit("continues", 1, "continues an instruction to the "
-                                                                             "assistant")])
-            offending[i] = scans[i].score >= EXCLUDE_THRESHOLD
+        if not offending[i] and (offending[i - 1] or "ai_address" in previous):
+            # what follows an address or an injected sentence in the same paragraph is read as its continuation:
+            # a cue of its own (an order, "the rule is cancelled") is enough
+            extra = [] if any(h.rule == "imperative" for h in scans[i].hits) or not _IMPERATIVE.search(
+                fold(text[units[i][1]:units[i][2]])) else [RuleHit("imperative", 1, "an order")]
+            if scans[i].score + len(extra) >= 1:
+                # +2 on the same line as an injected sentence; +1 after a line break or after an address alone
+                bonus = 2 if offending[i - 1] and "\n" not in gap else 1
+                scans[i] = InjectionScan(scans[i].hits + extra + [
+                    RuleHit("continues", bonus, "continues an instruction to the assistant")])
+                offending[i] = scans[i].score >= EXCLUDE_THRESHOLD
         if offending[i] and not offending[i - 1] and "ai_address" in previous:
             offending[i - 1] = True  # "NOTE TO THE AI ASSISTANT:" heading what follows
     # a list marker ("-", "2.") in front of an offending sentence goes with it
