@@ -17,7 +17,6 @@ from app.ui import admin_view as view
 from app.ui.admin_actions import AdminError
 from app.ui.auth import current_user, require_admin
 from app.ui.library import SUPPORTED
-from app.ui.refused import quiet_refusals
 from app.ui.render import GUARD_NAMES
 from app.ui.services import UiServices
 from app.users import ROLES
@@ -52,8 +51,7 @@ def _start_unless_running(services: UiServices, admin, folder: str):
 
 def build_admin_tab(services: UiServices) -> AdminTab:
     def listen(trigger, fn, inputs, outputs, api_name):
-        # a refusal (not an admin, bad input) is one log line, not a traceback: app/ui/refused.py
-        trigger(quiet_refusals(fn), inputs, outputs, api_name=api_name, concurrency_limit=ADMIN_CONCURRENCY,
+        trigger(fn, inputs, outputs, api_name=api_name, concurrency_limit=ADMIN_CONCURRENCY,
                 concurrency_id=f"admin-{api_name}")
 
     def present():
@@ -304,4 +302,4 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         return (*overview_values(), actions.acl_rules(services), *users_values(), *adapter_values(),
                 *guard_values(), view.progress(services.runner.state(), present()))
 
-    return AdminTab(load_outputs=outputs, load=quiet_refusals(fill))
+    return AdminTab(load_outputs=outputs, load=fill)

@@ -10,7 +10,6 @@ from app.engine import Answer, AnswerOptions
 from app.guardrails import GUARDS
 from app.ui import render
 from app.ui.auth import current_user
-from app.ui.refused import quiet_refusals
 from app.ui.services import UiServices
 from ingest.errors import GroundworkError
 
@@ -126,7 +125,6 @@ def build_chat_tab(services: UiServices) -> ChatTab:
                                                  "questions.")
     tab = ChatTab(chatbot, question, send, clear, sources, guards, switches, adapter, history)
 
-    @quiet_refusals  # a refused request (logged out, removed account) is one log line: app/ui/refused.py
     def ask(message, conversation, switched, chosen, request: gr.Request):
         yield from respond(services, message, conversation, switched, chosen, request)
 
@@ -136,7 +134,6 @@ def build_chat_tab(services: UiServices) -> ChatTab:
         trigger(ask, inputs, outputs, api_name="ask" if trigger == send.click else False,
                 concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
 
-    @quiet_refusals
     def new_conversation(request: gr.Request):
         current_user(services.users, request)
         return [], [], render.sources(None)
@@ -144,7 +141,6 @@ def build_chat_tab(services: UiServices) -> ChatTab:
     clear.click(new_conversation, None, [chatbot, history, sources], api_name=False)
     chatbot.clear(new_conversation, None, [chatbot, history, sources], api_name=False)
 
-    @quiet_refusals
     def switches_changed(switched, request: gr.Request):
         current_user(services.users, request)
         return guard_panel(services, frozenset(g for g in switchable_guards(services) if g in (switched or [])))

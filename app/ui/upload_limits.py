@@ -44,6 +44,7 @@ import anyio
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
+from app.ui import refused
 from app.users import UserError, UserStore
 
 log = logging.getLogger(__name__)
@@ -409,9 +410,11 @@ class UploadGuard:
 
 
 def install(blocks, services, limits: UploadLimits | None = None) -> UploadGate:
-    """Guard a launched app's upload routes and start cleaning its upload cache (see the module docstring).
+    """Guard a launched app's upload routes and start cleaning its upload cache (see the module docstring); and,
+    as launch_app's one hook for this hardening, log refused actions in one line (app/ui/refused.py).
 
     Call it right after blocks.launch(); calling it again for the same server does nothing."""
+    refused.install(blocks)
     server = blocks.server_app
     existing = getattr(server, "_groundwork_upload_gate", None)
     if existing is not None:

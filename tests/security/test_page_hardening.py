@@ -17,7 +17,6 @@ import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
 
-import gradio as gr
 import httpx
 import pytest
 from gradio_client import Client, handle_file
@@ -28,7 +27,6 @@ from app.guardrails import GuardrailConfig, GuardrailEvent, Guardrails
 from app.ui import render
 from app.ui.chat import respond
 from app.ui.library import LibraryError, safe_name, safe_subfolder
-from app.ui.refused import quiet_refusals
 from app.ui.upload_limits import UploadLimits, clean_upload_cache
 
 EMAIL, PHONE, IBAN = "jane.roe@acme.example", "+33 4 72 00 00 00", "FR76 3000 6000 0112 3456 7890 189"
@@ -321,29 +319,39 @@ def test_an_indexed_upload_is_not_deleted_behind_the_index(site, tmp_path: Path)
     assert (site.uploads / "canteen.md").exists()
 
 
+def _refusal_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "app.ui.refused"]
+
+
 def test_a_refused_action_logs_one_line_without_a_traceback(site, capfd, caplog) -> None:
     capfd.readouterr()
+    alice, admin = client(site, "alice"), client(site, "admin")
     with caplog.at_level(logging.INFO):
-        with pytest.raises(Exception, match="Only administrators"):
-            client(site, "alice").predict(api_name="/admin_users")
+        with pytest.raises(Exception, match="Only administrators"):  # app/ui/auth.py's refusal
+            alice.predict(api_name="/admin_users")
+        with pytest.raises(Exception, match="cannot remove yourself"):  # an admin action's AdminError
+            admin.predict("admin", api_name="/admin_remove_user")
+        with pytest.raises(Exception, match="not in the list of choices"):  # Gradio's own input check
+            alice.predict("How many days of leave?", ["injection"], None, api_name="/ask")
         time.sleep(0.3)
     err = capfd.readouterr().err
     assert "Traceback" not in err, err
-    lines = [r.getMessage() for r in caplog.records if r.name == "app.ui.refused"]
-    assert lines == ["refused list_users for alice: Only administrators can do this. (Error)"]
+    lines = _refusal_lines(caplog)
+    assert lines[:2] == ["refused admin_users for alice: Only administrators can do this. (Error)",
+                         "refused admin_remove_user for admin: you cannot remove yourself (Error)"]
+    assert len(lines) == 3 and lines[2].startswith("refused ask for alice: Value: 'injection'")
 
 
-def test_real_failures_keep_their_traceback_and_refusals_lose_it() -> None:
-    @quiet_refusals
-    def broken(request: gr.Request):
-        raise KeyError("a bug")
+def test_a_real_failure_still_logs_its_traceback(site, capfd, caplog, monkeypatch) -> None:
+    def broken(ref):
+        raise KeyError("a bug, not a refusal")
 
-    @quiet_refusals
-    def refuses(request: gr.Request):
-        raise gr.Error("no")
-
-    with pytest.raises(KeyError):  # unchanged: Gradio prints its traceback
-        broken(None)
-    with pytest.raises(gr.Error) as error:
-        refuses(None)
-    assert error.value.print_exception is False
+    monkeypatch.setattr(site.services.registry, "promote", broken)
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO):
+        with pytest.raises(Exception):
+            client(site, "admin").predict("acme@v1", api_name="/admin_promote")
+        time.sleep(0.3)
+    err = capfd.readouterr().err
+    assert "Traceback" in err and "a bug, not a refusal" in err
+    assert _refusal_lines(caplog) == []
