@@ -543,8 +543,8 @@ def main() -> None:
                 return statistics.median(values) if values else float("nan")
 
             info = loud.ingest["attack"]
-            print(f"| {quiet.users} | {quiet.p50:.1f} | {loud.p50:.1f} | {loud.p50 / quiet.p50:.2f} | {p95(quiet):.1f} | "
-                  f"{p95(loud):.1f} | {first(quiet):.1f} | {first(loud):.1f} | {len(quiet.errors)} | "
+            print(f"| {quiet.users} | {quiet.p50:.1f} | {loud.p50:.1f} | {loud.p50 / quiet.p50:.2f} | "
+                  f"{p95(quiet):.1f} | {p95(loud):.1f} | {first(quiet):.1f} | {first(loud):.1f} | {len(quiet.errors)} | "
                   f"{len(loud.errors)} | {info['clients']}, {sum(info['statuses'].values())} in "
                   f"{info['seconds']:.0f} s ({info['statuses']}) |")
     for run in runs:

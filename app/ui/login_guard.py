@@ -174,7 +174,8 @@ class LoginMiddleware:
             return response
 
         if not same_origin(request.headers):
-            return refuse(403, FOREIGN, reason=f"foreign origin {request.headers.get('origin') or request.headers.get('referer')!r}")
+            source = request.headers.get("origin") or request.headers.get("referer")
+            return refuse(403, FOREIGN, reason=f"foreign origin {source!r}")
         wait = guard.throttle.client_wait(client)
         if wait:
             await guard.hold(wait)
