@@ -8,6 +8,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+from gradio.utils import get_upload_folder
+
 from app.guardrails import GUARDS, BlockedTopic, GuardrailConfig
 from app.ui import library
 from app.ui.ingest_job import IngestBusy, JobState
@@ -68,7 +70,23 @@ def upload(services: UiServices, admin: User, files: list[str], subfolder: str) 
         raise AdminError("an ingestion is running; upload when it has finished")
     with _reported(library.LibraryError):
         saved = library.save_uploads(files, services.docs_dir, subfolder)
+    _discard_from_cache(files)
     return saved, start_ingest(services, admin)
+
+
+def _discard_from_cache(files: list[str]) -> None:
+    """Delete Gradio's cache copies of uploads once they are saved: a confidential document is not left in the
+    temp folder (servable by its path) until the cache cleaner's age limit. Only files inside that folder."""
+    cache = Path(get_upload_folder()).resolve()
+    for item in files:
+        path = Path(item)
+        try:
+            if cache in path.resolve().parents and path.is_file():
+                path.unlink()
+                if path.parent.resolve() != cache:
+                    path.parent.rmdir()  # the <hash> folder, if nothing else is in it
+        except OSError:
+            pass  # the cleaner removes it later
 
 
 def remove_document(services: UiServices, admin: User, path: str) -> str:

@@ -256,6 +256,8 @@ def test_an_accented_file_name_is_accepted_and_ingested(site, tmp_path: Path) ->
     wait_for_ingest(site)
     saved = site.uploads / "rh" / "équipe" / "Politique de congés.md"  # NFC on disk
     assert saved.is_file()
+    cached = [p for p in _cache_files(site) if unicodedata.normalize("NFC", p).endswith("Politique de congés.md")]
+    assert cached == []  # Gradio's copy is deleted once the file is saved
     html = client(site, "alice").predict("How long is the sabbatical leave?", [], None, api_name="/ask")[2]
     assert "90 days" in html and "rh/équipe/Politique de congés.md" in html
 
