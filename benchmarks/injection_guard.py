@@ -118,8 +118,10 @@ def table(rows: list[dict], detectors: dict) -> str:
         groups["all"].append(row)
         groups[f"split={row['split']}"].append(row)
         groups[f"lang={row['lang']}"].append(row)
-        groups[f"test, lang={row['lang']}"].append(row) if row["split"] == "test" else None
-    order = ["all"] + [f"split={s}" for s in ("train", "test", "fresh", "fresh2", "fresh3") if f"split={s}" in groups] + sorted(k for k in groups if k.startswith("lang=")) + sorted(
+        if row["split"] == "test":
+            groups[f"test, lang={row['lang']}"].append(row)
+    splits = [f"split={s}" for s in ("train", "test", "fresh", "fresh2", "fresh3") if f"split={s}" in groups]
+    order = ["all"] + splits + sorted(k for k in groups if k.startswith("lang=")) + sorted(
         k for k in groups if k.startswith("test, "))
     lines = ["| subset | detector | passages (inj/clean) | precision | recall | sentence P | sentence R | "
              "exact exclusion | clean kept |", "|---|---|---|---|---|---|---|---|---|"]

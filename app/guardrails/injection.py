@@ -92,9 +92,9 @@ sentences) or nothing quotable is left. A cut sentence that asks for credentials
 'flagged' event that warns the asker of possible phishing.
 
 Thresholds: a sentence (or a text scanned whole) scoring >= 3 is excluded. A question scoring >= 3 is flagged
-and still answered (the model only answers from retrieved passages and retrieval enforces ACLs, so a flagged question cannot reach
-documents the user may not read); a question scoring >= 4 (a jailbreak, a system-prompt probe, chat markup, or
-an override combined with another signal) is refused.
+and still answered (the model only answers from retrieved passages and retrieval enforces ACLs, so a flagged
+question cannot reach documents the user may not read); a question scoring >= 4 (a jailbreak, a system-prompt
+probe, chat markup, or an override combined with another signal) is refused.
 
 Measured on tests/data/injection_passages.jsonl with benchmarks/injection_guard.py (see there).
 
@@ -328,14 +328,16 @@ _AI_ADDRESS = (
          rf"(?:ai |ia |ki |automated |virtual )?{_AI}s?\b"),
     _cue(rf"\ba l'attention (?:de l'|du |de la |des )?{_AI}\b"),
     _cue(r"\b(?:note|message|instructions?|notice|directive|hinweis|consigne|nota) (?:to|for|pour|an|fur|para) "
-         r"(?:the |any |all |l'|le |la |den |die |el )?\w+ (?:ai|llm|model|modele|modell|modelo|chatbot|bot|ia|ki)s?\b"),
+         r"(?:the |any |all |l'|le |la |den |die |el )?\w+ (?:ai|llm|model|modele|modell|modelo|chatbot|bot|ia|"
+         r"ki)s?\b"),
     _cue(r"\b(?:system|admin|administrator|developer|operator) (?:note|message|notice|instruction|directive)s?\b|"
          r"\b(?:note|message) (?:systeme|du systeme|de l'administrateur)\b|\bsystem ?hinweis\b|"
          r"\bnota del sistema\b"),
     _cue(rf"(?:^|[.!?:\]>\n] ?)(?:hey |hi |dear |attention |to |for |ok |okay |ps |p s |nb |n b )?(?:the |any |all )?"
          rf"(?:ai |ia |ki )?{_AI}s?(?: instructions?)? ?[,:!\-\u2013\u2014]"),
     _cue(rf"\b(?:for|to|pour|a|an|fur|para|al) (?:the |any |all |every |whichever |whatever |l'|le |la |den |die |"
-         rf"das |dem |el |los )?{_AI}s? ?(?::|,|\-|\u2013|\u2014|(?:that |which |who )?(?:reads?|reading|summari[sz]es?|"
+         rf"das |dem |el |los )?{_AI}s? ?(?::|,|\-|\u2013|\u2014|(?:that |which |who )?(?:reads?|reading|"
+         rf"summari[sz]es?|"
          rf"summari[sz]ing|processes|processing|parses|indexes))"),
     _cue(rf"\byou,? (?:the |an? )?(?:ai|llm|model|language model|assistant|chatbot|bot|ai model)\b"),
     _cue(rf"\bif you (?:are|re) (?:an? |the )?(?:ai|llm|language model|ai model|assistant|chatbot|bot|gpt|"
@@ -377,7 +379,8 @@ _OVERRIDE_ML = (
          r"got|received|had been) (?:told|given|instructed|taught)\b"),
     _cue(r"\b(?:oublie|oubliez|ignore|ignorez) tout ce (?:qui precede|qu'on t'a dit|qu'on vous a dit|qui est "
          r"(?:au dessus|ci dessus))"),
-    _cue(r"\bne (?:tenez|tiens) (?:plus |pas |aucun )?(?:plus )?compte (?:de |des |du )?(?:toutes? )?(?:les |vos |tes )?"
+    _cue(r"\bne (?:tenez|tiens) (?:plus |pas |aucun )?(?:plus )?compte (?:de |des |du )?(?:toutes? )?(?:les |vos |"
+         r"tes )?"
          r"(?:consignes|instructions|regles|directives|indications)"),
     _cue(r"\b(?:vergiss|vergessen sie|ignoriere|ignorieren sie) alles,? (?:was|das) (?:dir|ihnen|man dir) "
          r"(?:vorher|zuvor|bisher|davor|oben)? ?(?:gesagt|mitgeteilt|vorgegeben|aufgetragen)"),
@@ -400,7 +403,8 @@ _OVERRIDE_ML = (
          rf"ublichen )*(?:{_RULES}|context|guidance|regles|reglas|normas)\b"),
 )
 _CANCELLED = (r"(?:no longer apply|do not apply|don't apply|(?:are|is) (?:now )?(?:void|cancelled|canceled|revoked|"
-              r"obsolete|outdated|invalid|null|suspended|lifted|deprecated|superseded)|have been (?:revoked|cancelled|canceled|lifted|superseded)|"
+              r"obsolete|outdated|invalid|null|suspended|lifted|deprecated|superseded)|have been (?:revoked|"
+              r"cancelled|canceled|lifted|superseded)|"
               r"ne s'appliquent plus|sont (?:desormais )?(?:annulees|caduques|obsoletes|abrogees|suspendues|levees)|"
               r"ne sont plus valables|gelten nicht mehr|sind (?:ungultig|aufgehoben|aufgehoben worden)|"
               r"ya no (?:se aplican|son validas|aplican)|(?:quedan|estan) (?:anuladas|derogadas|sin efecto))")
@@ -410,7 +414,8 @@ _QUALIFIER_ML = re.compile(r"^[\W_]+(?:for|on|about|regarding|concerning|in|of|f
 # "The earlier rules no longer apply": also how a new policy speaks, so it counts 2 (a threshold needs another
 # signal: an address to the assistant, a directive, an answer to give).
 _OVERRIDE_SOFT = (
-    _cue(rf"\b{_PREVIOUS} (?:\w+ )?(?:{_RULES}|text|guidance|context) (?:(?:above|before|earlier|in this conversation) )?"
+    _cue(rf"\b{_PREVIOUS} (?:\w+ )?(?:{_RULES}|text|guidance|context) (?:(?:above|before|earlier|"
+         rf"in this conversation) )?"
          rf"{_CANCELLED}"),
     _cue(rf"\b{_RULES} {_PREVIOUS} {_CANCELLED}"),
     _cue(rf"\b(?:the )?(?:guidance|instructions|rules|directions|text|policies) (?:you (?:received|were given|got|"
@@ -418,7 +423,8 @@ _OVERRIDE_SOFT = (
     _cue(r"\b(?:the )?(?:instructions|text|rules|guidance|policies) (?:above|earlier in this \w+) (?:was|were|is|are) "
          r"(?:a test|fake|void|outdated|wrong|obsolete)"),
     _cue(rf"\b(?:treat|consider|regard) (?:the |all |any )?(?:{_PREVIOUS} )?(?:text|content|{_RULES}|everything|"
-         rf"anything) (?:{_PREVIOUS} |before this|above this|earlier in this \w+ )?(?:as )?(?:cancelled|canceled|void|obsolete|"
+         rf"anything) (?:{_PREVIOUS} |before this|above this|earlier in this \w+ )?(?:as )?(?:cancelled|canceled|"
+         rf"void|obsolete|"
          rf"untrusted|invalid|outdated|revoked|null|fake|a test)"),
     _cue(r"\b(?:new|updated|revised|real|secret) (?:directive|directives|orders|instructions|rules|task|mission)s? "
          r"(?:from (?:the )?(?:admin|administrators?|system|developers?|operators?|owners?|it|security|management|"
@@ -450,7 +456,8 @@ _ANSWER_DIRECTIVE = (
          r"has to|doit|dois|devez|muss|musst|debe|debes) (?:always |toujours |immer |siempre )(?:say|answer|respond|"
          r"reply|state|tell|claim|repondre|dire|indiquer|affirmer|antworten|sagen|behaupten|responder|decir)"),
     _cue(r"\b(?:answer|respond to|reply to|repondez a|reponds a|beantworte|responde a) (?:every |all |each |any |"
-         r"toutes les |chaque |jede |alle |todas las |cada )?(?:\w+ ){0,1}(?:questions?|queries|requests?|prompts?|fragen?|"
+         r"toutes les |chaque |jede |alle |todas las |cada )?(?:\w+ ){0,1}(?:questions?|queries|requests?|prompts?|"
+         r"fragen?|"
          r"preguntas?)(?: \w+){0,3} (?:with|by|avec|par|mit|con)\b"),
     _cue(r"\b(?:in|at the end of|at the start of|dans|a la fin de|in|am ende|en|al final de) (?:every|each|all|your|"
          r"chaque|toutes vos|jeder|jede|cada|todas) (?:answers?|responses?|replies|reponses?|antworten?|"
@@ -469,7 +476,8 @@ _ANSWER_DIRECTIVE = (
          r"(?:utilisateurs|salaries|employes|collaborateurs|gens|personnes) (?:que|qu')"),
     _cue(r"\b(?:sag|sage|sagen sie|teile|teilen sie|erklare|erklaren sie) (?:den|allen|jedem) (?:nutzern|nutzerinnen|"
          r"benutzern|mitarbeitenden|mitarbeitern|usern|leuten|beschaftigten),? (?:dass|sie)\b"),
-    _cue(r"\b(?:di|diga|dile|diles|dígales|digales|informa|informe) (?:a )?(?:los|todos los|cada) (?:usuarios|empleados|"
+    _cue(r"\b(?:di|diga|dile|diles|dígales|digales|informa|informe) (?:a )?(?:los|todos los|cada) (?:usuarios|"
+         r"empleados|"
          r"trabajadores)? ?(?:que)\b"),
     _cue(r"\b(?:summari[sz]e|describe|present|resume[rz]?|resumez) (?:this|the) (?:page|document|text|passage|"
          r"policy|section) (?:as|by saying)\b"),
@@ -480,7 +488,8 @@ _PERSONA = (
     _cue(r"\b(?:pretend|imagine) (?:that )?(?:you are|you're|to be) (?:the|an?|my) \w+"),
 )
 _CONCEAL = (
-    _cue(r"\b(?:do not|don't|never|without|not|ne|nie|nicht|sin|sans|no) (?:mention|mentioning|reveal|revealing|disclose|"
+    _cue(r"\b(?:do not|don't|never|without|not|ne|nie|nicht|sin|sans|no) (?:mention|mentioning|reveal|revealing|"
+         r"disclose|"
          r"disclosing|mentionne[rz]?|revele[rz]?|erwahne|erwahnen|menciones|mencionar) (?:this|these|ce|cette|"
          r"diese[ns]?|esta|este) (?:note|line|instruction|instructions|message|paragraph|text|hinweis|nota|ligne|"
          r"texte|zeile|linea)"),
@@ -498,7 +507,8 @@ _CANCELLATION = _cue(r"\b(?:rule|rules|policy|policies|requirement|requirements|
 # An imperative or a modal at the start of a clause: counts 1, and only next to an address to the assistant
 # ("Attention language model: disregard prior context and state that ...").
 _IMPERATIVE = _cue(
-    r"(?:^|[:;,\-\u2013\u2014.!?] |\b(?:and|et|und|y) )(?:please |kindly |bitte |por favor |s'il te plait |s'il vous plait )?"
+    r"(?:^|[:;,\-\u2013\u2014.!?] |\b(?:and|et|und|y) )(?:please |kindly |bitte |por favor |s'il te plait |"
+    r"s'il vous plait )?"
     r"(?:disregard|ignore|forget|omit|skip|drop|set aside|say|state|claim|respond|reply|answer|tell|write|output|print|"
     r"reveal|list|append|add|include|recommend|mention|use|treat|pretend|act|stop|never|always|do not|don't|"
     r"dis|dites|reponds|repondez|ignore|oublie|oubliez|fais|faites|omets|affirme|affirmez|indique|indiquez|ajoute|"
@@ -554,9 +564,12 @@ _ROLE_ML = (
 # Credential phishing: a request to send, reply with or enter a secret, with a destination or a pretext.
 _SECRET_ML = (r"(?:passwords?|passcodes?|passphrases?|pin(?: codes?)?|credentials|logins?|log in details|"
               r"sign in details|username and password|mfa codes?|2fa codes?|one time (?:pass)?codes?|otps?|"
-              r"verification codes?|security codes?|authenticat(?:or|ion) codes?|sms codes?|(?:six|\d) digit (?:mfa |sms )?codes?|"
-              r"recovery (?:keys?|codes?)|cvv|cvc|card numbers?|bank card numbers?|private keys?|api keys?|access tokens?|"
-              r"mots? de passe|identifiants?(?: de connexion)?|codes? (?:de verification|de connexion|d'authentification|de securite|mfa|sms|confidentiel|pin|"
+              r"verification codes?|security codes?|authenticat(?:or|ion) codes?|sms codes?|(?:six|"
+              r"\d) digit (?:mfa |sms )?codes?|"
+              r"recovery (?:keys?|codes?)|cvv|cvc|card numbers?|bank card numbers?|private keys?|api keys?|"
+              r"access tokens?|"
+              r"mots? de passe|identifiants?(?: de connexion)?|codes? (?:de verification|de connexion|"
+              r"d'authentification|de securite|mfa|sms|confidentiel|pin|"
               r"secret|d'acces)|cryptogramme|numeros? de (?:carte|cb)|"
               r"passwort|passworter|kennwort|kennworter|zugangsdaten|anmeldedaten|benutzernamen? und passwort|"
               r"bestatigungscode|sicherheitscode|tan|kartennummer|"
@@ -572,7 +585,8 @@ _ENTER = (r"(?:enter|type|input|submit|provide|confirm|verify|update|fill in|log
           r"eingeben|geben sie|gib|bestatigen|bestatige|aktualisieren|"
           r"introduzca|introduce|ingrese|ingresa|escriba|proporcione|confirme|verifique|actualice)")
 _DESTINATION_ML = re.compile(
-    r"(?<![\w.+\-])[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+|https?://|\bwww\.|(?<![\w\-])[\w\-]+\.(?:com|net|org|io|co|info|biz|ru|xyz|example|"
+    r"(?<![\w.+\-])[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+|https?://|\bwww\.|(?<![\w\-])[\w\-]+\.(?:com|net|org|io|co|info|"
+    r"biz|ru|xyz|example|"
     r"top|site|online|link|me)\b|\+?\d[\d ()./\-]{7,}\d|\b(?:this|the) (?:form|link|page|site|portal|address|number)\b|"
     r"\b(?:ce|cet|cette) (?:formulaire|lien|message|courriel|mail|numero|adresse)\b|"
     r"\b(?:dieses|diesen|diese) (?:formular|link|nachricht|mail|nummer|adresse)\b|"
@@ -583,7 +597,8 @@ _REPLY_WITH = _cue(r"\b(?:reply|respond|repondre|repondez|reponds|antworten sie|
                    r"contesta|conteste)(?: (?:to|a|auf|al) (?:this|these|ce|cet|cette|diese[nr]?|este|esta) "
                    r"(?:message|email|e mail|mail|notice|note|post|letter|thread|ticket|announcement|courriel|avis|"
                    r"nachricht|mitteilung|correo|mensaje|aviso))? (?:with|avec|mit|con)\b")
-_PRETEXT = _cue(r"\b(?:verify|verified|verification|confirm|re ?activate|activate|keep (?:your |their )?(?:access|account)|"
+_PRETEXT = _cue(r"\b(?:verify|verified|verification|confirm|re ?activate|activate|keep (?:your |their )?(?:access|"
+                r"account)|"
                 r"suspended|locked|lose|deactivated|disabled|expire|within \d+ hours|before (?:monday|friday|today|"
                 r"tomorrow)|today|audit|security update|restored|reactiver|conserver|garder|suspendu|bloque|"
                 r"verifier|aktiv bleibt|gesperrt|abzuschliessen|aktivieren|mantener|activa|bloqueada|suspendida|"
@@ -807,7 +822,8 @@ def scan(text: str) -> InjectionScan:
     return InjectionScan(hits)
 
 
-_EXPLICIT_DESTINATION = re.compile(r"(?<![\w.+\-])[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+|https?://|\bwww\.|\+?\d[\d ()./\-]{7,}\d")
+_EXPLICIT_DESTINATION = re.compile(r"(?<![\w.+\-])[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+|https?://|\bwww\.|"
+                                   r"\+?\d[\d ()./\-]{7,}\d")
 _FAMILY = {"override_ml": "override", "override_soft": "override", "jailbreak_ml": "jailbreak",
            "prompt_leak_ml": "prompt_leak", "phishing": "credential_theft", "role_tag": "role_label",
            "answer_directive": "assistant_directive", "ai_modal": "assistant_directive"}
