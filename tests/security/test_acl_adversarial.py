@@ -181,3 +181,132 @@ def test_naming_the_file_or_claiming_rights_gets_nothing_through_the_engine(acme
             leaks += [(target.source, user.name, question, h) for h in acme.checks[(target.source, user.name)]
                       .answer(answer, question)]
     assert leaks == []
+
+
+# --- the web page: the chat's own API (what the page calls), logged in as each demo user ------------------------
+
+@pytest.fixture(scope="module")
+def site(acme):
+    """The acme demo served as `make demo` serves it, with the extractive fake instead of the model (free
+    decoding: it answers from passage [1], cited, whenever anything is found, so every answer has sources)."""
+    import shutil
+
+    from app.guardrails import GuardrailConfig
+    from app.ui import build_app, launch_app, make_services
+    from ui_support import free_port
+
+    users_file = acme.root / "site-users.json"  # the group-change test edits it
+    shutil.copyfile(acme.users_file, users_file)
+    guardrails = acme.root / "guardrails.json"
+    guardrails.write_text(json.dumps(GuardrailConfig().to_dict()), encoding="utf-8")
+    generator = FakeGenerator()
+    engine = acme.engine(generator, decoding="free")
+    services = make_services(engine, users_file, guardrails, acme.root / "adapters", acme.root / "uploads",
+                             acme.root / "acl-edited.toml", embedder_factory=lambda: acme.embedder)
+    app = build_app(services)
+    url = launch_app(app, services, port=free_port(), block=False, quiet=True)
+    yield url, users_file, generator
+    app.close()
+
+
+def login(url: str, user: DemoUser):
+    """A new session of the page's API, signed in as `user` (a new conversation)."""
+    from gradio_client import Client
+
+    return Client(url, auth=(user.name, user.password), verbose=False, analytics_enabled=False,
+                  download_files=False)
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def ask_page(session, question: str) -> str:
+    """What the page shows for a question, as text: the answer (the conversation's last message) and every
+    other output of the `ask` call (the Sources panel, the filters). The user's own questions, echoed in the
+    conversation, are left out: they are what the attacker typed."""
+    chatbot, *others = session.predict(question, [], None, api_name="/ask")
+    assert chatbot[-1]["role"] == "assistant"
+    return "\n".join(plain(s) for s in _strings(chatbot[-1]["content"]) + _strings(others))
+
+
+def _page_leaks(acme, url, questions_of) -> tuple[list, int]:
+    leaks, asked = [], 0
+    for target, user in acme.outsider_cases():
+        session = login(url, user)
+        for question in questions_of(target):
+            shown = ask_page(session, question)
+            asked += 1
+            leaks += [(target.source, user.name, question, h)
+                      for h in acme.checks[(target.source, user.name)].found(shown, question)]
+    return leaks, asked
+
+
+def _sample(target: Target) -> list[str]:
+    return [target.questions[1], target.questions[4], attacks(target)[0]]  # a heading, a key sentence, the path
+
+
+def test_no_outsider_gets_a_restricted_document_through_the_web_page(acme, site) -> None:
+    """A sample for every run (a heading, a key sentence, the file's path, for every outsider); the whole
+    matrix is the slow test below. A member asking the same is shown the document, on the same page (the page
+    lists the cited passage only: one of the three questions must get it cited)."""
+    url, _, _ = site
+    leaks, asked = _page_leaks(acme, url, _sample)
+    assert leaks == [] and asked == 3 * len(acme.outsider_cases())
+    for target in acme.targets:
+        session = login(url, target.members[0])
+        shown = [ask_page(session, question) for question in _sample(target)]
+        assert any(target.source in page for page in shown), f"a member is never shown {target.source}"
+
+
+@pytest.mark.slow
+def test_no_outsider_gets_a_restricted_document_through_the_web_page_whole_matrix(acme, site) -> None:
+    url, _, _ = site
+    leaks, asked = _page_leaks(acme, url, lambda t: t.questions + attacks(t))
+    assert leaks == [] and asked == sum((QUESTIONS_PER_DOCUMENT + len(attacks(t))) * len(t.outsiders)
+                                        for t in acme.targets)
+
+
+def test_a_change_of_groups_ends_the_session_and_the_next_one_follows_it(acme, site) -> None:
+    """An attacker whose groups change while signed in: the open session is refused from the next question on
+    (app/ui/sessions.py: the account's stamp changed), and a new sign-in gets exactly the new groups, both ways:
+    a granted group opens the document, a revoked one closes it again; a member revoked loses it too."""
+    url, users_file, _ = site
+    store = UserStore(users_file)
+    target = next(t for t in acme.targets if any(u.role != "admin" for u in t.outsiders))
+    outsider = next(u for u in target.outsiders if u.role != "admin")
+    member = target.members[0]
+    engine = acme.engine()
+    question = next(q for q in target.questions  # one whose answer cites it, for the member (the page shows that)
+                    if target.source in {c.source for c in engine.answer(q, member.user, FREE).citations})
+    check = acme.checks[(target.source, outsider.name)]
+    try:
+        session = login(url, outsider)
+        assert check.found(ask_page(session, question), question) == []
+        store.update(outsider.name, outsider.role, [*outsider.groups, *target.groups])
+        with pytest.raises(Exception, match="401"):
+            ask_page(session, question)
+        granted = login(url, outsider)
+        assert target.source in ask_page(granted, question)
+        store.update(outsider.name, outsider.role, list(outsider.groups))
+        with pytest.raises(Exception, match="401"):
+            ask_page(granted, question)
+        assert check.found(ask_page(login(url, outsider), question), question) == []
+
+        session = login(url, member)
+        assert target.source in ask_page(session, question)
+        revoked = [g for g in member.groups if g not in target.groups]
+        store.update(member.name, member.role, revoked)
+        with pytest.raises(Exception, match="401"):
+            ask_page(session, question)
+        check = LeakCheck(target, readable_text(acme.reader, revoked))
+        assert check.found(ask_page(login(url, member), question), question) == []
+    finally:
+        store.update(outsider.name, outsider.role, list(outsider.groups))
+        store.update(member.name, member.role, list(member.groups))
