@@ -5,7 +5,8 @@ only that someone is logged in), 50 MB × 1000 files a request, and the files st
 forever. Only the admin tab's "Upload documents" needs that route, so:
 
 - `UploadGuard`, an ASGI middleware on the server, answers a POST to a file-writing route (`.../upload`,
-  `.../process_recording`, with any slashes or trailing slash) BEFORE a byte of the body is read: 401 without a
+  `.../process_recording`, with any slashes or trailing slash) and any multipart POST (Gradio's
+  `/component_server` parses one too, 1000 files read into memory) BEFORE a byte of the body is read: 401 without a
   session, 403 for a user who is not an admin in the users file now, 413 over `request_bytes` (one request), 429
   over `user_bytes` within `window_s` (one user), 507 when the cache holds `total_bytes` or `total_files`
   already. A request without a Content-Length (chunked) is counted as it streams and cut at the same limits.
@@ -302,10 +303,10 @@ class UploadGuard:
         if scope["type"] != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        if not _guarded(scope.get("path", "")):
-            content_type = dict(scope.get("headers", [])).get(b"content-type", b"").lower()
-            if content_type.startswith((b"multipart/", b"application/x-www-form-urlencoded")):
-                await self.app(scope, receive, send)  # forms (sign-in): no FileData; multipart: see _guarded
+        content_type = dict(scope.get("headers", [])).get(b"content-type", b"").lower().lstrip()
+        if not _guarded(scope.get("path", "")) and not content_type.startswith(b"multipart/"):
+            if content_type.startswith(b"application/x-www-form-urlencoded"):
+                await self.app(scope, receive, send)  # a plain form (sign-in): names no file
                 return
             await self._files_in_body(scope, receive, send)
             return

@@ -127,7 +127,7 @@ def _cache_files(site) -> set[str]:
 
 
 @pytest.mark.parametrize("path", ["/gradio_api/upload", "/gradio_api/upload/", "//gradio_api//upload",
-                                  "/gradio_api/process_recording"])
+                                  "/gradio_api/process_recording", "/gradio_api/component_server"])
 def test_an_employee_cannot_upload_files(site, path) -> None:
     before = _cache_files(site)
     with http(site, "alice") as alice:
