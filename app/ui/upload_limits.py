@@ -173,7 +173,7 @@ class _Refused(Exception):
         self.message = message
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: two requests of the same size are two entries
 class _Entry:
     """The bytes one upload request brought (updated while it streams)."""
 

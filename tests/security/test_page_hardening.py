@@ -357,3 +357,23 @@ def test_a_real_failure_still_logs_its_traceback(site, capfd, caplog, monkeypatc
     err = capfd.readouterr().err
     assert "Traceback" in err and "a bug, not a refusal" in err
     assert _refusal_lines(caplog) == []
+
+
+def test_parallel_uploads_share_one_allowance() -> None:
+    """Two streams at once (no Content-Length) cannot each spend the whole per-user or total allowance."""
+    from app.ui.upload_limits import UploadGate, _Refused
+
+    gate = UploadGate(users=None, limits=UploadLimits(request_bytes=10_000, user_bytes=6_000, total_bytes=10**9))
+    first, second = gate.open("admin", None, 0, 0), gate.open("admin", None, 0, 0)
+    first.add(4_000)
+    with pytest.raises(_Refused) as refused:
+        second.add(4_000)
+    assert refused.value.status == 429
+    gate.close(first), gate.close(second)
+
+    gate = UploadGate(users=None, limits=UploadLimits(request_bytes=10_000, user_bytes=10**9, total_bytes=9_000))
+    first, second = gate.open("admin", None, 1_000, 0), gate.open("bob", None, 1_000, 0)
+    first.add(4_000)
+    with pytest.raises(_Refused) as refused:
+        second.add(4_500)  # 1 000 on disk + 4 000 streaming + 4 500 > 9 000
+    assert refused.value.status == 507
