@@ -12,6 +12,7 @@ or the suite would prove nothing. Links, hard links and copies are tests/securit
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -364,3 +365,32 @@ def test_no_outsider_sees_a_restricted_document_in_the_browser(acme, site) -> No
             page.context.close()
         finally:
             browser.close()
+
+
+def test_a_tightened_acl_applies_to_the_next_question_of_a_warm_engine(acme, tmp_path) -> None:
+    """Stale permissions: an engine that has already answered (its allowed-ids, FAISS selector and BM25 mask
+    caches warm for the user's groups) must apply an ACL tightened by a re-ingest from the next question on."""
+    import shutil
+
+    index = tmp_path / "index"
+    shutil.copytree(acme.index, index)
+    engine = Engine(EngineConfig(index_dir=index, adapters_dir=tmp_path / "adapters"), embedder=acme.embedder,
+                    generator=FakeGenerator())
+    everyone = next(u for u in acme.users if u.groups == ("everyone",))
+    public = next(d for d in engine.reader.documents() if "everyone" in d.groups and d.title)
+    question = f"What does the {public.title} say?"
+    assert public.source in {p.source for p in engine.answer(question, everyone.user, FREE).retrieved}
+    tightened = tmp_path / "acl.toml"
+    restricted_to = sorted({g for t in acme.targets for g in t.groups})[0]
+    rule = f'\n[[rules]]\nglob = "{public.source}"\ngroups = ["{restricted_to}"]\n'
+    # the demo's rules with one more, first (the first matching rule wins)
+    tightened.write_text(re.sub(r"^(default\s*=.*)$", lambda m: m.group(1) + "\n" + rule,
+                                (ACME / "acl.toml").read_text(encoding="utf-8"), count=1, flags=re.M),
+                         encoding="utf-8")
+    assert AclRules.load(tightened).groups_for(public.source) == (restricted_to,)
+    ingest([ACME / "docs"], IngestOptions(index_dir=index, acl_file=tightened, show_progress=False), acme.embedder)
+    answer = engine.answer(question, everyone.user, FREE)
+    assert public.source not in {p.source for p in answer.retrieved + answer.citations}
+    insider = next(u for u in acme.users if restricted_to in u.groups)
+    assert public.source in {p.source for p in engine.answer(question, insider.user, FREE).retrieved}
+    engine.reader.close()
