@@ -313,6 +313,31 @@ def test_a_change_of_groups_ends_the_session_and_the_next_one_follows_it(acme, s
         store.update(member.name, member.role, list(member.groups))
 
 
+def test_an_outsider_cannot_fetch_a_restricted_file_from_the_server(acme, site) -> None:
+    """Past the chat: the server's file routes, signed in as each outsider, asked for the document's file by
+    its absolute path, relative to the server's folder, URL-encoded and through '..'."""
+    import os
+    from urllib.parse import quote, unquote
+
+    import httpx
+
+    url, _, _ = site
+    paths = {d.source: d.path for d in acme.reader.documents()}
+    served = []
+    for target, user in acme.outsider_cases():
+        cookies = login(url, user).cookies
+        path = paths[target.source]
+        for route in (f"gradio_api/file={path}", f"file={path}", f"gradio_api/file={os.path.relpath(path)}",
+                      f"gradio_api/file={quote(path, safe='')}", f"gradio_api/file=/tmp/../{path.lstrip('/')}",
+                      f"gradio_api/file={ACME.name}/docs/{target.source}"):
+            response = httpx.get(url + route, cookies=cookies, follow_redirects=True, timeout=30)
+            typed = f"{route}\n{unquote(route)}"  # a refusal may repeat the path asked for: the attacker's own
+            found = acme.checks[(target.source, user.name)].found(response.text, typed)
+            if response.status_code == 200 or found:
+                served.append((target.source, user.name, route, response.status_code, found))
+    assert served == []
+
+
 # --- slow: the default decoding over the whole matrix, and a real browser ------------------------------------------
 
 @pytest.mark.slow
