@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from fakes import FakeGenerator
 
 from app.users import User
 from ingest.embedding import Embedder
@@ -254,7 +253,8 @@ class LeakCheck:
         """Leaks in an app.engine.Answer: its sources, its text, its citations' and passages' texts."""
         hits = [f"{where} from {p.source}" for where in ("citations", "retrieved")
                 for p in getattr(answer, where) if p.source == self.target.source]
-        parts = [answer.answer] + [f"{p.source} {p.heading or ''} {p.text}" for p in answer.citations + answer.retrieved]
+        parts = [answer.answer] + [f"{p.source} {p.heading or ''} {p.text}"
+                                   for p in answer.citations + answer.retrieved]
         return hits + [h for part in parts for h in self.found(part, question)]
 
 

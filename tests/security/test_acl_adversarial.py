@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from acl_adversary import (ACME, QUESTIONS_PER_DOCUMENT, CachingEmbedder, DemoUser, LeakCheck, Target, attacks,
-                           demo_users, plain, readable_text, shingles, targets)
+                           demo_users, plain, readable_text, targets)
 from fakes import FakeGenerator, LeakyRetriever
 
 from app.engine import AnswerOptions, Engine, EngineConfig
