@@ -144,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = load(args.data)
     detectors = {"old": old_detector(args.old_commit), "new": new_detector}
-    print(f"{platform.machine()}, Python {platform.python_version()}; {args.data.relative_to(ROOT)}: {len(rows)} "
+    print(f"{platform.machine()}, Python {platform.python_version()}; {args.data}: {len(rows)} "
           f"passages\n")
     print(table(rows, detectors))
     if args.errors:
