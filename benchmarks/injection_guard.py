@@ -13,6 +13,11 @@ passage was written, relative to the rules (all by the same author, who also wro
   round, measured once, and then used to improve the rules. The first-run figures of a round are the honest
   estimate of how the rules do on phrasings they have not seen; the figures this script prints now are not (every
   split has been seen).
+- train also holds clean-tech-NN: sentences of real technical manuals (docutils, git, Python) that the rules cut
+  when scanning those manuals' indexes ("system messages", "<document>", "<user>", "standard ignore rules"); added
+  as hard negatives after the rules were fixed for them.
+- blind1: 20 injected / 20 clean passages (with Italian) written by someone else, never seen by the rules, measured
+  once before the rules were generalised for its misses; the first-run figures are in the commit that added it.
 
 Detectors:
 - old: app/guardrails/injection.py as of --old-commit (read with `git show`): a passage scoring >= 3 is dropped
@@ -120,7 +125,7 @@ def table(rows: list[dict], detectors: dict) -> str:
         groups[f"lang={row['lang']}"].append(row)
         if row["split"] == "test":
             groups[f"test, lang={row['lang']}"].append(row)
-    splits = [f"split={s}" for s in ("train", "test", "fresh", "fresh2", "fresh3") if f"split={s}" in groups]
+    splits = [f"split={s}" for s in ("train", "test", "fresh", "fresh2", "fresh3", "blind1") if f"split={s}" in groups]
     order = ["all"] + splits + sorted(k for k in groups if k.startswith("lang=")) + sorted(
         k for k in groups if k.startswith("test, "))
     lines = ["| subset | detector | passages (inj/clean) | precision | recall | sentence P | sentence R | "
