@@ -109,7 +109,7 @@ def launch_app(app: gr.Blocks, services: UiServices, host: str = "127.0.0.1", po
     dummy_hash()  # computed now, not during the first sign-in of an unknown name
     app.launch(server_name=host, server_port=port, auth=make_auth(services.users), auth_message=LOGIN_MESSAGE,
                app_kwargs={"middleware": [guard.middleware()]},
-               theme=theme(), css=CSS, share=False, show_error=True, prevent_thread_lock=True, quiet=quiet,
+               theme=theme(), css=CSS, share=False, show_error=False, prevent_thread_lock=True, quiet=quiet,
                max_threads=MAX_THREADS, max_file_size="50mb", ssr_mode=False, footer_links=[], pwa=False,
                mcp_server=False, enable_monitoring=False)
     guard.install(app.server_app)

@@ -14,6 +14,9 @@ from app.ui.services import UiServices
 from ingest.errors import GroundworkError
 
 log = logging.getLogger(__name__)
+# What the page says of an unexpected failure: its text may hold paths, addresses or library internals, so it
+# goes to the server log (with its traceback) and the user gets this.
+INTERNAL_ERROR = "Something went wrong while answering. The administrator can find the details in the server log."
 
 CHAT_CONCURRENCY = 16  # questions answered at once (the model itself writes one answer at a time per adapter)
 PLACEHOLDER = ("**Ask a question about your company's documents.**<br>Answers cite the passages they come from: "
@@ -78,7 +81,8 @@ def respond(services: UiServices, message: str, history: list[dict], switches: l
             log.warning("answering a question for %s failed: %s", user.name, " ".join(str(exc).split()))
         else:  # the question may hold personal data: it is not logged
             log.exception("answering a question for %s failed", user.name)
-        history[-1] = {"role": "assistant", "content": render.failure(str(exc) or type(exc).__name__)}
+        shown = (str(exc) or type(exc).__name__) if isinstance(exc, GroundworkError) else INTERNAL_ERROR
+        history[-1] = {"role": "assistant", "content": render.failure(shown)}
         yield history, history, gr.update(), gr.update(), gr.update()
         return
     assert final is not None
