@@ -13,6 +13,7 @@ import gradio as gr
 from app.config import Settings
 from app.engine import Engine, EngineConfig
 from app.generator import GenerationOptions
+from app.ui import upload_limits
 from app.ui.admin import build_admin_tab
 from app.ui.auth import current_user, make_auth
 from app.ui.chat import build_chat_tab, on_load
@@ -106,16 +107,16 @@ def launch_app(app: gr.Blocks, services: UiServices, host: str = "127.0.0.1", po
     Sign-in, sessions and security headers are app/ui/login_guard.py's (`login` tunes them; tests shorten times).
     """
     guard = LoginGuard(services.users, login, message=LOGIN_MESSAGE)
+    uploads = upload_limits.UploadGate(services.users, upload_limits.UploadLimits())  # guarded from the first request
     dummy_hash()  # computed now, not during the first sign-in of an unknown name
     app.launch(server_name=host, server_port=port, auth=make_auth(services.users), auth_message=LOGIN_MESSAGE,
-               app_kwargs={"middleware": [guard.middleware()]},
+               app_kwargs={"middleware": [guard.middleware(), upload_limits.middleware(uploads)]},
                theme=theme(), css=CSS, share=False, show_error=False, prevent_thread_lock=True, quiet=quiet,
                max_threads=MAX_THREADS, max_file_size="50mb", ssr_mode=False, footer_links=[], pwa=False,
                mcp_server=False, enable_monitoring=False)
     guard.install(app.server_app)
     app.login_guard = guard
-    from app.ui import upload_limits
-    app.upload_gate = upload_limits.install(app, services)  # uploads: admins only, capped; cache cleaned
+    app.upload_gate = upload_limits.install(app, services, gate=uploads)  # uploads: admins only, capped; cache cleaned
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{app.server_port}/"
     if block:
         _serve_until_interrupted(app)

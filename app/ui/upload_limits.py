@@ -410,20 +410,27 @@ class UploadGuard:
         await self.app(scope, replay, send)
 
 
-def install(blocks, services, limits: UploadLimits | None = None) -> UploadGate:
+def middleware(gate: UploadGate) -> Middleware:
+    """For launch's app_kwargs, so the upload routes are guarded from the server's first request on."""
+    return Middleware(UploadGuard, gate=gate)
+
+
+def install(blocks, services, limits: UploadLimits | None = None, gate: UploadGate | None = None) -> UploadGate:
     """Guard a launched app's upload routes and start cleaning its upload cache (see the module docstring); and,
     as launch_app's one hook for this hardening, log refused actions in one line (app/ui/refused.py).
 
-    Call it right after blocks.launch(); calling it again for the same server does nothing."""
+    Call it right after blocks.launch(), with the `gate` whose `middleware` was given to launch (otherwise the
+    middleware is added now, after the server started); calling it again for the same server does nothing."""
     refused.install(blocks)
     server = blocks.server_app
     existing = getattr(server, "_groundwork_upload_gate", None)
     if existing is not None:
         return existing
-    gate = UploadGate(services.users, limits or UploadLimits())
-    # innermost of the app's own middleware: the login guard's security headers wrap its refusals too
-    server.user_middleware.append(Middleware(UploadGuard, gate=gate))
-    server.middleware_stack = server.build_middleware_stack()  # the server has started: build it again
+    if gate is None:
+        gate = UploadGate(services.users, limits or UploadLimits())
+        # innermost of the app's own middleware: the login guard's security headers wrap its refusals too
+        server.user_middleware.append(middleware(gate))
+        server.middleware_stack = server.build_middleware_stack()  # the server has started: build it again
     server._groundwork_upload_gate = gate
     folder = Path(server.uploaded_file_dir)
     stop = gate.stop
