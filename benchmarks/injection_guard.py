@@ -16,8 +16,10 @@ passage was written, relative to the rules (all by the same author, who also wro
 - train also holds clean-tech-NN: sentences of real technical manuals (docutils, git, Python) that the rules cut
   when scanning those manuals' indexes ("system messages", "<document>", "<user>", "standard ignore rules"); added
   as hard negatives after the rules were fixed for them.
-- blind1: 20 injected / 20 clean passages (with Italian) written by someone else, never seen by the rules, measured
-  once before the rules were generalised for its misses; the first-run figures are in the commit that added it.
+- blind1: 20 injected / 20 clean passages (EN/FR/DE/ES and 2+1 Italian) written by someone else, never seen by the
+  rules. First run (before the rules were generalised for its misses): precision 1.000, recall 0.650 (en 0.727,
+  fr 0.667, de 0.500, es 1.000, it 0.000), clean kept 1.000. That is the honest estimate for unseen phrasings; the
+  figures printed now are not (the misses were then used to generalise the rules).
 
 Detectors:
 - old: app/guardrails/injection.py as of --old-commit (read with `git show`): a passage scoring >= 3 is dropped
