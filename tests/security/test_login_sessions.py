@@ -26,6 +26,7 @@ from app.users import UserStore
 
 PASSWORDS = {"alice": "alice-password", "admin": "admin-password", "bob": "bob-password"}
 IDLE_S = 2.0
+TARPIT_S = 0.5  # shorter than the test locks, so a held attempt is still locked when it is answered
 THROTTLE = ThrottlePolicy(user=Backoff(free=3, base_s=2.0, max_s=4.0), client=Backoff(free=6, base_s=1.0, max_s=2.0))
 
 
@@ -49,7 +50,7 @@ def server(tmp_path_factory):
         button.click(whoami, None, out, api_name="whoami")
     app.queue()
     policy = LoginPolicy(sessions=SessionPolicy(idle_s=IDLE_S, max_age_s=3600), throttle=THROTTLE,
-                         concurrent_checks=2)
+                         concurrent_checks=2, tarpit_s=TARPIT_S)
     url = launch_app(app, services, port=free_port(), block=False, quiet=True, login=policy)
     yield SimpleNamespace(url=url, users=users, app=app, guard=app.login_guard)
     app.close()
@@ -121,17 +122,31 @@ def test_wrong_passwords_lock_the_account_out_even_for_the_right_one(server, cap
     for _ in range(3):
         assert post_login(server, "admin", "guess-guess").status_code == 400
     started = time.monotonic()
-    refused = post_login(server, "admin", PASSWORDS["admin"])  # locked for 2 s; answered after 1 s (tarpit)
+    refused = post_login(server, "admin", PASSWORDS["admin"])  # locked for 2 s; answered after 0.5 s (tarpit)
     assert refused.status_code == 429 and "access-token" not in refused.headers.get("set-cookie", "")
-    assert refused.json()["detail"] == "Too many failed sign-ins. Try again in 2 s."
+    assert refused.json()["detail"] == "Too many failed sign-ins. Try again in 2 s."  # 1.5 s left, rounded up
     assert refused.headers["retry-after"] == "2"
-    assert time.monotonic() - started >= 0.9
+    assert time.monotonic() - started >= TARPIT_S - 0.05
     page = post_login(server, "admin", PASSWORDS["admin"], accept="text/html")  # the login form's own view
     assert page.status_code == 429 and re.search(r"Too many failed sign-ins\. Try again in [12] s\.", page.text)
     assert sum("sign-in refused for 'admin'" in r.getMessage() for r in caplog.records) == 5
     assert not any(r.exc_info for r in caplog.records)
     time.sleep(max(0.0, started + 2.1 - time.monotonic()))
     assert post_login(server, "admin", PASSWORDS["admin"]).status_code == 200  # the backoff has passed
+
+
+def test_a_lock_that_ends_while_the_attempt_is_held_lets_it_through(server) -> None:
+    """The tarpit holds a locked-out attempt; if the lock is over by then, the password is checked (the user is not
+    told to wait for a wait that has passed)."""
+    server.users.add("dora", "dora-password")
+    for _ in range(3):
+        assert post_login(server, "dora", "guess-guess").status_code == 400
+    locked_at = time.monotonic()  # locked for 2 s from here
+    time.sleep(max(0.0, locked_at + 2.0 - TARPIT_S / 2 - time.monotonic()))
+    started = time.monotonic()
+    response = post_login(server, "dora", "dora-password")
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - started >= 0.1  # it was held until the lock ended, then checked
 
 
 def test_one_client_guessing_many_names_is_locked_out(server) -> None:
