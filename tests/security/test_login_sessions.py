@@ -30,11 +30,10 @@ TARPIT_S = 0.5  # shorter than the test locks, so a held attempt is still locked
 THROTTLE = ThrottlePolicy(user=Backoff(free=3, base_s=2.0, max_s=4.0), client=Backoff(free=6, base_s=1.0, max_s=2.0))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _launch(root: Path) -> SimpleNamespace:
+    """launch_app around a one-button Blocks, with short test times."""
     from app.ui import launch_app
 
-    root = tmp_path_factory.mktemp("login")
     users = UserStore(root / "users.json")
     users.add("alice", PASSWORDS["alice"], groups=["hr"])
     users.add("bob", PASSWORDS["bob"])
@@ -52,8 +51,14 @@ def server(tmp_path_factory):
     policy = LoginPolicy(sessions=SessionPolicy(idle_s=IDLE_S, max_age_s=3600), throttle=THROTTLE,
                          concurrent_checks=2, tarpit_s=TARPIT_S)
     url = launch_app(app, services, port=free_port(), block=False, quiet=True, login=policy)
-    yield SimpleNamespace(url=url, users=users, app=app, guard=app.login_guard)
-    app.close()
+    return SimpleNamespace(url=url, users=users, app=app, guard=app.login_guard)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    site = _launch(tmp_path_factory.mktemp("login"))
+    yield site
+    site.app.close()
 
 
 @pytest.fixture(autouse=True)
@@ -147,6 +152,34 @@ def test_a_lock_that_ends_while_the_attempt_is_held_lets_it_through(server) -> N
     response = post_login(server, "dora", "dora-password")
     assert response.status_code == 200, response.text
     assert time.monotonic() - started >= 0.1  # it was held until the lock ended, then checked
+
+
+def test_behind_a_proxy_each_client_has_its_own_backoff(server) -> None:
+    """Behind a reverse proxy every request comes from the proxy's address. uvicorn (under Gradio) takes the client
+    from X-Forwarded-For when the connection comes from FORWARDED_ALLOW_IPS (default 127.0.0.1, a proxy on the
+    same host): one guesser then does not lock everyone out, and is locked out itself whatever it prepends."""
+    guesser = {"X-Forwarded-For": "203.0.113.7"}
+    for i in range(6):
+        assert post_login(server, f"user{i}", "guess-guess", **guesser).status_code == 400
+    # (one check per lock: the test lock is 1 s, and an attempt held past its end is let through)
+    forged = {"X-Forwarded-For": "198.51.100.1, 203.0.113.7"}  # the guesser adds a hop of its own; the proxy appends
+    assert post_login(server, "bob", PASSWORDS["bob"], **forged).status_code == 429
+    colleague = {"X-Forwarded-For": "192.0.2.20"}
+    assert post_login(server, "bob", PASSWORDS["bob"], **colleague).status_code == 200
+
+
+def test_a_forwarded_for_from_an_untrusted_address_is_ignored(tmp_path, monkeypatch) -> None:
+    """A client that is not a trusted proxy cannot escape the per-client backoff by claiming a new address in each
+    request."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.1.1.1")  # the proxy is elsewhere: 127.0.0.1 is a plain client
+    site = _launch(tmp_path)
+    try:
+        for i in range(6):
+            claim = {"X-Forwarded-For": f"10.9.0.{i}"}
+            assert post_login(site, f"user{i}", "guess-guess", **claim).status_code == 400
+        assert post_login(site, "bob", PASSWORDS["bob"], **{"X-Forwarded-For": "10.9.0.99"}).status_code == 429
+    finally:
+        site.app.close()
 
 
 def test_one_client_guessing_many_names_is_locked_out(server) -> None:
