@@ -27,7 +27,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from app.ui.sessions import SessionPolicy, SessionTable
+from app.ui.sessions import SessionPolicy, SessionTable, cookie_names, session_token
 from app.ui.throttle import LoginThrottle, ThrottlePolicy
 from app.users import UserError, UserStore
 
@@ -159,7 +159,7 @@ class LoginMiddleware:
         await response(scope, receive, send_with_headers)
 
     def _user(self, request: Request, gradio_app) -> str | None:
-        return self.guard.sessions.get(_token(request, gradio_app))
+        return self.guard.sessions.get(session_token(request, gradio_app))
 
     async def _login(self, request: Request, gradio_app) -> Response:
         guard, client = self.guard, (request.client.host if request.client else "unknown")
@@ -208,8 +208,7 @@ class LoginMiddleware:
         guard.sessions.issue(name, token)
         log.info("%r signed in from %s", name, client)
         response = RedirectResponse("./", status_code=303) if wants_html else JSONResponse({"success": True})
-        for key, secure in ((f"access-token-{gradio_app.cookie_id}", True),
-                            (f"access-token-unsecure-{gradio_app.cookie_id}", False)):
+        for key, secure in zip(cookie_names(gradio_app), (True, False)):
             response.set_cookie(key, token, httponly=True, samesite="lax", secure=secure, path="/")
         return response
 
@@ -218,11 +217,11 @@ class LoginMiddleware:
             log.warning("logout refused: foreign origin %r", request.headers.get("origin"))
             return HTMLResponse(_page("Not logged out", "<p>That request came from another site.</p>"),
                                 status_code=403)
-        name = self.guard.sessions.end(_token(request, gradio_app))
+        name = self.guard.sessions.end(session_token(request, gradio_app))
         if name:
             log.info("%r logged out", name)
         response = RedirectResponse("./", status_code=303)
-        for key in (f"access-token-{gradio_app.cookie_id}", f"access-token-unsecure-{gradio_app.cookie_id}"):
+        for key in cookie_names(gradio_app):
             response.delete_cookie(key, path="/")
         return response
 
@@ -244,11 +243,6 @@ def same_origin(headers) -> bool:
 
 def too_many(wait: float) -> str:
     return f"Too many failed sign-ins. Try again in {int(wait + 0.999)} s."
-
-
-def _token(request: Request, gradio_app) -> str | None:
-    return (request.cookies.get(f"access-token-{gradio_app.cookie_id}")
-            or request.cookies.get(f"access-token-unsecure-{gradio_app.cookie_id}"))
 
 
 _STYLE = """<style>

@@ -20,6 +20,17 @@ from app.users import UserError, UserStore
 log = logging.getLogger(__name__)
 
 
+def cookie_names(gradio_app) -> tuple[str, str]:
+    """Gradio's two session cookies (the secure one and the plain-HTTP one), named after the app's cookie_id."""
+    cookie_id = getattr(gradio_app, "cookie_id", "")
+    return f"access-token-{cookie_id}", f"access-token-unsecure-{cookie_id}"
+
+
+def session_token(request, gradio_app) -> str | None:
+    """The session token a request carries, read as Gradio reads it."""
+    return next((request.cookies[name] for name in cookie_names(gradio_app) if request.cookies.get(name)), None)
+
+
 @dataclass(frozen=True)
 class SessionPolicy:
     """How long a session lasts. Defaults: 4 hours without a request, 12 hours at most after login.

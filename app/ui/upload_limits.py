@@ -46,6 +46,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 
 from app.ui import refused
+from app.ui.sessions import session_token
 from app.users import UserError, UserStore
 
 log = logging.getLogger(__name__)
@@ -203,9 +204,7 @@ class UploadGate:
         if dependency is not None:
             user = dependency(request)
             return await user if inspect.isawaitable(user) else user
-        cookie_id = getattr(server, "cookie_id", "")
-        token = request.cookies.get(f"access-token-{cookie_id}") or request.cookies.get(
-            f"access-token-unsecure-{cookie_id}")
+        token = session_token(request, server)
         return getattr(server, "tokens", {}).get(token) if token else None
 
     def check_user(self, name: str | None) -> None:
