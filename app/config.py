@@ -32,6 +32,8 @@ class Settings:
     documents_dir: Path = DEFAULT_DATA_DIR / "documents"  # uploads from the admin tab
     acl_file: Path = DEFAULT_DATA_DIR / "acl.toml"  # ACL rules saved from the admin tab
     eval_dir: Path = DEFAULT_DATA_DIR / "eval"  # evaluation runs and reports
+    conversations_db: Path = DEFAULT_DATA_DIR / "conversations.sqlite"  # chat history and feedback, per user
+    audit_db: Path = DEFAULT_DATA_DIR / "audit.sqlite"  # the append-only audit log of every question
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -47,4 +49,6 @@ class Settings:
             documents_dir=data / "documents",
             acl_file=data / "acl.toml",
             eval_dir=data / "eval",
+            conversations_db=data / "conversations.sqlite",
+            audit_db=data / "audit.sqlite",
         )

@@ -88,6 +88,7 @@ class Answer:
     user: str = ""
     model: str = ""
     adapter: str | None = None  # the LoRA adapter that wrote the answer (NAME@vN or folder), None = base model
+    searched_for: str | None = None  # a follow-up rewritten into a standalone question: what retrieval searched
 
     def to_dict(self) -> dict:
         return asdict(self)
