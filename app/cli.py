@@ -211,6 +211,44 @@ def users_remove(name: str = typer.Argument(...),
     typer.echo(f"Removed {name}")
 
 
+@users_cli.command("token")
+def users_token(
+    name: str = typer.Argument(..., help="The user the token acts as (their groups decide what it may read)."),
+    label: str = typer.Option("", "--label", help="What the token is for (shown in `groundwork users tokens`)."),
+    revoke: Optional[str] = typer.Option(None, "--revoke", help="Revoke the token with this id instead."),
+    users_file: Path = typer.Option(SETTINGS.users_file, "--users", help="Users file."),
+) -> None:
+    """Create an API token for the OpenAI-compatible API (/v1 on `groundwork serve`), or revoke one."""
+    from app.api_tokens import ApiTokens
+    from app.users import UserStore
+
+    tokens = ApiTokens(UserStore(users_file))
+    if revoke is not None:
+        info = tokens.revoke(name, revoke)
+        typer.echo(f"Revoked token {info.id} of {name}" + (f" ({info.label})" if info.label else ""))
+        return
+    info, token = tokens.create(name, label)
+    typer.echo(token)
+    typer.echo(f"Token {info.id} for {name}: shown once, stored hashed. Use it as the API key "
+               f"(Authorization: Bearer ...); revoke it with `groundwork users token {name} --revoke {info.id}`.",
+               err=True)
+
+
+@users_cli.command("tokens")
+def users_tokens(name: Optional[str] = typer.Argument(None, help="Only this user's tokens."),
+                 users_file: Path = typer.Option(SETTINGS.users_file, "--users", help="Users file.")) -> None:
+    """List API tokens (id, user, created, label; never the tokens themselves)."""
+    from app.api_tokens import ApiTokens
+    from app.users import UserStore
+
+    found = ApiTokens(UserStore(users_file)).list(name)
+    for info in found:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created))
+        typer.echo(f"{info.id}  {info.user:<20} {created}  {info.label}".rstrip())
+    if not found:
+        typer.echo("No API tokens" + (f" for {name}" if name else "") + ".")
+
+
 @cli.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),

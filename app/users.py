@@ -114,6 +114,8 @@ class UserStore:
         if old is not None:
             _keep_an_admin(users, name, role)
         users[name] = {"role": role, "groups": group_set, "password": hash_password(password), "session": new_stamp()}
+        if old is not None and old.get("tokens"):  # API tokens (app/api_tokens.py) survive a password change
+            users[name]["tokens"] = old["tokens"]
         self._write(users)
         return User(name, role, tuple(group_set))
 
