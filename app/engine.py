@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal, Protocol, Sequence
 
 from app import refusals
+from app.conversations import rewrite as followups
 from app.citations import VerifyOptions, cosine_embedder, verify
 from app.generator import FULL_CAPABILITIES, GENERATOR_BACKENDS, GenerationOptions, Generator, capabilities_of
 from app.quoting import drop_questions, plan_quotes
@@ -52,6 +53,8 @@ class AnswerOptions:
     #                                       when the refusal's first token gets at least this probability
     min_quote_similarity: float = 0.53  # constrained: refuse, without the model, when no sentence is this close
     #                                     to the question (cosine; set on the acme train+validation splits)
+    rewrite: str | None = None  # follow-ups: "keywords", "model" or "none" (app.conversations.rewrite);
+    #                             None = EngineConfig.rewrite
 
 
 @dataclass
@@ -108,6 +111,7 @@ class EngineConfig:
     decoding: str = "quote"  # how answers are written unless a question says otherwise (DECODINGS)
     selection_threshold: float | None = None  # quote: refuse below this P(right) unless a question says otherwise;
     #                                           None = the fitted weights' own (a deployment's trade, see README)
+    rewrite: str = followups.DEFAULT_STRATEGY  # how a follow-up becomes a standalone query unless a question says
 
 
 class Engine:
@@ -180,20 +184,24 @@ class Engine:
                history: Sequence[Turn] | None = None) -> Iterator[str | Answer]:
         """Yield the answer text so far (PII-redacted) as it is generated, then the final Answer.
 
-        `history`: the conversation so far, (question, answer) pairs, oldest first. Accepted now so callers can
-        pass it; it is not used yet (each question is answered on its own) until conversation memory lands.
+        `history`: the conversation so far, (question, answer) pairs, oldest first. A question that needs it
+        ("And can I carry them over?") is rewritten into a standalone query (app.conversations.rewrite): retrieval
+        and the answer stage work on that query, Answer.searched_for shows it, Answer.question stays as asked.
+        Permissions are the asking user's, now: history only adds words to the query, never passages.
         """
         started = time.perf_counter()
         timings: dict[str, float] = {}
         flags: list[GuardrailEvent] = []
         stage = self.answer_stage
-        outcome = {"adapter": None, "model": stage.model if stage.model is not None else self.config.model}
+        outcome = {"adapter": None, "model": stage.model if stage.model is not None else self.config.model,
+                   "searched_for": None}
 
         def finish(text: str, refused: bool, reason: str | None, citations=(), retrieved=()) -> Answer:
             timings["total"] = time.perf_counter() - started
             return Answer(question=question, answer=text, refused=refused, refusal_reason=reason,
                           citations=list(citations), retrieved=list(retrieved), flags=flags, timings=timings,
-                          user=user.name, model=outcome["model"], adapter=outcome["adapter"])
+                          user=user.name, model=outcome["model"], adapter=outcome["adapter"],
+                          searched_for=outcome["searched_for"])
 
         disabled = options.disabled_guards
         checked = self.guardrails.check_question(question, disabled=disabled)
@@ -202,9 +210,15 @@ class Engine:
             yield finish(checked.refusal, True, refusals.GUARDRAIL)
             return
 
+        query = checked.text
+        if history:
+            query = self.standalone_query(checked.text, history, options)
+            timings["rewrite"] = time.perf_counter() - started
+            if query != checked.text:
+                outcome["searched_for"] = query
         passages: list[Passage] = []
         if stage.retrieves:
-            passages = self.retriever.retrieve(checked.text, set(user.groups), options.retrieval)
+            passages = self.retriever.retrieve(query, set(user.groups), options.retrieval)
             timings["retrieve"] = time.perf_counter() - started
             passages, events = self.guardrails.filter_passages(
                 passages, text_of=lambda p: p.chunk.text, source_of=lambda p: p.chunk.source, disabled=disabled,
@@ -213,9 +227,34 @@ class Engine:
             if not passages:
                 yield finish(NOT_FOUND, True, refusals.NO_PASSAGES)
                 return
-        yield from stage.run(AnswerTurn(engine=self, question=checked.text, passages=passages, options=options,
+        # The answer stage gets the standalone query too: quote selection ranks sentences by their similarity to it.
+        yield from stage.run(AnswerTurn(engine=self, question=query, passages=passages, options=options,
                                         flags=flags, timings=timings, started=started, finish=finish,
                                         outcome=outcome))
+
+    def standalone_query(self, question: str, history: Sequence[Turn], options: AnswerOptions = AnswerOptions()
+                         ) -> str:
+        """What retrieval searches for `question` (already through the question guardrails) after `history`.
+
+        The rewrite goes through the question guardrails too (the history's words are the user's earlier text);
+        if they would refuse it, the question is searched as asked.
+        """
+        strategy = options.rewrite or self.config.rewrite
+        generate = None
+        if strategy == "model":
+            def generate(messages: list[dict[str, str]]) -> str:
+                generator, _ = self.generator_for(options.adapter if options.adapter is not None
+                                                  else self.config.adapter)
+                return "".join(generator.stream(messages, REWRITE_GENERATION))
+        result = followups.rewrite(question, history, strategy, generate)
+        if not result.rewritten:
+            return question
+        checked = self.guardrails.check_question(result.query, disabled=options.disabled_guards)
+        return question if checked.refusal else checked.text
+
+
+# The model's rewrite of a follow-up: one short line, greedy, no penalty (it should repeat the history's words).
+REWRITE_GENERATION = GenerationOptions(max_new_tokens=40, temperature=0.0, repetition_penalty=1.0)
 
 
 @dataclass
