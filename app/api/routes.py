@@ -1,0 +1,278 @@
+"""The OpenAI-compatible API on `groundwork serve`'s port: GET /v1/models and POST /v1/chat/completions.
+
+A FastAPI app of its own, mounted at /v1 in front of Gradio's routes (install_api): its errors have OpenAI's JSON
+shape without changing Gradio's, and every /v1 path is answered here (an unknown one gets a JSON 404), so /v1 is no
+way around the web login to anything else. The server's middlewares still wrap it: the login guard adds its
+security headers (and lets /v1 through: it only answers /, /login and /logout), the upload guard looks into JSON
+bodies for Gradio file references.
+
+Authentication is a per-user API token (app/api_tokens.py) in `Authorization: Bearer ...`, and nothing else: a web
+session cookie does not authenticate /v1. The token's user is read from the users file on every request, so
+their current groups decide what is retrieved, and a revoked token or a removed user is refused at once.
+
+Refusals, checked in this order so that a caller without a token learns nothing: 401 (no/invalid/revoked token),
+413 (body over MAX_BODY, question over the guardrails' max_question_chars), 422 (not JSON, wrong types, messages
+that do not alternate or do not end with the user's question), 404 (a model that is not offered), 429 (too many
+answers being written at once). An unexpected failure is logged and answered with a generic 500 (503 for a
+GroundworkError, e.g. the index being rebuilt): no error text carries a path, a document or a traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from typing import AsyncIterator, Iterator
+
+import anyio
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from app.api import schema
+from app.api.schema import ApiError
+from app.api_tokens import ApiTokens
+from app.engine import Answer, AnswerOptions
+from app.ui.render import redacted
+from app.ui.services import BASE_MODEL, UiServices
+from app.users import User
+from ingest.errors import GroundworkError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024  # bytes of one request: far more than a conversation the engine would use
+MAX_ANSWERING = 16  # answers written at once through the API (the chat has its own limit); more get 429
+BASE = "base"  # the model id of the base model without an adapter
+_END = object()
+
+
+class OpenAiApi:
+    """The state behind the routes: the services of the web UI, and the tokens in its users file."""
+
+    def __init__(self, services: UiServices) -> None:
+        self.services = services
+        self.tokens = ApiTokens(services.users)
+        self.answering = 0  # touched on the event loop only
+
+    # --- who and what ----------------------------------------------------------------------------------------
+
+    def user_of(self, request: Request) -> User:
+        scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "Missing API token: send 'Authorization: Bearer <token>' (an admin creates one "
+                                "with `groundwork users token NAME`).", "missing_api_key")
+        user = self.tokens.authenticate(token.strip())
+        if user is None:
+            raise ApiError(401, "Invalid API token (unknown, revoked, or its user was removed).", "invalid_api_key")
+        return user
+
+    def models(self) -> dict[str, str]:
+        """Model id -> the engine's adapter choice: `base`, and for every promoted adapter (the chat's picker,
+        UiServices.adapter_choices) its name (follows promotions) and NAME@vN of its promoted version (pinned)."""
+        offered = {BASE: BASE_MODEL}
+        for version in self.services.promoted_adapters():
+            offered[version.name] = version.name
+            offered[f"{version.name}@{version.version}"] = f"{version.name}@{version.version}"
+        return offered
+
+    # --- answering -------------------------------------------------------------------------------------------
+
+    def answers(self, user: User, chat: schema.Conversation, options: AnswerOptions) -> Iterator[str | Answer]:
+        """The answer text so far, then the final Answer (PII-redacted like the chat's)."""
+        services = self.services
+        guards = services.engine.guardrails
+        conversations = getattr(services, "conversations", None)
+        if conversations is not None:  # audited (channel "api"), nothing stored
+            items = conversations.ask(user, chat.question, options, history=chat.history, keep=False, channel="api")
+        else:
+            items = services.engine.stream(chat.question, user, options, chat.history)
+        for item in items:
+            if isinstance(item, str):
+                yield item
+            else:
+                answer = item if isinstance(item, Answer) else item.answer  # TurnResult
+                yield redacted(answer, lambda value: guards.redact(value))
+
+    def prepare(self, user: User, body: bytes) -> tuple[schema.ChatRequest, schema.Conversation, AnswerOptions]:
+        try:
+            decoded = json.loads(body)
+        except (ValueError, RecursionError):
+            raise ApiError(422, "Invalid request: the body is not valid JSON.", "invalid_json") from None
+        request = schema.parse_request(decoded)
+        chat = schema.conversation_of(request)
+        limit = self.services.sync_guardrails().max_question_chars
+        if limit and len(chat.question) > limit:
+            raise ApiError(413, f"The question is {len(chat.question):,} characters long; the limit is {limit:,}.",
+                           "question_too_long")
+        offered = self.models()
+        if request.model not in offered:
+            raise ApiError(404, f"The model '{request.model}' does not exist or is not offered: see GET /v1/models.",
+                           "model_not_found")
+        return request, chat, AnswerOptions(adapter=offered[request.model])
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused (413) beyond MAX_BODY without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise ApiError(413, f"Request too large: at most {MAX_BODY // 1024} KB.", "request_too_large")
+    chunks, size = [], 0
+    async for piece in request.stream():
+        size += len(piece)
+        if size > MAX_BODY:
+            raise ApiError(413, f"Request too large: at most {MAX_BODY // 1024} KB.", "request_too_large")
+        chunks.append(piece)
+    return b"".join(chunks)
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+def _failure(exc: BaseException, user: User | None) -> ApiError:
+    """Log a failure (not the question: it may hold personal data) and say only that it happened."""
+    who = user.name if user else "-"
+    if isinstance(exc, GroundworkError):
+        log.warning("API answer for %s failed: %s", who, " ".join(str(exc).split()))
+        return ApiError(503, "The assistant cannot answer right now; try again later.", "unavailable",
+                        "server_error")
+    log.error("API request for %s failed", who, exc_info=exc)
+    return ApiError(500, "The server failed to answer this request.", "internal_error", "server_error")
+
+
+def _sse(data: dict | str) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {text}\n\n".encode("utf-8")
+
+
+async def _close(items: Iterator) -> None:
+    """Stop an abandoned answer (a client that went away). One still being advanced in a worker thread cannot
+    be closed from here; it finishes its current step and is dropped."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await anyio.to_thread.run_sync(items.close)
+        except ValueError:  # "generator already executing"
+            pass
+
+
+def build_api(api: OpenAiApi) -> FastAPI:
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="Groundwork OpenAI-compatible API")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:  # unknown path, method
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        message = {404: "No such API route: Groundwork offers GET /v1/models and POST /v1/chat/completions.",
+                   405: "Method not allowed for this API route."}.get(exc.status_code, "Invalid request.")
+        return _error(ApiError(exc.status_code, message, code))
+
+    @app.get("/models")
+    async def list_models(request: Request) -> Response:
+        user = None
+        try:
+            user = api.user_of(request)
+            offered = await anyio.to_thread.run_sync(api.models)
+            return JSONResponse({"object": "list", "data": [schema.model_entry(m) for m in offered]})
+        except ApiError as exc:
+            return _error(exc)
+        except Exception as exc:  # noqa: BLE001 - logged, answered generically
+            return _error(_failure(exc, user))
+
+    @app.post("/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        user = None
+        try:
+            user = api.user_of(request)
+            body = await _body(request)
+            chat_request, chat, options = await anyio.to_thread.run_sync(api.prepare, user, body)
+            if api.answering >= MAX_ANSWERING:
+                raise ApiError(429, "Too many answers are being written at once; try again in a few seconds.",
+                               "rate_limit_exceeded", "rate_limit_error")
+            api.answering += 1
+            released = False
+
+            def release() -> None:
+                nonlocal released
+                if not released:
+                    released = True
+                    api.answering -= 1
+
+            try:
+                items = api.answers(user, chat, options)
+                if not chat_request.stream:
+                    final = await anyio.to_thread.run_sync(_last, items)
+                    return JSONResponse(schema.completion(f"chatcmpl-{secrets.token_hex(12)}", chat_request.model,
+                                                          final))
+                # the first item is awaited here: a failure before any text still gets a proper status
+                first = await anyio.to_thread.run_sync(next, items, _END)
+                stream = _stream(items, first, chat_request.model, user, release)
+                released = True  # the stream releases it when it ends
+                return StreamingResponse(stream, media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            finally:
+                if not released:
+                    release()
+        except ApiError as exc:
+            return _error(exc)
+        except Exception as exc:  # noqa: BLE001 - logged, answered generically
+            return _error(_failure(exc, user))
+
+    return app
+
+
+def _last(items: Iterator[str | Answer]) -> Answer:
+    final = None
+    for final in items:
+        pass
+    if not isinstance(final, Answer):
+        raise RuntimeError("the engine ended without an answer")
+    return final
+
+
+async def _stream(items: Iterator[str | Answer], first: object, model: str, user: User,
+                  release) -> AsyncIterator[bytes]:
+    """SSE chunks: the role, then only the new part of the text each time the engine yields the text so far,
+    then a closing chunk with the citations (schema.last_chunk), then [DONE]. A failure mid-stream is sent as
+    an OpenAI error event (the openai client raises it)."""
+    completion_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
+    streamed = ""
+    finished = False
+    try:
+        yield _sse(schema.chunk(completion_id, model, created, {"role": "assistant", "content": ""}))
+        item = first
+        while item is not _END:
+            if isinstance(item, Answer):
+                if item.answer.startswith(streamed) and item.answer != streamed:  # the rest of the final text
+                    yield _sse(schema.chunk(completion_id, model, created, {"content": item.answer[len(streamed):]}))
+                    streamed = item.answer
+                yield _sse(schema.last_chunk(completion_id, model, created, item, streamed))
+                yield _sse("[DONE]")
+                finished = True
+                return
+            text = item.rstrip() if isinstance(item, str) else ""  # trailing spaces go with the next word:
+            if text.startswith(streamed) and len(text) > len(streamed):  # the final text has none
+                yield _sse(schema.chunk(completion_id, model, created, {"content": text[len(streamed):]}))
+                streamed = text
+            item = await anyio.to_thread.run_sync(next, items, _END)
+        raise RuntimeError("the engine ended without an answer")
+    except Exception as exc:  # noqa: BLE001 - the headers are sent: an error event, as OpenAI's API does
+        yield _sse(_failure(exc, user).body())
+        finished = True
+    finally:
+        release()
+        if not finished:
+            await _close(items)
+
+
+def install_api(server_app, services: UiServices) -> OpenAiApi:
+    """Mount the API at /v1 of a launched server's FastAPI app, ahead of Gradio's routes; idempotent."""
+    from starlette.routing import Mount
+
+    existing = getattr(server_app, "_groundwork_api", None)
+    if existing is not None:
+        return existing
+    api = OpenAiApi(services)
+    server_app.router.routes.insert(0, Mount("/v1", app=build_api(api), name="openai-api"))
+    server_app._groundwork_api = api
+    return api
