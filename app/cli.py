@@ -283,6 +283,11 @@ from app.finetune_cli import adapters_cli, finetune_command  # noqa: E402
 cli.command("finetune")(finetune_command)
 cli.add_typer(adapters_cli, name="adapters")
 
+from app.records_cli import audit_command, feedback_cli  # noqa: E402
+
+cli.command("audit")(audit_command)
+cli.add_typer(feedback_cli, name="feedback")
+
 
 def _add_plugin_commands() -> None:
     """Subcommands registered by packages under the `groundwork.commands` entry-point group (typer apps, added
