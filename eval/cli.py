@@ -70,6 +70,11 @@ def run(
                           "than 1 on a 2-core box.")] = min(2, os.cpu_count() or 1),
     threads: Annotated[int | None, typer.Option(
         "--threads", help="torch threads (default: cores / workers).")] = None,
+    rewrite: Annotated[str | None, typer.Option(
+        "--rewrite", help="Follow-up sets (a 'history' field): how a follow-up becomes a standalone query: keywords "
+                          "(the last question's topic words added, no model), model (the model rewrites it, words "
+                          "from neither the conversation nor the question removed) or none (searched as asked). "
+                          "Default: the engine's (keywords).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions of the split.")] = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="The run's label in reports (default: the folder's name).")] = None,
@@ -91,6 +96,10 @@ def run(
 
     from eval.baselines import BASELINES
 
+    from app.conversations.rewrite import STRATEGIES
+
+    if rewrite is not None and rewrite not in STRATEGIES:
+        raise EvalError(f"unknown --rewrite '{rewrite}': use one of {', '.join(STRATEGIES)}")
     if baseline is not None and baseline not in BASELINES:
         raise EvalError(f"unknown --baseline '{baseline}': use one of {', '.join(BASELINES)}")
     flags = ((baseline, baseline is not None), ("closed-book", closed_book), ("extractive", extractive))
@@ -112,7 +121,7 @@ def run(
                         quantize=not no_quantize, split=split, users_file=users_file, top_k=top_k,
                         max_new_tokens=max_new_tokens, decoding=decoding, refusal_threshold=refusal_threshold,
                         workers=workers, limit=limit, name=name, progress=not quiet, rescore=rescore,
-                        guardrails=guardrails)
+                        guardrails=guardrails, rewrite=rewrite)
     try:
         result = run_eval(config)
     except KeyboardInterrupt:

@@ -270,6 +270,8 @@ def question_metrics(item, record: dict, embed: Callable[[list[str]], np.ndarray
         "gold_passage_coverage": (round(passage_coverage(item.gold_passage, context), 4)
                                   if item.gold_passage and record["mode"] != "closed-book" else None),
     }
+    if record.get("ranking_raw") is not None and item.gold_source:  # a follow-up, also ranked as asked
+        out["gold_rank_raw"] = gold_rank(record["ranking_raw"], item.gold_source)
     golds = [g for g in (item.answer, item.gold_passage) if g] if item.answerable else []
     f1s = [token_f1(answer, g) for g in golds] if answer else [0.0] * len(golds)
     sims = [0.0] * len(golds)
@@ -391,6 +393,10 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("hit@5", "hit@5 gold source", True),
     ("hit@10", "hit@10 gold source", True),
     ("mrr", "MRR gold source", True),
+    ("followup_hit@5", "follow-ups: hit@5, searched as rewritten", True),
+    ("followup_hit@5_no_rewrite", "follow-ups: hit@5, searched as asked", True),
+    ("followups_rewritten", "follow-ups rewritten", True),
+    ("rewrite_p50", "follow-up rewrite p50 (s)", False),
     ("gold_passage_in_context", "gold passage in context", True),
     ("citation_precision", "citation precision", True),
     ("citation_recall", "citation recall", True),
@@ -425,6 +431,10 @@ def summarize(records: Sequence[dict], threshold: float = CORRECT_THRESHOLD) -> 
     totals = [r["timings"]["total"] for r in records if "total" in r["timings"]]
     first = [r["timings"]["first_token"] for r in records if "first_token" in r["timings"]]
     lengths = [answer_words(r["answer"]) for r in records if not r["refused"]]
+    # follow-ups (a QA set with history): the gold source's rank as searched (rewritten) and as asked
+    followups = [r for r in ranked if r.get("ranking_raw") is not None]
+    conversations = [r for r in records if r.get("history")]
+    rewrites = [r["timings"]["rewrite"] for r in conversations if "rewrite" in r["timings"]]
 
     def share(items, test) -> float | None:
         return sum(1 for x in items if test(x)) / len(items) if items else None
@@ -441,6 +451,10 @@ def summarize(records: Sequence[dict], threshold: float = CORRECT_THRESHOLD) -> 
         "hit@5": share(ranks, lambda k: k is not None and k <= 5),
         "hit@10": share(ranks, lambda k: k is not None and k <= 10),
         "mrr": _mean([1.0 / k if k else 0.0 for k in ranks]),
+        "followup_hit@5": share(followups, lambda r: (r["metrics"]["gold_rank"] or 99) <= 5),
+        "followup_hit@5_no_rewrite": share(followups, lambda r: (r["metrics"].get("gold_rank_raw") or 99) <= 5),
+        "followups_rewritten": share(conversations, lambda r: bool(r.get("searched_for"))),
+        "rewrite_p50": percentile(rewrites, 50),
         "gold_passage_in_context": share(with_passage,
                                          lambda r: r["metrics"]["gold_passage_coverage"] >= GOLD_IN_CONTEXT),
         "citation_precision": _mean([r["metrics"]["citations_from_gold"] / len(r["citations"])
@@ -461,7 +475,7 @@ def summarize(records: Sequence[dict], threshold: float = CORRECT_THRESHOLD) -> 
               "ranked": len(ranked), "with_gold_passage": len(with_passage), "scored": len(scored),
               "scored_strict": len(scored_strict),
               "answered": len(answered), "with_citations": len(with_citations), "citations": len(all_citations),
-              "leak_questions": len(leaks)}
+              "leak_questions": len(leaks), "followups": len(followups)}
     return {"metrics": metrics, "counts": counts, "threshold": threshold,
             "leaks": [{"id": r["id"], "user": r["user"], "passages": r["metrics"]["leaks"]} for r in leaks],
             "latency": {"total": {f"p{q}": percentile(totals, q) for q in (50, 90, 95, 99)},

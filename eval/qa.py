@@ -3,6 +3,9 @@
     {"id": "acme-001", "question": "...", "answer": "...", "gold_passage": "...",
      "gold_source": "finance/expense-policy.pdf", "answerable": true, "user": "alice"}
 
+A follow-up set (examples/acme/followups.jsonl) also gives each question the conversation before it:
+`"history": [{"question": "...", "answer": "..."}]`, oldest first; the question is then asked in that conversation.
+
 `gold_source` is a path relative to the ingested folder, optionally with `#anchor`. `answerable` defaults to
 true; an unanswerable question has no gold answer, passage or source. `user` asks the question as that user
 (their groups), to test permissions; without it the question is asked as the anonymous user (`everyone`).
@@ -21,7 +24,7 @@ SPLITS = ("train", "validation", "test", "all")
 def load_qa(path: Path) -> list[QAItem]:
     """Read and validate a QA file (finetune.data.load_qa); the first problem raises EvalError naming file:line."""
     try:
-        return _load_qa(path)
+        return _load_qa(path, history=True)
     except DataError as exc:
         raise EvalError(str(exc)) from None
 

@@ -13,7 +13,7 @@ from eval.errors import EvalError
 from eval.metrics import CORRECT_THRESHOLD, METRICS, outcome, summarize
 from eval.runner import RESULTS, SUMMARY, read_results
 
-_LATENCY = {"latency_p50", "latency_p90", "latency_p95", "latency_max", "first_token_p50"}
+_LATENCY = {"latency_p50", "latency_p90", "latency_p95", "latency_max", "first_token_p50", "rewrite_p50"}
 _WORDS = {"answer_words_p50"}  # a count of words, not a share
 _UNBOUNDED = _LATENCY | _WORDS | {"leaked_passages"}  # charts scaled to the values, not to 0..1
 

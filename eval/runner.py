@@ -67,6 +67,8 @@ class EvalConfig:
     progress: bool = True  # a progress bar on stderr
     rescore: bool = False  # recompute the per-question metrics of the answers already in results.jsonl
     guardrails: object | None = None  # app.guardrails.GuardrailConfig; None = defaults
+    rewrite: str | None = None  # follow-ups: "keywords", "model" or "none" (app.conversations.rewrite); None = the
+    #                             engine's default
 
 
 @dataclass
@@ -93,7 +95,16 @@ class RunSummary:
                 f"accuracy {fmt('grounded_accuracy')} (strict {fmt('grounded_accuracy_strict')}), correct "
                 f"{fmt('correct')} (strict {fmt('correct_strict')}), hit@5 {fmt('hit@5')}, "
                 f"answerable refused {fmt('answerable_refused')}, unanswerable refused "
-                f"{fmt('unanswerable_refused')}, permission leaks {self.leaks} -> {self.out_dir / SUMMARY}")
+                f"{fmt('unanswerable_refused')}, permission leaks {self.leaks}{self._followups()} -> "
+                f"{self.out_dir / SUMMARY}")
+
+    def _followups(self) -> str:
+        m = self.summary["metrics"]
+        if m.get("followup_hit@5") is None:
+            return ""
+        latency = m.get("rewrite_p50")
+        return (f", follow-ups hit@5 {m['followup_hit@5']:.3f} rewritten vs {m['followup_hit@5_no_rewrite']:.3f} as "
+                f"asked (rewrite p50 {'n/a' if latency is None else f'{latency * 1000:.0f} ms'})")
 
 
 def _file_sha256(path: Path) -> str:
@@ -113,7 +124,8 @@ def _fingerprint(config: EvalConfig, index_generation: int, adapter_resolved: st
             "selection_weights": _selection_weights_sha() if config.mode in WITH_DECODING and config.decoding == "quote"
             else None,
             "refusal_threshold": config.refusal_threshold if config.mode in WITH_DECODING else None,
-            "guardrails": _guardrails_dict(config.guardrails)}
+            "guardrails": _guardrails_dict(config.guardrails),
+            "rewrite": config.rewrite}
 
 
 def _selection_weights_sha() -> str:
@@ -179,7 +191,8 @@ class _Asker:
 
         self.options = AnswerOptions(retrieval=RetrievalOptions(top_k=config.top_k),
                                      generation=GenerationOptions(max_new_tokens=config.max_new_tokens),
-                                     decoding=config.decoding, selection_threshold=config.refusal_threshold)
+                                     decoding=config.decoding, selection_threshold=config.refusal_threshold,
+                                     rewrite=config.rewrite)
 
     def ranking(self, question: str, user) -> list[dict]:
         """The evaluator's own top-10 retrieval (same settings as the engine's), after the question guardrails."""
@@ -197,14 +210,18 @@ class _Asker:
         mode = self.config.mode
         self.engine.answer_stage = stage_for(mode, self.default_stage, item)
         raw, final = "", None
-        for final in self.engine.stream(item.question, user, self.options):
+        for final in self.engine.stream(item.question, user, self.options, item.history or None):
             if isinstance(final, str):
                 raw = final
         answer = final.to_dict()
         if mode in WITH_DECODING:
             answer["raw_answer"] = raw  # the model's text before the citation check (PII-redacted)
-        # No retrieval in closed book: no retrieval metrics.
-        answer["ranking"] = self.ranking(item.question, user) if self.engine.answer_stage.retrieves else None
+        # No retrieval in closed book: no retrieval metrics. A follow-up is ranked as the engine searched it (its
+        # standalone rewrite) and, for comparison, as asked (ranking_raw).
+        retrieves = self.engine.answer_stage.retrieves
+        answer["ranking"] = self.ranking(final.searched_for or item.question, user) if retrieves else None
+        if item.history:
+            answer["ranking_raw"] = self.ranking(item.question, user) if retrieves else None
         return answer
 
 
@@ -340,6 +357,8 @@ def run_eval(config: EvalConfig, engine_factory: Callable[[], object] | None = N
         user = users[item.user]
         result = asker().ask(item, user)
         record = {"id": item.id, "mode": config.mode, **result, **item.gold_dict(), "user_groups": list(user.groups)}
+        if item.history:
+            record["history"] = [{"question": q, "answer": a} for q, a in item.history]
         record["metrics"] = question_metrics(item, record, embed)
         record["metrics"]["leaks"] = access.leaks(record, user.groups)
         return record

@@ -80,6 +80,10 @@ class BuildReport:
 
 
 QA_FIELDS = ("id", "question", "answer", "gold_passage", "gold_source", "answerable", "user")
+# A follow-up QA set (examples/acme/followups.jsonl) adds the conversation before the question:
+# "history": [{"question": ..., "answer": ...}, ...], oldest first. Only the evaluation reads it (load_qa(history=
+# True)); training refuses it, since a follow-up alone ("And in Pune?") is no question to learn from.
+HISTORY_FIELD = "history"
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class QAItem:
     answerable: bool = True  # false: the documents (readable by this user) do not hold the answer
     user: str | None = None  # ask as this user (from the users file); None = anonymous
     line: int = 0  # line number in the QA file, for messages
+    history: tuple[tuple[str, str], ...] = ()  # a follow-up's earlier turns, (question, answer), oldest first
 
     @property
     def gold_file(self) -> str | None:
@@ -120,8 +125,21 @@ def _optional_text(path: Path, number: int, row: dict, key: str) -> str | None:
     return value.strip()
 
 
-def load_qa(path: Path) -> list[QAItem]:
-    """Read and validate a QA file; the first problem raises DataError naming file:line."""
+def _history(path: Path, number: int, value) -> tuple[tuple[str, str], ...]:
+    turns = value if isinstance(value, list) else None
+    if turns is None or not all(isinstance(t, dict) and set(t) <= {"question", "answer"}
+                                and isinstance(t.get("question"), str) and t["question"].strip()
+                                and isinstance(t.get("answer", ""), str) for t in turns):
+        raise DataError(f"{path}:{number}: 'history' must be a list of {{\"question\": ..., \"answer\": ...}} "
+                        f"objects, oldest first")
+    return tuple((t["question"].strip(), t.get("answer", "").strip()) for t in turns)
+
+
+def load_qa(path: Path, history: bool = False) -> list[QAItem]:
+    """Read and validate a QA file; the first problem raises DataError naming file:line.
+
+    history: accept a follow-up set's "history" field (the evaluation does; training does not)."""
+    allowed = QA_FIELDS + ((HISTORY_FIELD,) if history else ())
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -140,9 +158,11 @@ def load_qa(path: Path) -> list[QAItem]:
             raise DataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{number}: each line must be a JSON object")
-        unknown = sorted(set(row) - set(QA_FIELDS))
+        unknown = sorted(set(row) - set(allowed))
         if unknown:
-            raise DataError(f"{path}:{number}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(QA_FIELDS)})")
+            raise DataError(f"{path}:{number}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})"
+                            + ("; 'history' (a follow-up set) is for `groundwork eval` only"
+                               if HISTORY_FIELD in unknown else ""))
         qid, question = row.get("id"), row.get("question")
         if isinstance(qid, int) and not isinstance(qid, bool):
             qid = str(qid)
@@ -163,7 +183,8 @@ def load_qa(path: Path) -> list[QAItem]:
             raise DataError(f"{path}:{number}: an unanswerable question cannot have a gold_passage or gold_source")
         seen[qid] = number
         items.append(QAItem(id=qid.strip(), question=question.strip(), answer=answer, gold_passage=gold_passage,
-                            gold_source=gold_source, answerable=answerable, user=user, line=number))
+                            gold_source=gold_source, answerable=answerable, user=user, line=number,
+                            history=_history(path, number, row[HISTORY_FIELD]) if HISTORY_FIELD in row else ()))
     if not items:
         raise DataError(f"{path}: the QA file holds no questions")
     return items
