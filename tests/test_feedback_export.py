@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from finetune.data import ExampleOptions, build_examples
 from finetune.data import load_qa as finetune_load_qa
 from ingest.vector_store import open_vector_store
 
+REPO = Path(__file__).resolve().parents[1]
 HANNAH = User("hannah", "employee", ("everyone", "hr"))
 BOB = User("bob", "employee", ("everyone",))
 QUESTIONS = {  # question -> (who asks, rating)
@@ -159,3 +162,16 @@ def test_audit_without_a_log_or_with_a_bad_date_is_a_one_line_error(audit_db: Pa
     assert not (tmp_path / "none.sqlite").exists()  # reading never creates an empty log
     result = CliRunner().invoke(cli, ["audit", "--since", "last week", "--db", str(audit_db)])
     assert "use YYYY-MM-DD" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_groundwork_eval_runs_the_exported_set(rated, tmp_path: Path) -> None:
+    index, db, _ = rated
+    out = tmp_path / "feedback.jsonl"
+    invoke("feedback", "export", "--out", str(out), "--db", str(db), "--index", str(index))
+    result = subprocess.run([sys.executable, "-m", "app.cli", "eval", "--qa", str(out), "--index", str(index),
+                             "--mode", "extractive", "--out", str(tmp_path / "run"), "--users",
+                             str(tmp_path / "users.json"), "-q"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Evaluated {len(out.read_text().splitlines())} questions")
+    assert "permission leaks 0" in result.stdout
