@@ -96,6 +96,9 @@ def test_a_failed_answer_is_recorded_once_and_the_error_still_raised(index_dir, 
         ask(service, BOB, "How many days of annual leave do employees get?", AnswerOptions(decoding="free"))
     [record] = service.audit.query()
     assert (record.user, record.refused, record.refusal_reason) == ("bob", True, "error")
+    with pytest.raises(ValueError, match="channel"):  # refused before answering, not after
+        next(service.ask(BOB, "How many days of annual leave do employees get?", channel="slack"))
+    assert len(service.audit.query()) == 1
     assert service.list(BOB) == []  # no turn stored for it
 
 

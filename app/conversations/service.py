@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from app.audit import AuditLog
+from app.audit import CHANNELS, AuditLog
 from app.conversations.store import ConversationStore, ConversationSummary, StoredTurn
 from app.engine import Answer, AnswerOptions, Engine
 from app.users import User
@@ -79,6 +79,8 @@ class Conversations:
         messages). keep=True stores the turn (in a new conversation titled by the question when there is none);
         keep=False stores nothing. Every question gets exactly one audit record, also when answering fails.
         """
+        if channel not in CHANNELS:  # checked before answering: the audit record must be writable
+            raise ValueError(f"channel must be one of {', '.join(CHANNELS)}, not {channel!r}")
         started = time.perf_counter()
         if conversation_id is not None:
             turns = self.store.turns(user.name, conversation_id)
