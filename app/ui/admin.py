@@ -1,4 +1,4 @@
-"""The admin tab: documents and ingestion, permissions, users, adapters, guardrails.
+"""The admin tab: documents and ingestion, permissions, users, adapters, guardrails, the audit log.
 
 The tab is shown to admins only, but hiding is not the protection: every handler below starts with
 require_admin() (each action through as_admin()), which reads the logged-in user's role from the users file on
@@ -14,6 +14,7 @@ import gradio as gr
 from app.guardrails import GUARDS
 from app.ui import admin_actions as actions
 from app.ui import admin_view as view
+from app.ui import audit_view
 from app.ui.admin_actions import AdminError
 from app.ui.auth import current_user, require_admin
 from app.ui.library import SUPPORTED
@@ -50,6 +51,7 @@ def _start_unless_running(services: UiServices, admin, folder: str):
 
 
 def build_admin_tab(services: UiServices) -> AdminTab:
+    exports = audit_view.CsvExports()
     def listen(trigger, fn, inputs, outputs, api_name):
         trigger(fn, inputs, outputs, api_name=api_name, concurrency_limit=ADMIN_CONCURRENCY,
                 concurrency_id=f"admin-{api_name}")
@@ -284,6 +286,58 @@ def build_admin_tab(services: UiServices) -> AdminTab:
     listen(save_guards.click, do_save_guards, guard_outputs, [guard_message, *guard_outputs],
            "admin_save_guardrails")
 
+    # --- audit log ----------------------------------------------------------------------------------------
+    with gr.Tab("Audit log", id="admin-audit"):
+        gr.Markdown("Every question asked in the web UI, through the API or the CLI: who asked, their groups, "
+                    "which documents' passages were retrieved and which were cited, the adapter, refusals, guardrail "
+                    "events and latency. Questions are stored after personal-data redaction, passages never. "
+                    "Conversations themselves stay private to their users.")
+        with gr.Row(equal_height=True):
+            audit_user = gr.Textbox(label="User", placeholder="alice", elem_id="gw-audit-user")
+            audit_document = gr.Textbox(label="Document (a folder when it ends with /)",
+                                        placeholder="hr/confidential/salary-bands.md", elem_id="gw-audit-document")
+            audit_since = gr.Textbox(label="Since (YYYY-MM-DD)", placeholder="2026-12-01", elem_id="gw-audit-since")
+            audit_until = gr.Textbox(label="Until (YYYY-MM-DD, included)", placeholder="2026-12-31",
+                                     elem_id="gw-audit-until")
+        with gr.Row(equal_height=True):
+            audit_show = gr.Button("Show", variant="primary", scale=1, elem_id="gw-audit-show")
+            audit_export = gr.Button("Export CSV", scale=1, elem_id="gw-audit-export")
+            audit_file = gr.File(label="CSV export", visible=False, interactive=False, scale=2,
+                                 elem_id="gw-audit-file")
+        audit_summary = gr.Markdown("", elem_id="gw-audit-summary")
+        audit_table = gr.Dataframe(headers=audit_view.COLUMNS, interactive=False, wrap=True, max_height=480,
+                                   elem_id="gw-audit")
+
+    audit_filters = [audit_user, audit_document, audit_since, audit_until]
+    audit_outputs = [audit_summary, audit_table]
+
+    def audit_values(user: str = "", document: str = "", since: str = "", until: str = ""):
+        try:
+            chosen = audit_view.parse_filter(user, document, since, until)
+        except audit_view.AuditFilterError as exc:
+            raise _fail(exc) from None
+        log = services.conversations.audit
+        counts = log.users(user=chosen.user, document=chosen.document, since=chosen.since, until=chosen.until)
+        return audit_view.summary(counts, chosen), audit_view.rows(chosen.query(log, limit=audit_view.SHOWN))
+
+    def show_audit(user, document, since, until, request: gr.Request):
+        require_admin(services.users, request)
+        return audit_values(user, document, since, until)
+
+    listen(audit_show.click, show_audit, audit_filters, audit_outputs, "admin_audit")
+
+    def export_audit(user, document, since, until, request: gr.Request):
+        require_admin(services.users, request)
+        try:
+            chosen = audit_view.parse_filter(user, document, since, until)
+        except audit_view.AuditFilterError as exc:
+            raise _fail(exc) from None
+        log = services.conversations.audit
+        path = exports.write(log, chosen.query(log))
+        return (gr.update(value=str(path), visible=True), *audit_values(user, document, since, until))
+
+    listen(audit_export.click, export_audit, audit_filters, [audit_file, *audit_outputs], "admin_audit_export")
+
     # --- reading endpoints (also admin-only) and the tab's first fill -----------------------------------------
     readers = gr.Button(visible=False)  # carries the read-only endpoints, for scripts and tests
     listen(readers.click, overview, None, overview_outputs, "admin_overview")
@@ -292,7 +346,7 @@ def build_admin_tab(services: UiServices) -> AdminTab:
     listen(readers.click, list_adapters, None, adapter_outputs, "admin_adapters")
     listen(readers.click, load_guards, None, guard_outputs, "admin_guardrails")
 
-    outputs = [*overview_outputs, acl, *users_outputs, *adapter_outputs, *guard_outputs, status]
+    outputs = [*overview_outputs, acl, *users_outputs, *adapter_outputs, *guard_outputs, status, *audit_outputs]
 
     def fill(request: gr.Request):
         """The whole tab for an admin; nothing (and no error) for anyone else."""
@@ -300,6 +354,6 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         if not user.is_admin:
             return tuple(gr.update() for _ in outputs)
         return (*overview_values(), actions.acl_rules(services), *users_values(), *adapter_values(),
-                *guard_values(), view.progress(services.runner.state(), present()))
+                *guard_values(), view.progress(services.runner.state(), present()), *audit_values())
 
     return AdminTab(load_outputs=outputs, load=fill)

@@ -11,6 +11,7 @@ from typing import Callable
 import gradio as gr
 
 from app.config import Settings
+from app.conversations.service import Conversations
 from app.engine import Engine, EngineConfig
 from app.generator import GenerationOptions
 from app.ui import upload_limits
@@ -65,11 +66,14 @@ class LockedEmbedder(Embedder):
 
 def make_services(engine: Engine, users_file: Path, guardrails_file: Path, adapters_dir: Path, docs_dir: Path,
                   acl_path: Path, embedder_factory: Callable[[], Embedder] | None = None) -> UiServices:
-    """Services for build_app around an existing engine (tests inject one with a scripted generator)."""
+    """Services for build_app around an existing engine (tests inject one with a scripted generator).
+
+    Conversations and the audit log live in SQLite files beside the users file (Conversations.beside)."""
     return UiServices(engine=engine, users=UserStore(users_file), guardrails=GuardrailsFile(guardrails_file),
                       registry=AdapterRegistry(adapters_dir), index_dir=engine.config.index_dir, docs_dir=docs_dir,
                       acl_path=acl_path,
-                      embedder_factory=embedder_factory or (lambda: Embedder(engine.reader.embedder)))
+                      embedder_factory=embedder_factory or (lambda: Embedder(engine.reader.embedder)),
+                      conversations=Conversations.beside(engine, users_file))
 
 
 def who(services: UiServices, request: gr.Request) -> str:
@@ -94,7 +98,7 @@ def build_app(services: UiServices) -> gr.Blocks:
             user = current_user(services.users, request)
             return (who(services, request), *on_load(services, request), gr.update(visible=user.is_admin))
 
-        app.load(page_load, None, [header, chat.guards, chat.switches, chat.adapter, admin_tab],
+        app.load(page_load, None, [header, chat.guards, chat.switches, chat.adapter, chat.sidebar, admin_tab],
                  api_name=False).then(admin.load, None, admin.load_outputs, api_name=False)
     app.queue(default_concurrency_limit=4, max_size=QUEUE_SIZE)
     return app

@@ -72,7 +72,8 @@ def redacted(result: Answer, redact: Callable[[str], str]) -> Answer:
     citations = [replace(c, text=redact(c.text), heading=_or_none(c.heading), source=redact(c.source))
                  for c in result.citations]
     flags = [replace(e, detail=redact(e.detail), source=_or_none(e.source)) for e in result.flags]
-    return replace(result, answer=redact(result.answer), citations=citations, flags=flags)
+    return replace(result, answer=redact(result.answer), citations=citations, flags=flags,
+                   searched_for=_or_none(result.searched_for))
 
 
 def streaming(partial: str) -> str:
@@ -105,7 +106,15 @@ def answer(result: Answer) -> str:
 
         escaped = _PLACEHOLDER.sub(marker, escaped)
         body = f'<div class="gw-answer">{escaped}</div>'
-    return body + flags(result.flags) + footer(result)
+    return body + searched_for(result) + flags(result.flags) + footer(result)
+
+
+def searched_for(result: Answer) -> str:
+    """The standalone query a follow-up was rewritten into (made from the user's own words): what was searched."""
+    if not result.searched_for:
+        return ""
+    return (f'<div class="gw-searched" title="Your question depends on the conversation so far: the documents '
+            f'were searched with this instead">Searched for: <q>{text(result.searched_for)}</q></div>')
 
 
 def _refusal(result: Answer) -> str:

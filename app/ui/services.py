@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from app.conversations.service import Conversations
 from app.engine import Engine
 from app.guardrails import GuardrailConfig, Guardrails
 from app.ui.ingest_job import IngestRunner
@@ -19,7 +20,8 @@ BASE_MODEL = "none"  # the adapter choice that means "the base model, no adapter
 
 @dataclass
 class UiServices:
-    """One engine (one model per adapter, loaded once) and the files the admin tab manages."""
+    """One engine (one model per adapter, loaded once), the files the admin tab manages, and the users'
+    conversations (the web UI and the API ask through `conversations`, never the engine directly)."""
 
     engine: Engine
     users: UserStore
@@ -29,6 +31,7 @@ class UiServices:
     docs_dir: Path  # uploads are saved here (and ingested from here)
     acl_path: Path  # where ACL rules edited in the admin tab are saved before they are applied
     embedder_factory: Callable[[], Embedder]  # the ingestion's own embedder
+    conversations: Conversations  # questions asked in conversations: history, feedback, the audit log
     runner: IngestRunner = field(init=False)
     _applied: GuardrailConfig | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)

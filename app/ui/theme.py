@@ -69,6 +69,18 @@ footer { display: none !important; }
 .gw-flag-excluded, .gw-flag-flagged { border-left-color: #f59e0b; }
 .gw-flag-blocked { border-left-color: #ef4444; }
 .gw-meta { margin-top: 8px; font-size: 11px; color: #94a3b8; }
+.gw-searched { margin-top: 8px; font-size: 12px; color: #475569; }
+.gw-searched q { font-style: italic; quotes: "“" "”"; }
+
+/* conversation sidebar */
+#gw-sidebar { gap: 10px; }
+#gw-history .wrap { flex-direction: column; flex-wrap: nowrap; gap: 4px; max-height: 470px; overflow-y: auto; }
+#gw-history .wrap label { width: 100%; margin: 0; padding: 7px 10px; border-radius: 8px; font-size: 13px;
+  line-height: 1.35; background: transparent; border: 1px solid transparent; box-shadow: none; cursor: pointer; }
+#gw-history .wrap label:hover { background: #f1f5f9; }
+#gw-history .wrap label.selected { background: #ccfbf1; border-color: #5eead4; color: #115e59; font-weight: 600; }
+#gw-history .wrap label input { display: none; }
+#gw-feedback { align-items: end; }
 
 /* side panel */
 .gw-panel-title { font-weight: 700; font-size: 14px; color: #0f172a; margin: 2px 0 6px 0; }
