@@ -3,13 +3,17 @@ tests/ui_support.py: a small corpus whose hr/confidential folder only the hr gro
 hannah in hr, the deterministic FakeGenerator), with tokens made by the users file's ApiTokens."""
 from __future__ import annotations
 
+import http.client
 import json
+import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from ui_support import PASSWORDS, build_site
 
 from app.api import MAX_BODY, install_api
+from app.api.routes import MAX_ANSWERING
 from app.api_tokens import ApiTokens
 from app.users import UserStore
 
@@ -184,5 +188,37 @@ def test_errors_never_tell_an_outsider_or_another_user_anything(site, tokens) ->
     assert no_token.status_code == 401  # before the body is even looked at
     unknown = httpx.get(site.url + "v1/files", headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=30)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
-    escape = httpx.get(site.url + "v1/../config", timeout=30)  # /v1 is no way around the web login
-    assert escape.status_code in (401, 404) and "salary" not in escape.text
+    connection = http.client.HTTPConnection(urlsplit(site.url).hostname, urlsplit(site.url).port, timeout=30)
+    connection.request("GET", "/v1/../config")  # sent as is: /v1 is no way around the web login
+    escape = connection.getresponse()
+    assert escape.status == 404 and json.loads(escape.read())["error"]["code"] == "not_found"
+
+
+def test_each_api_question_is_audited_once_and_no_conversation_is_kept(site, tokens) -> None:
+    hannah = UserStore(site.users_file).get("hannah")
+    audit, conversations = site.services.conversations.audit, site.services.conversations
+    before = len(audit.query(user="hannah"))
+    kept = len(conversations.list(hannah))
+    ask(site, tokens["hannah"], SALARY_QUESTION)
+    records = audit.query(user="hannah")
+    assert len(records) == before + 1
+    assert records[0].channel == "api" and records[0].cited == [SALARY]
+    assert len(conversations.list(hannah)) == kept  # the client keeps the conversation, the server does not
+
+
+def test_abandoned_streams_do_not_use_up_the_server(site, tokens) -> None:
+    headers = {"Authorization": f"Bearer {tokens['alice']}"}
+    body = {"model": "base", "stream": True, "messages": [{"role": "user", "content": "How long must passwords be?"}]}
+    for _ in range(MAX_ANSWERING):  # as many as may be answered at once
+        with httpx.stream("POST", site.url + "v1/chat/completions", json=body, headers=headers, timeout=30) as open_:
+            assert open_.status_code == 200
+            next(open_.iter_lines())  # the first chunk; then the client goes away
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            answer = ask(site, tokens["alice"], "How long must passwords be?").choices[0].message.content
+            assert "14 characters" in answer
+            break
+        except openai.RateLimitError:
+            assert time.monotonic() < deadline, "abandoned streams still count as answers being written"
+            time.sleep(0.5)

@@ -1,6 +1,6 @@
 """The OpenAI-compatible API on `groundwork serve`'s port: GET /v1/models and POST /v1/chat/completions.
 
-A FastAPI app of its own, mounted at /v1 in front of Gradio's routes (install_api): its errors have OpenAI's JSON
+A FastAPI app of its own, mounted at /v1 in front of Gradio's routes (mount(), in launch's app_kwargs): its errors have OpenAI's JSON
 shape without changing Gradio's, and every /v1 path is answered here (an unknown one gets a JSON 404), so /v1 is no
 way around the web login to anything else. The server's middlewares still wrap it: the login guard adds its
 security headers (and lets /v1 through: it only answers /, /login and /logout), the upload guard looks into JSON
@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount
 
 from app.api import schema
 from app.api.schema import ApiError
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # bytes of one request: far more than a conversation the engine would use
 MAX_ANSWERING = 16  # answers written at once through the API (the chat has its own limit); more get 429
+MOUNT_NAME = "openai-api"
 BASE = "base"  # the model id of the base model without an adapter
 _END = object()
 
@@ -82,11 +84,9 @@ class OpenAiApi:
         """The answer text so far, then the final Answer (PII-redacted like the chat's)."""
         services = self.services
         guards = services.engine.guardrails
-        conversations = getattr(services, "conversations", None)
-        if conversations is not None:  # audited (channel "api"), nothing stored
-            items = conversations.ask(user, chat.question, options, history=chat.history, keep=False, channel="api")
-        else:
-            items = services.engine.stream(chat.question, user, options, chat.history)
+        # one audit record per question (channel "api"); nothing stored: the client keeps the conversation
+        items = services.conversations.ask(user, chat.question, options, history=chat.history, keep=False,
+                                           channel="api")
         for item in items:
             if isinstance(item, str):
                 yield item
@@ -159,6 +159,7 @@ async def _close(items: Iterator) -> None:
 
 def build_api(api: OpenAiApi) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, title="Groundwork OpenAI-compatible API")
+    app.state.api = api
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:  # unknown path, method
@@ -190,7 +191,7 @@ def build_api(api: OpenAiApi) -> FastAPI:
                 raise ApiError(429, "Too many answers are being written at once; try again in a few seconds.",
                                "rate_limit_exceeded", "rate_limit_error")
             api.answering += 1
-            released = False
+            released, handed_over = False, False
 
             def release() -> None:
                 nonlocal released
@@ -207,11 +208,11 @@ def build_api(api: OpenAiApi) -> FastAPI:
                 # the first item is awaited here: a failure before any text still gets a proper status
                 first = await anyio.to_thread.run_sync(next, items, _END)
                 stream = _stream(items, first, chat_request.model, user, release)
-                released = True  # the stream releases it when it ends
+                handed_over = True  # the stream releases it when it ends
                 return StreamingResponse(stream, media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             finally:
-                if not released:
+                if not handed_over:
                     release()
         except ApiError as exc:
             return _error(exc)
@@ -265,14 +266,18 @@ async def _stream(items: Iterator[str | Answer], first: object, model: str, user
             await _close(items)
 
 
-def install_api(server_app, services: UiServices) -> OpenAiApi:
-    """Mount the API at /v1 of a launched server's FastAPI app, ahead of Gradio's routes; idempotent."""
-    from starlette.routing import Mount
+def mount(services: UiServices) -> Mount:
+    """The API as a route for launch's app_kwargs (`"routes": [mount(services)]`): FastAPI puts it before the
+    routes Gradio adds, and it answers from the server's first request on."""
+    return Mount("/v1", app=build_api(OpenAiApi(services)), name=MOUNT_NAME)
 
-    existing = getattr(server_app, "_groundwork_api", None)
-    if existing is not None:
-        return existing
-    api = OpenAiApi(services)
-    server_app.router.routes.insert(0, Mount("/v1", app=build_api(api), name="openai-api"))
-    server_app._groundwork_api = api
-    return api
+
+def install_api(server_app, services: UiServices) -> OpenAiApi:
+    """Mount the API at /v1 of an already launched server, ahead of Gradio's routes (for a server launched
+    without mount()); does nothing when it is mounted already. Returns the API's state."""
+    for route in server_app.router.routes:
+        if isinstance(route, Mount) and route.name == MOUNT_NAME:
+            return route.app.state.api
+    route = mount(services)
+    server_app.router.routes.insert(0, route)
+    return route.app.state.api
