@@ -42,6 +42,8 @@ _TIME_WORDS = frozenset("year year's week week's month month's quarter quarter's
 _EXISTENTIAL = frozenset("is are was were a an any no".split())  # "is there a dress code?" is self-contained
 _OPENERS = ("and ", "and,", "what about", "how about", "what if", "also ", "but what", "but how", "same for",
             "what else", "anything else", "or ", "so ", "then ")
+# "What is FleetView?", "Where do I get zsh?": one topic word, but it names the topic
+_DEFINITION = re.compile(r"^(what|who|where)('s| is| are| was| were| do i get| can i get) (an? |the )?[\w.+#-]+\??$")
 _SHORT = 3  # a question this short with "too"/"also" adds to the last one ("Contractors too?")
 _ALSO = frozenset("too also either as well".split())
 _DUMMY_IT = frozenset("possible true ok okay necessary allowed worth safe better normal mandatory required".split())
@@ -91,23 +93,34 @@ def needs_context(question: str) -> tuple[bool, str]:
     content = content_words(text)
     if not content:
         return True, "no topic of its own"
-    if len(tokens) <= _SHORT and set(tokens) & _ALSO:
-        return True, "very short, adds to the last question"
+    if len(content) == 1 and not _DEFINITION.match(lowered):
+        return True, "one topic word only"  # "What should I bring?", "What happens if we go over?"
+    if (len(tokens) <= _SHORT and set(tokens) & _ALSO) or (tokens[-1] in _ALSO and len(content) <= 3):
+        return True, "adds to the last question"  # "Contractors too?", "Are SMS codes OK too?"
     for i, token in enumerate(tokens):
         if token not in _ANAPHORS:
             continue
         previous = tokens[i - 1] if i > 0 else ""
         following = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if token == "ones" or (token == "one" and previous in _BEFORE_ONE):
+            return True, f"'{previous + ' ' if token == 'one' else ''}{token}' points back"  # "unused ones", "the
+            #                                                        second one", "that one": always an earlier noun
         if token in {"this", "that", "these", "those"} and following in _TIME_WORDS:
             continue
         if token in {"this", "these"} and following in content and len(content) >= 3:
             continue  # "what are these w3m files in my directory for?": a determiner of its own topic
         if token == "there" and (following in _EXISTENTIAL or previous in _EXISTENTIAL):
             continue  # "is there a dress code?", "are there restrictions?"
-        if token == "it" and (following == "called" or (following in _DUMMY_IT and {"to", "that"} & set(tokens[i:]))):
-            continue  # "why is it called Python?", "is it possible to ...": "it" points forward
+        if token == "it" and (following in _FORWARD_VERBS
+                              or (following in _DUMMY_IT and {"to", "that"} & set(tokens[i:]))):
+            continue  # "why is it called Python?", "is it possible to ...", "does it take long to ...": forward
         if token == "that" and previous and previous not in _BEFORE_PRONOUN_THAT:
             continue  # "the policy that applies", "is it true that": a relative or a conjunction
+        if (token == "it" and previous in _AUXILIARIES and following not in _DUMMY_IT | _FORWARD_VERBS
+                and len(content) <= _MAX_CONTENT_WITH_ANAPHOR):
+            return True, "'it' as the subject, without an antecedent"  # "which positions does it approve?"
+        if token in {"that", "this", "those", "these"} and i == len(tokens) - 1 and len(content) <= 4:
+            return True, f"ends with '{token}'"  # "do business trips count toward that?"
         before = [t for t in tokens[:i] if t in content]
         if (not before and len(content) <= _MAX_CONTENT_WITH_ANAPHOR) or len(content) <= _FEW_CONTENT:
             return True, f"'{token}' without an antecedent"
@@ -115,14 +128,27 @@ def needs_context(question: str) -> tuple[bool, str]:
 
 
 # "that" is a pronoun after these ("who approves that?", "is that", "does that"), a conjunction after most others.
-_BEFORE_PRONOUN_THAT = frozenset("is does do did was will can about approves approve covers cover for "
-                                       "with on in of to after before".split())
+_BEFORE_PRONOUN_THAT = frozenset("is does do did was will can about approves approve covers cover for with on in "
+                                 "of to after before toward towards against from like than under over by at into "
+                                 "within without beyond".split())
+_BEFORE_ONE = frozenset("first second third other last same previous new old that this which another".split())
+_AUXILIARIES = frozenset("does did will can could would should is was".split())
+_FORWARD_VERBS = frozenset("called take takes cost costs matter mean make".split())  # "does it take long to ..."
 
 
 def _names(text: str) -> set[str]:
     """Capitalised words after the first ("Pune", "FleetView"): the places, products and people a question names."""
     found = _WORD.findall(text)
     return {_norm(w) for w in found[1:] if w[0].isupper() and w not in {"I", "I'm", "I'd", "I'll"}}
+
+
+_PLACE = re.compile(r"\b(?:in|to|for|from|at)\s+(?:the\s+)?((?:[A-Z][\w'’-]*\s?)+)")
+
+
+def _places(text: str) -> set[str]:
+    """The names after in/to/for/from/at ("travel to Paris", "hours in Lyon"): what "What about Pune?" replaces.
+    The other names ("IT Service Desk") stay the topic."""
+    return {_norm(w) for match in _PLACE.finditer(text) for w in match.group(1).split()}
 
 
 def _topic_turns(history: Sequence[Turn], limit: int = 3) -> list[Turn]:
@@ -144,12 +170,12 @@ def keyword_rewrite(question: str, history: Sequence[Turn], with_answer: bool = 
     replaced = _names(question)
     added: list[str] = []
     for previous, answer in _topic_turns(history):
-        names = _names(previous) if replaced else set()
+        names = _places(previous) if replaced else set()
         texts = [previous] + ([answer] if with_answer and answer and not is_refusal(answer) else [])
         for text in texts:
             for word in _WORD.findall(text):
                 key = _norm(word)
-                if (word.lower() in _GENERIC or len(key) < 2 or key in own or key in names
+                if ((word.lower() in _GENERIC and not word.isupper()) or len(key) < 2 or key in own or key in names
                         or key in {_norm(a) for a in added}):
                     continue
                 added.append(word)
