@@ -1,8 +1,8 @@
 """The OpenAI-compatible API on `groundwork serve`'s port: GET /v1/models and POST /v1/chat/completions.
 
-A FastAPI app of its own, mounted at /v1 in front of Gradio's routes (mount(), in launch's app_kwargs): its errors have OpenAI's JSON
-shape without changing Gradio's, and every /v1 path is answered here (an unknown one gets a JSON 404), so /v1 is no
-way around the web login to anything else. The server's middlewares still wrap it: the login guard adds its
+A FastAPI app of its own, mounted at /v1 in front of Gradio's routes (mount(), in launch's app_kwargs): its errors
+have OpenAI's JSON shape without changing Gradio's, and every /v1 path is answered here (an unknown one gets a JSON
+404), so /v1 is no way around the web login to anything else. The server's middlewares still wrap it: the login guard adds its
 security headers (and lets /v1 through: it only answers /, /login and /logout), the upload guard looks into JSON
 bodies for Gradio file references.
 
@@ -22,7 +22,7 @@ import json
 import logging
 import secrets
 import time
-from typing import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, AsyncIterator, Iterator
 
 import anyio
 from fastapi import FastAPI
@@ -35,10 +35,11 @@ from app.api import schema
 from app.api.schema import ApiError
 from app.api_tokens import ApiTokens
 from app.engine import Answer, AnswerOptions
-from app.ui.render import redacted
-from app.ui.services import BASE_MODEL, UiServices
 from app.users import User
 from ingest.errors import GroundworkError
+
+if TYPE_CHECKING:  # app.ui imports this module (launch_app mounts the API): its names are imported when used
+    from app.ui.services import UiServices
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class OpenAiApi:
     def models(self) -> dict[str, str]:
         """Model id -> the engine's adapter choice: `base`, and for every promoted adapter (the chat's picker,
         UiServices.adapter_choices) its name (follows promotions) and NAME@vN of its promoted version (pinned)."""
+        from app.ui.services import BASE_MODEL
+
         offered = {BASE: BASE_MODEL}
         for version in self.services.promoted_adapters():
             offered[version.name] = version.name
@@ -82,6 +85,8 @@ class OpenAiApi:
 
     def answers(self, user: User, chat: schema.Conversation, options: AnswerOptions) -> Iterator[str | Answer]:
         """The answer text so far, then the final Answer (PII-redacted like the chat's)."""
+        from app.ui.render import redacted
+
         services = self.services
         guards = services.engine.guardrails
         # one audit record per question (channel "api"); nothing stored: the client keeps the conversation
