@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -80,6 +81,41 @@ def test_streamed_deltas_add_up_to_the_final_text_and_the_last_chunk_has_the_cit
     assert "".join(deltas) == final and extra(last, "groundwork")["replaced"] is False
     assert "30 days" in final
     assert [c["source"] for c in extra(last, "citations")] == ["expenses.md"]
+
+
+def stream_text(site, token: str, question: str) -> tuple[str, dict]:
+    chunks = list(ask(site, token, question, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return text, extra(chunks[-1], "groundwork")
+
+
+def test_a_streamed_sentence_the_check_removes_is_followed_by_the_checked_answer(site, tokens) -> None:
+    site.generator.answer = ("Employees get 27 days of annual leave per calendar year [1]. "
+                             "The moon is made of cheese [1].")  # a sentence no passage supports
+    try:
+        text, details = stream_text(site, tokens["alice"], "How many days of annual leave do employees get?")
+        assert details["replaced"] is True and "cheese" not in details["answer"]
+        assert text.endswith("\n\nChecked: " + details["answer"])  # a client showing the deltas shows it too
+        site.generator.answer = "The moon is made of cheese [1]."
+        text, details = stream_text(site, tokens["alice"], "How many days of annual leave do employees get?")
+        assert details["refused"] is True and "cheese" not in details["answer"]
+        assert text.endswith("\n\nAnswer withdrawn: " + details["answer"])
+    finally:
+        site.generator.answer = None
+
+
+def test_quote_decoding_streams_the_checked_answer_only(site, tokens) -> None:
+    engine = site.services.engine
+    config = engine.config
+    engine.config = replace(config, decoding="quote")  # groundwork serve's default
+    try:
+        chunks = list(ask(site, tokens["alice"], "How many days of annual leave do employees get?", stream=True))
+    finally:
+        engine.config = config
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    details = extra(chunks[-1], "groundwork")
+    assert deltas == [details["answer"]] and details["replaced"] is False  # not the "[1] quote" preview
+    assert "27 days" in details["answer"] and not details["answer"].startswith("[")
 
 
 def test_a_follow_up_in_messages_is_answered_from_the_document_of_the_first_question(site, tokens) -> None:

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # bytes of one request: far more than a conversation the engine would use
 MAX_ANSWERING = 16  # answers written at once through the API (the chat has its own limit); more get 429
+CHECKED = "Checked: "  # before the checked answer when it differs from the streamed text (as `groundwork ask`)
+WITHDRAWN = "Answer withdrawn: "  # ... and when the streamed answer was refused by the final check
 MOUNT_NAME = "openai-api"
 BASE = "base"  # the model id of the base model without an adapter
 _END = object()
@@ -212,7 +214,8 @@ def build_api(api: OpenAiApi) -> FastAPI:
                                                           final))
                 # the first item is awaited here: a failure before any text still gets a proper status
                 first = await anyio.to_thread.run_sync(next, items, _END)
-                stream = _stream(items, first, chat_request.model, user, release)
+                quoting = (options.decoding or api.services.engine.config.decoding) == "quote"
+                stream = _stream(items, first, chat_request.model, user, release, partials=not quoting)
                 handed_over = True  # the stream releases it when it ends
                 return StreamingResponse(stream, media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -236,11 +239,17 @@ def _last(items: Iterator[str | Answer]) -> Answer:
     return final
 
 
-async def _stream(items: Iterator[str | Answer], first: object, model: str, user: User,
-                  release) -> AsyncIterator[bytes]:
+async def _stream(items: Iterator[str | Answer], first: object, model: str, user: User, release,
+                  partials: bool = True) -> AsyncIterator[bytes]:
     """SSE chunks: the role, then only the new part of the text each time the engine yields the text so far,
     then a closing chunk with the citations (schema.last_chunk), then [DONE]. A failure mid-stream is sent as
-    an OpenAI error event (the openai client raises it)."""
+    an OpenAI error event (the openai client raises it).
+
+    The deltas add up to the final answer, except when the final check changed text already streamed (a sentence
+    left out, a marker removed, the answer withdrawn): then a last delta says so and repeats the checked answer,
+    as `groundwork ask` does, and the closing chunk has `groundwork.replaced` true and the checked text in
+    `groundwork.answer`. partials=False (quote decoding: the quote is chosen in well under a second, and its
+    preview is not the final text) sends the final answer as one delta."""
     completion_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     streamed = ""
     finished = False
@@ -249,15 +258,18 @@ async def _stream(items: Iterator[str | Answer], first: object, model: str, user
         item = first
         while item is not _END:
             if isinstance(item, Answer):
-                if item.answer.startswith(streamed) and item.answer != streamed:  # the rest of the final text
-                    yield _sse(schema.chunk(completion_id, model, created, {"content": item.answer[len(streamed):]}))
-                    streamed = item.answer
-                yield _sse(schema.last_chunk(completion_id, model, created, item, streamed))
+                if item.answer.startswith(streamed):  # the rest of the final text
+                    rest = item.answer[len(streamed):]
+                else:  # the check changed what was streamed: a client that only shows the deltas shows both
+                    rest = ("\n\n" + (WITHDRAWN if item.refused else CHECKED)) + item.answer
+                if rest:
+                    yield _sse(schema.chunk(completion_id, model, created, {"content": rest}))
+                yield _sse(schema.last_chunk(completion_id, model, created, item, streamed + rest))
                 yield _sse("[DONE]")
                 finished = True
                 return
-            text = item.rstrip() if isinstance(item, str) else ""  # trailing spaces go with the next word:
-            if text.startswith(streamed) and len(text) > len(streamed):  # the final text has none
+            text = item.rstrip() if isinstance(item, str) and partials else ""  # trailing spaces go with the
+            if text.startswith(streamed) and len(text) > len(streamed):  # next word: the final text has none
                 yield _sse(schema.chunk(completion_id, model, created, {"content": text[len(streamed):]}))
                 streamed = text
             item = await anyio.to_thread.run_sync(next, items, _END)

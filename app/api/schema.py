@@ -122,8 +122,8 @@ def chunk(completion_id: str, model: str, created: int, delta: dict, finish: str
 
 def last_chunk(completion_id: str, model: str, created: int, answer: Answer, streamed: str) -> dict:
     """The closing chunk: finish_reason "stop", the citations, and `groundwork.answer`, the final text. When the
-    final text does not continue what was streamed (the citation check renumbered markers, a refusal replaced a
-    withdrawn answer), `groundwork.replaced` is true and the client should show `groundwork.answer` instead."""
+    deltas do not add up to it (the final check changed text already streamed: see routes._stream),
+    `groundwork.replaced` is true and a client should show `groundwork.answer` instead."""
     body = chunk(completion_id, model, created, {}, "stop")
     body["citations"] = citations_of(answer)
     body["groundwork"] = {**groundwork_of(answer), "answer": answer.answer, "replaced": streamed != answer.answer}
