@@ -225,8 +225,9 @@ Generate = Callable[[list[dict[str, str]]], str]  # chat messages -> the model's
 
 
 def model_rewrite(question: str, history: Sequence[Turn], generate: Generate) -> tuple[str | None, str]:
-    """The model's rewrite after the guard, or None (and why) when it is unusable: failed, empty, unchanged,
-    or without a topic word the question lacks."""
+    """The model's rewrite after the guard, or None (and why) when it is unusable: failed, empty, not a question
+    (a small model often answers instead), missing a topic word of the question (it echoed the previous question:
+    "What should I bring?" became "What time should I arrive?"), or adding no topic word."""
     try:
         reply = generate(rewrite_messages(question, history))
     except Exception as exc:  # noqa: BLE001 - any failure of the model means: search with the other strategy
@@ -236,8 +237,13 @@ def model_rewrite(question: str, history: Sequence[Turn], generate: Generate) ->
         return None, "model's rewrite empty after the guard"
     if len(words(guarded)) > 3 * len(words(question)) + 25:
         return None, "model's rewrite too long"
+    if not guarded.endswith("?"):
+        return None, "model's rewrite is not a question"
     own = {_norm(w) for w in content_words(question)}
-    if not [w for w in content_words(guarded) if _norm(w) not in own]:
+    kept = {_norm(w) for w in content_words(guarded)}
+    if own - kept:
+        return None, "model's rewrite lost words of the question"
+    if not kept - own:
         return None, "model's rewrite adds no topic word"
     return guarded, "model"
 
