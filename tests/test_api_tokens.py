@@ -103,8 +103,24 @@ def test_malformed_unknown_or_altered_tokens_are_refused(users_file: Path, forge
     assert ApiTokens(UserStore(users_file)).authenticate(candidate) is None
 
 
-def test_token_for_an_unknown_user_is_one_error_line(users_file: Path) -> None:
+def test_a_token_for_an_unknown_user_is_refused_and_nothing_is_written(users_file: Path) -> None:
     result = CliRunner().invoke(cli, ["users", "token", "bob", "--users", str(users_file)])
     assert result.exit_code != 0
     assert "bob" in str(result.exception)
     assert "tokens" not in json.loads(users_file.read_text())["users"].get("alice", {})
+
+
+def test_the_command_prints_only_the_token_on_stdout_and_errors_in_one_line(users_file: Path) -> None:
+    import subprocess
+    import sys
+
+    def groundwork(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "app.cli", "users", *args, "--users", str(users_file)],
+                              capture_output=True, text=True, timeout=120)
+
+    made = groundwork("token", "alice", "--label", "ci")
+    assert made.returncode == 0 and made.stdout.count("\n") == 1  # TOKEN=$(groundwork users token alice)
+    assert ApiTokens(UserStore(users_file)).authenticate(made.stdout.strip()).name == "alice"
+    refused = groundwork("token", "bob")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: no user 'bob'")
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
