@@ -192,3 +192,33 @@ def test_a_follow_up_set_asks_as_users_who_may_read_the_gold_document() -> None:
         needed = next((rule["groups"] for rule in acl.get("rules", []) if fnmatch(item.gold_file, rule["glob"])),
                       acl["default"])
         assert groups[item.user] & set(needed), item.id
+
+
+# --- the evaluation of a follow-up set -----------------------------------------------------------------------
+
+# Six documents name Pune more prominently than the meal allowance does: "What about Pune?" searched as asked ranks
+# the allowance below them; searched in its conversation, first.
+PUNE_DOCS = {**DOCS, **{f"pune-{n}.md": f"# Pune news {n}\n\nWhat about Pune? Pune update {n}: the Pune office "
+                                        f"in Pune has news number {n} about Pune.\n" for n in range(1, 7)}}
+
+
+def test_eval_reports_follow_up_hit_at_5_with_and_without_the_rewrite(tmp_path, embedder) -> None:
+    from eval.runner import EvalConfig, run_eval
+
+    index = build_corpus(tmp_path, embedder, PUNE_DOCS, 'default = ["everyone"]\n')
+    qa = tmp_path / "followups.jsonl"
+    qa.write_text(json.dumps({"id": "fu-1", "question": "What about Pune?", "answer": "3,000 INR.",
+                              "gold_passage": "3,000 INR in Pune", "gold_source": "meals.md",
+                              "history": [{"question": HISTORY[0][0], "answer": HISTORY[0][1]}]}) + "\n")
+
+    def factory() -> Engine:
+        return Engine(EngineConfig(index_dir=index), embedder=embedder, generator=FakeGenerator())
+
+    result = run_eval(EvalConfig(qa_file=qa, index_dir=index, out_dir=tmp_path / "run", mode="extractive",
+                                 progress=False), factory, embedder)
+    metrics = result.summary["metrics"]
+    assert metrics["followup_hit@5"] == 1.0 and metrics["followup_hit@5_no_rewrite"] == 0.0
+    assert metrics["followups_rewritten"] == 1.0 and metrics["rewrite_p50"] is not None
+    assert "follow-ups hit@5 1.000 rewritten vs 0.000 as asked" in result.one_line()
+    record = json.loads((tmp_path / "run" / "results.jsonl").read_text())
+    assert record["searched_for"] and record["history"][0]["question"] == HISTORY[0][0]
