@@ -45,10 +45,17 @@ _OPENERS = ("and ", "and,", "what about", "how about", "what if", "also ", "but 
 # "What is FleetView?", "Where do I get zsh?": one topic word, but it names the topic
 _DEFINITION = re.compile(r"^(what|who|where)('s| is| are| was| were| do i get| can i get) (an? |the )?[\w.+#-]+\??$")
 _SHORT = 3  # a question this short with "too"/"also" adds to the last one ("Contractors too?")
-_ALSO = frozenset("too also either as well".split())
+_ALSO = frozenset("too also either".split())
 _DUMMY_IT = frozenset("possible true ok okay necessary allowed worth safe better normal mandatory required".split())
 _MAX_CONTENT_WITH_ANAPHOR = 4  # a question with more content words than this names its own topic
 _FEW_CONTENT = 2  # with this few, a pronoun points back even after a word ("who approves it?")
+# "that" is a pronoun after these ("who approves that?", "is that", "does that"), a conjunction after most others.
+_BEFORE_PRONOUN_THAT = frozenset("is does do did was will can about approves approve covers cover for with on in "
+                                 "of to after before toward towards against from like than under over by at into "
+                                 "within without beyond".split())
+_BEFORE_ONE = frozenset("first second third other last same previous new old that this which another".split())
+_AUXILIARIES = frozenset("does did will can could would should is was".split())
+_FORWARD_VERBS = frozenset("called take takes cost costs matter mean make".split())  # "does it take long to ..."
 
 
 @dataclass(frozen=True)
@@ -102,9 +109,8 @@ def needs_context(question: str) -> tuple[bool, str]:
             continue
         previous = tokens[i - 1] if i > 0 else ""
         following = tokens[i + 1] if i + 1 < len(tokens) else ""
-        if token == "ones" or (token == "one" and previous in _BEFORE_ONE):
-            return True, f"'{previous + ' ' if token == 'one' else ''}{token}' points back"  # "unused ones", "the
-            #                                                        second one", "that one": always an earlier noun
+        if token == "ones" or (token == "one" and previous in _BEFORE_ONE):  # "unused ones", "the second one"
+            return True, f"'{token}' points back"
         if token in {"this", "that", "these", "those"} and following in _TIME_WORDS:
             continue
         if token in {"this", "these"} and following in content and len(content) >= 3:
@@ -126,14 +132,6 @@ def needs_context(question: str) -> tuple[bool, str]:
             return True, f"'{token}' without an antecedent"
     return False, "self-contained"
 
-
-# "that" is a pronoun after these ("who approves that?", "is that", "does that"), a conjunction after most others.
-_BEFORE_PRONOUN_THAT = frozenset("is does do did was will can about approves approve covers cover for with on in "
-                                 "of to after before toward towards against from like than under over by at into "
-                                 "within without beyond".split())
-_BEFORE_ONE = frozenset("first second third other last same previous new old that this which another".split())
-_AUXILIARIES = frozenset("does did will can could would should is was".split())
-_FORWARD_VERBS = frozenset("called take takes cost costs matter mean make".split())  # "does it take long to ..."
 
 
 def _names(text: str) -> set[str]:
