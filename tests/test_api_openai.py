@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 from dataclasses import replace
 from urllib.parse import urlsplit
@@ -18,7 +19,12 @@ from app.api.routes import MAX_ANSWERING
 from app.api_tokens import ApiTokens
 from app.users import UserStore
 
-openai = pytest.importorskip("openai")
+try:
+    import openai
+except ImportError:  # the dev extra has it; CI must not pass by skipping these
+    if os.environ.get("CI", "").lower() == "true":
+        raise
+    pytest.skip("the openai package is not installed (pip install -e '.[dev]')", allow_module_level=True)
 
 SALARY = "hr/confidential/salary-bands.md"
 SALARY_QUESTION = "What does the salary band E4 pay per year?"
@@ -27,7 +33,7 @@ SALARY_QUESTION = "What does the salary band E4 pay per year?"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, _shared_embedder):
     built = build_site(tmp_path_factory.mktemp("api"), _shared_embedder, with_adapters=True)
-    install_api(built.app.server_app, built.services)
+    install_api(built.app.server_app, built.services)  # nothing to do where launch_app mounts it already
     yield built
     built.close()
 
