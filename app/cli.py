@@ -126,9 +126,10 @@ def ask(
     refusal_threshold: Optional[float] = typer.Option(None, "--refusal-threshold", help=REFUSAL_THRESHOLD_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the whole answer as one JSON object."),
 ) -> None:
-    """Answer a question from the indexed documents, with cited sources."""
+    """Answer a question from the indexed documents, with cited sources (recorded in the audit log)."""
     import json
 
+    from app.conversations.service import Conversations
     from app.engine import DECODINGS, AnswerOptions, Engine, EngineConfig
     from app.guardrails.config import read_guardrails
     from ingest.retrieval import RetrievalOptions
@@ -142,19 +143,21 @@ def ask(
         raise typer.BadParameter(f"--decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
     options = AnswerOptions(retrieval=RetrievalOptions(top_k=top_k), decoding=decoding,
                             selection_threshold=refusal_threshold)
-    if as_json:
-        typer.echo(json.dumps(engine.answer(question, who, options).to_dict(), ensure_ascii=False))
-        return
+    # Through the conversation service, for its audit record (channel "cli"); nothing is kept as a conversation.
+    conversations = Conversations.beside(engine, users_file)
     shown = ""
     result = None
-    for item in engine.stream(question, who, options):
+    for item in conversations.ask(who, question, options, keep=False, channel="cli"):
         if isinstance(item, str):
-            if item.startswith(shown):
+            if item.startswith(shown) and not as_json:
                 sys.stdout.write(item[len(shown):])
                 sys.stdout.flush()
             shown = item
         else:
-            result = item
+            result = item.answer
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
     if result.refused and shown:
         typer.echo(f"\n[answer withdrawn: {result.refusal_reason}]\n{result.answer}")
     elif result.answer != shown:  # the citation check rewrote the markers

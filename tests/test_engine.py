@@ -236,14 +236,16 @@ def test_an_abandoned_stream_stops_the_model_before_releasing_it(smol) -> None:
 
 
 @pytest.mark.slow
-def test_cli_ask_json_has_the_documented_keys(index_dir, tmp_path: Path) -> None:
+def test_cli_ask_json_has_the_documented_keys_and_is_audited(index_dir, tmp_path: Path) -> None:
     import json
     import subprocess
     import sys
 
+    from app.audit import AuditLog
+
     result = subprocess.run([sys.executable, "-m", "app.cli", "ask", "When are expense claims due?",
-                             "--index", str(index_dir), "--json"], capture_output=True, text=True, timeout=600,
-                            cwd=Path(__file__).resolve().parents[1])
+                             "--index", str(index_dir), "--users", str(tmp_path / "users.json"), "--json"],
+                            capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert {"answer", "refused", "citations", "retrieved", "flags", "timings"} <= set(data)
@@ -251,6 +253,10 @@ def test_cli_ask_json_has_the_documented_keys(index_dir, tmp_path: Path) -> None
     assert data["retrieved"][0]["source"] == "expenses.md"
     for citation in data["citations"]:
         assert {"n", "source", "text", "score"} <= set(citation) and ("page" in citation or "heading" in citation)
+    # One audit record beside the users file: the anonymous user, channel cli, the documents it drew on.
+    [record] = AuditLog(tmp_path / "audit.sqlite").query()
+    assert record.channel == "cli" and record.question == "When are expense claims due?"
+    assert record.retrieved[0] == "expenses.md"
 
 
 def test_the_repetition_penalty_spares_the_passages_the_answer_quotes() -> None:
