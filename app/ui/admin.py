@@ -295,7 +295,7 @@ def build_admin_tab(services: UiServices) -> AdminTab:
         with gr.Row(equal_height=True):
             audit_user = gr.Textbox(label="User", placeholder="alice", elem_id="gw-audit-user")
             audit_document = gr.Textbox(label="Document (a folder when it ends with /)",
-                                        placeholder="hr/confidential/salary-bands.md", elem_id="gw-audit-document")
+                                        placeholder="policies/travel.md or policies/", elem_id="gw-audit-document")
             audit_since = gr.Textbox(label="Since (YYYY-MM-DD)", placeholder="2026-12-01", elem_id="gw-audit-since")
             audit_until = gr.Textbox(label="Until (YYYY-MM-DD, included)", placeholder="2026-12-31",
                                      elem_id="gw-audit-until")

@@ -63,13 +63,14 @@ def respond(services: UiServices, message: str, history: list[dict], switches: l
 
     The question goes through Conversations: a follow-up in the open conversation is answered with its history
     (read from the store, not from the page), the turn is stored, and the audit log gets its record. Each yield:
-    (chatbot, history, question box, sources, guards, conversation id, turn ids, sidebar, feedback row).
+    (chatbot, history, question box, sources, guards, conversation id, turn ids, feedback row). The sidebar is
+    refreshed by the event chained after it (so the `ask` API returns what it always did).
     """
     user = current_user(services.users, request)
     history = list(history or [])
     turn_ids = list(turn_ids or [])[:len(history)]
     turn_ids += [None] * (len(history) - len(turn_ids))  # one entry per message: answers carry their turn id
-    unchanged = (conversation_id, turn_ids, gr.update(), gr.update())
+    unchanged = (conversation_id, turn_ids, gr.update())
     question = (message or "").strip()
     if not question:
         yield history, history, gr.update(), gr.update(), gr.update(), *unchanged
@@ -82,7 +83,7 @@ def respond(services: UiServices, message: str, history: list[dict], switches: l
     history += [{"role": "user", "content": render.user_message(question)},
                 {"role": "assistant", "content": render.thinking()}]
     turn_ids += [None, None]
-    yield (history, history, "", gr.update(), guard_panel(services, disabled), conversation_id, turn_ids, gr.update(),
+    yield (history, history, "", gr.update(), guard_panel(services, disabled), conversation_id, turn_ids,
            gr.update(visible=False))
 
     result: TurnResult | None = None
@@ -109,8 +110,7 @@ def respond(services: UiServices, message: str, history: list[dict], switches: l
     history[-1] = {"role": "assistant", "content": render.answer(shown)}
     turn_ids[-1] = result.turn_id
     conversation_id = result.conversation_id or conversation_id
-    yield (history, history, gr.update(), render.sources(shown), gr.update(), conversation_id, turn_ids,
-           sidebar_update(services.conversations.list(user), conversation_id), gr.update())
+    yield history, history, gr.update(), render.sources(shown), gr.update(), conversation_id, turn_ids, gr.update()
 
 
 def open_conversation(services: UiServices, conversation_id: object, switches: list[str] | None,
@@ -188,12 +188,17 @@ def build_chat_tab(services: UiServices) -> ChatTab:
     def ask(message, messages, switched, chosen, open_id, ids, request: gr.Request):
         yield from respond(services, message, messages, switched, chosen, request, open_id, ids)
 
-    # API outputs stay (chatbot, question, sources, guards, sidebar): gr.State is not part of the API
-    outputs = [chatbot, history, question, sources, guards, conversation, turn_ids, sidebar, feedback_row]
+    def refresh_sidebar(open_id, request: gr.Request):
+        return sidebar_update(services.conversations.list(current_user(services.users, request)), open_id)
+
+    # The API's outputs stay (chatbot, question, sources, guards): gr.State is not part of it, and the sidebar
+    # (the user's earlier questions) is refreshed by a chained event of its own.
+    outputs = [chatbot, history, question, sources, guards, conversation, turn_ids, feedback_row]
     inputs = [question, history, switches, adapter, conversation, turn_ids]
     for trigger in (send.click, question.submit):
         trigger(ask, inputs, outputs, api_name="ask" if trigger == send.click else False,
-                concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
+                concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat").then(
+            refresh_sidebar, [conversation], [sidebar], api_name=False)
 
     def reopen(open_id, switched, request: gr.Request):
         return open_conversation(services, open_id, switched, request)
