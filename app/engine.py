@@ -212,8 +212,9 @@ class Engine:
 
         query = checked.text
         if history:
+            rewrite_started = time.perf_counter()
             query = self.standalone_query(checked.text, history, options)
-            timings["rewrite"] = time.perf_counter() - started
+            timings["rewrite"] = time.perf_counter() - rewrite_started  # its own cost (the model's, if it writes)
             if query != checked.text:
                 outcome["searched_for"] = query
         passages: list[Passage] = []
