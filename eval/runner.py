@@ -104,7 +104,7 @@ class RunSummary:
             return ""
         latency = m.get("rewrite_p50")
         return (f", follow-ups hit@5 {m['followup_hit@5']:.3f} rewritten vs {m['followup_hit@5_no_rewrite']:.3f} as "
-                f"asked (rewrite p50 {'n/a' if latency is None else f'{latency * 1000:.0f} ms'})")
+                f"asked (rewrite p50 {'n/a' if latency is None else f'{latency * 1000:.1f} ms'})")
 
 
 def _file_sha256(path: Path) -> str:
