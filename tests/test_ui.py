@@ -73,6 +73,20 @@ def test_every_refusal_reason_is_explained_in_a_sentence() -> None:
     assert refusals.explain(None) == ""
 
 
+def test_searched_for_is_shown_escaped_and_only_for_a_rewritten_follow_up() -> None:
+    from dataclasses import replace
+
+    plain = _answer("Up to 5 unused days carry over [1].")
+    assert "Searched for" not in render.answer(plain)  # searched as asked: nothing to say
+    rewritten = replace(plain, searched_for='carry over <img src=x onerror=alert(1)> [x](javascript:alert(1)) days')
+    html = render.answer(rewritten)
+    assert 'class="gw-searched"' in html and "Searched for:" in html and "carry over" in html
+    assert "<img" not in html and "](javascript" not in html and "&lt;img" in html
+    redacted = render.redacted(replace(plain, searched_for="leave of bob@example.com"), lambda v: v.replace(
+        "bob@example.com", "[EMAIL]"))
+    assert redacted.searched_for == "leave of [EMAIL]"  # the page's redaction covers it too
+
+
 def test_sources_panel_lists_only_citations() -> None:
     cited = Citation(n=1, source="leave.md", page=3, heading=None, text="27 days", score=0.71)
     html = render.sources(_answer("x [1]", [cited]))

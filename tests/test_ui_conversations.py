@@ -14,14 +14,17 @@ import re
 import time
 
 import pytest
+from fakes import FakeGenerator
 from gradio_client import Client
 from ui_support import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, ask, build_site, chromium_or_fail, login, save_screenshot
 
+from app.engine import AnswerOptions
 from app.users import UserStore
 
 VIEWPORT = {"width": 1360, "height": 900}
 FIRST = "How many days of annual leave do I get?"
 FOLLOW_UP = "Can I carry them over?"  # "them": the days of annual leave of the question before
+EXPENSES = "When must expense claims be submitted?"
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +36,27 @@ def browser():
         launched.close()
 
 
+class RelevantSentenceGenerator(FakeGenerator):
+    """The extractive fake, quoting the sentence of passage [1] that shares the most words with the question as
+    asked (FakeGenerator quotes the first one): a follow-up about carrying days over gets the sentence that says so,
+    as a model would."""
+
+    def reply(self, messages: list[dict]) -> str:
+        prompt = messages[-1]["content"]
+        match = re.search(r"\[1\] \([^)]*\)\n(.+?)(?:\n\n\[2\]|\n\nQuestion:)", prompt, re.S)
+        if not match:
+            return super().reply(messages)
+        question = prompt.rsplit("Question:", 1)[-1].split("?", 1)[0]  # as asked (not what may follow it)
+        words = set(re.findall(r"\w+", question.lower()))
+        sentences = re.split(r"(?<=[.!?])\s", " ".join(match.group(1).split()))
+        best = max(sentences, key=lambda s: len(words & set(re.findall(r"\w+", s.lower()))))
+        return f"{best.rstrip('.')} [1]."
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, _shared_embedder):
-    built = build_site(tmp_path_factory.mktemp("ui-conversations"), _shared_embedder)
+    built = build_site(tmp_path_factory.mktemp("ui-conversations"), _shared_embedder,
+                       generator=RelevantSentenceGenerator(delay=0.04))
     yield built
     built.close()
 
@@ -88,7 +109,7 @@ def test_a_follow_up_is_answered_kept_reopened_after_a_reload_rated_and_deleted(
     assert "27 days" in first["text"]
     second = ask(page, FOLLOW_UP)
     # answered from leave.md, although the follow-up names neither leave nor days
-    assert "leave.md" in page.locator("#gw-sources").inner_text()
+    assert "5 unused days carry over" in second["text"] and "leave.md" in page.locator("#gw-sources").inner_text()
     assert second["bubble"].locator(".gw-cite").count() >= 1
     searched = second["bubble"].locator(".gw-searched")
     assert searched.count() == 1, "the rewritten query of the follow-up is not shown under the answer"
@@ -105,7 +126,9 @@ def test_a_follow_up_is_answered_kept_reopened_after_a_reload_rated_and_deleted(
     page.locator("#gw-feedback-comment textarea, #gw-feedback-comment input").first.wait_for(timeout=15_000)
     thumbs(page, 1).get_by_role("button", name="Like", exact=True).click()
     wait_until(lambda: [t.rating for t in conversations.turns(alice, summary.id)] == [-1, 1],
-               what="both thumbs to be stored")  # each thumb stores at once and empties the comment box
+               what="both thumbs to be stored")
+    # each thumb stores at once and opens an empty comment box for it: the comment goes with the last thumb
+    page.locator("#gw-feedback").get_by_text("Thanks for the 👍").wait_for(timeout=15_000)
     comment = page.locator("#gw-feedback-comment textarea, #gw-feedback-comment input").first
     comment.fill("Clear, and it cites the policy.")
     page.locator("#gw-feedback-send").click()
@@ -115,10 +138,14 @@ def test_a_follow_up_is_answered_kept_reopened_after_a_reload_rated_and_deleted(
     assert turns[1].comment == "Clear, and it cites the policy." and turns[1].question == FOLLOW_UP
     assert turns[1].answer.citations and turns[1].answer.citations[0].source == "leave.md"
 
-    # a reload starts an empty chat; the sidebar still lists the conversation and reopens it with its citations
+    # another conversation, started elsewhere (another tab): the newest, so listed first after the reload
+    for _ in conversations.ask(alice, EXPENSES, AnswerOptions()):
+        pass
+
+    # a reload starts an empty chat; the sidebar still lists the conversations and reopens one with its citations
     page.reload(wait_until="load")
     page.locator("#gw-question textarea").wait_for(timeout=60_000)
-    wait_until(lambda: sidebar_titles(page) == [FIRST], what="the sidebar after the reload")
+    wait_until(lambda: sidebar_titles(page) == [EXPENSES, FIRST], what="the sidebar after the reload")
     assert bot_messages(page).count() == 0
     page.locator("#gw-history label").filter(has_text=FIRST).click()
     wait_until(lambda: bot_messages(page).count() == 2, what="the conversation to be restored")
@@ -131,25 +158,33 @@ def test_a_follow_up_is_answered_kept_reopened_after_a_reload_rated_and_deleted(
     users = page.locator("#gw-chat [data-testid=user]")
     assert [users.nth(0).inner_text().strip(), users.nth(1).inner_text().strip()] == [FIRST, FOLLOW_UP]
     wait_until(lambda: "leave.md" in page.locator("#gw-sources").inner_text(), what="Sources of the last answer")
+    save_screenshot(page, "conversation.png")
     cite = restored.nth(1).locator(".gw-cite").first
     cite.click()
     assert "leave.md" in cite.locator(".gw-pop").inner_text()
-    save_screenshot(page, "conversation.png")
 
-    # a follow-up in the reopened conversation continues it (one conversation, three turns)
+    # a follow-up in the reopened conversation continues it (three turns), which moves it to the top
     ask(page, "And how many days do I get in total?")
-    assert [s.turns for s in conversations.list(alice)] == [3]
+    assert [(s.title, s.turns) for s in conversations.list(alice)] == [(FIRST, 3), (EXPENSES, 1)]
+    wait_until(lambda: sidebar_titles(page) == [FIRST, EXPENSES], what="the sidebar in the new order")
 
-    # "New chat", another conversation: listed first; deleting it leaves the first one alone
-    page.locator("#gw-clear").click()
-    wait_until(lambda: bot_messages(page).count() == 0, what="an empty chat")
-    ask(page, "When must expense claims be submitted?")
-    wait_until(lambda: sidebar_titles(page) == ["When must expense claims be submitted?", FIRST],
-               what="the sidebar to list both conversations, newest first")
+    # open the other one and delete it: the sidebar and the store keep only the first
+    page.locator("#gw-history label").filter(has_text=EXPENSES).click()
+    wait_until(lambda: bot_messages(page).count() == 1 and "30 days" in bot_messages(page).first.inner_text(),
+               what="the other conversation")
     page.locator("#gw-delete").click()
     wait_until(lambda: sidebar_titles(page) == [FIRST], what="the deleted conversation to leave the sidebar")
     assert bot_messages(page).count() == 0
     assert [s.title for s in conversations.list(alice)] == [FIRST]
+
+    # "New chat" after reopening the first: an empty chat, and the next question starts a new conversation
+    page.locator("#gw-history label").filter(has_text=FIRST).click()
+    wait_until(lambda: bot_messages(page).count() == 3, what="the first conversation again")
+    page.locator("#gw-clear").click()
+    wait_until(lambda: bot_messages(page).count() == 0, what="an empty chat")
+    meals = "What is the meal allowance in Austin?"
+    assert "60 USD" in ask(page, meals)["text"]
+    assert [(s.title, s.turns) for s in conversations.list(alice)] == [(meals, 1), (FIRST, 3)]
     page.context.close()
 
 

@@ -306,7 +306,7 @@ def build_admin_tab(services: UiServices) -> AdminTab:
                                  elem_id="gw-audit-file")
         audit_summary = gr.Markdown("", elem_id="gw-audit-summary")
         audit_table = gr.Dataframe(headers=audit_view.COLUMNS, interactive=False, wrap=True, max_height=480,
-                                   elem_id="gw-audit")
+                                   column_widths=audit_view.COLUMN_WIDTHS, elem_id="gw-audit")
 
     audit_filters = [audit_user, audit_document, audit_since, audit_until]
     audit_outputs = [audit_summary, audit_table]

@@ -19,6 +19,7 @@ from ingest.errors import GroundworkError
 
 COLUMNS = ["When", "Who", "Groups", "Channel", "Question", "Retrieved", "Cited", "Adapter", "Refused",
            "Guardrails", "Latency (s)"]
+COLUMN_WIDTHS = ["12%", "6%", "8%", "6%", "20%", "12%", "12%", "6%", "6%", "7%", "5%"]
 SHOWN = 500  # rows in the table at most (newest first); the CSV export has every matching record
 KEEP_EXPORTS = 8  # CSV files kept in the export folder (older ones are deleted when a new one is written)
 

@@ -248,7 +248,10 @@ def build_chat_tab(services: UiServices) -> ChatTab:
             services.conversations.feedback(user, turn_id, rating)
         except GroundworkError as exc:
             raise gr.Error(str(exc)) from None
-        return (turn_id, rating), gr.update(visible=True), gr.update(value="")
+        thumb_shown, hint = ("👍", "What was helpful?") if rating > 0 else ("👎", "What was wrong or missing?")
+        return ((turn_id, rating), gr.update(visible=True),
+                gr.update(value="", label=f"Thanks for the {thumb_shown}. Anything to add? (optional)",
+                          placeholder=hint))
 
     chatbot.like(thumb, [turn_ids], [pending, feedback_row, comment], api_name=False)
 
