@@ -32,7 +32,7 @@ footer { display: none !important; }
   font-size: 12px; margin-left: 4px; }
 
 /* answers */
-.gw-answer { line-height: 1.6; }
+.gw-answer { line-height: 1.6; position: relative; }  /* the pop-overs' anchor */
 .gw-streaming .gw-cursor { display: inline-block; width: 7px; height: 1em; margin-left: 2px; background: #0f766e;
   vertical-align: text-bottom; animation: gw-blink 1s steps(2, start) infinite; }
 @keyframes gw-blink { to { visibility: hidden; } }
@@ -45,13 +45,16 @@ footer { display: none !important; }
   background: #ccfbf1; color: #115e59; font-size: .78em; font-weight: 700; text-align: center;
   line-height: 1.5; vertical-align: .12em; }
 .gw-cite-n::before { content: "["; } .gw-cite-n::after { content: "]"; }
-.gw-cite { position: relative; cursor: pointer; outline: none; }
+.gw-cite { position: static; cursor: pointer; outline: none; }
 .gw-cite:hover .gw-cite-n, .gw-cite:focus .gw-cite-n { background: #0f766e; color: #fff; }
-.gw-pop { display: none; position: absolute; z-index: 50; left: 0; top: 1.7em; width: min(440px, 70vw);
+/* under the marker's line, from the answer's left edge: a marker near the chat's right edge is not cut off */
+.gw-pop { display: none; position: absolute; z-index: 50; left: 0; top: auto; margin-top: 4px; width: min(440px, 60vw);
   padding: 12px 14px; border-radius: 10px; background: #fff; color: #0f172a; border: 1px solid #cbd5e1;
   box-shadow: 0 10px 30px rgba(15, 23, 42, .18); font-size: 13px; line-height: 1.5; cursor: auto;
   white-space: normal; text-align: left; }
 .gw-cite:focus .gw-pop, .gw-cite:focus-within .gw-pop { display: block; }
+#gw-chat .message-row:has(.gw-cite:focus-within), #gw-chat .message:has(.gw-cite:focus-within) {
+  position: relative; z-index: 60; overflow: visible; }  /* the open pop-over above the buttons below it */
 .gw-pop-doc { display: block; font-weight: 700; color: #115e59; }
 .gw-pop-loc { display: block; color: #64748b; font-size: 12px; margin-bottom: 6px; }
 .gw-pop-quote { display: block; border-left: 3px solid #5eead4; padding-left: 10px; color: #334155;
