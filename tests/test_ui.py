@@ -311,3 +311,27 @@ def test_serve_starts_on_a_fresh_data_folder_with_an_empty_index(tmp_path: Path)
     reader = IndexReader(tmp_path / "index")
     assert reader.stats().documents == 0 and reader.generation == 0
     reader.close()
+
+
+def test_audit_view_filters_whole_days_and_says_what_it_shows(tmp_path) -> None:
+    from datetime import datetime
+
+    from app.audit import AuditLog
+    from app.ui import audit_view
+    from app.users import User
+
+    log = AuditLog(tmp_path / "audit.sqlite")
+    day = lambda d, h: datetime(2026, 12, d, h).timestamp()  # noqa: E731 (local time, as the page's dates)
+    cited = Citation(n=1, source="leave.md", page=None, heading=None, text="27 days", score=0.8)
+    for at, who in [(day(1, 0), "alice"), (day(2, 23), "alice"), (day(3, 0), "bob")]:
+        log.record(_answer("27 days [1].", [cited]), User(who), "web", at=at)
+    chosen = audit_view.parse_filter("", "leave.md", "2026-12-01", "2026-12-02")
+    records = chosen.query(log)
+    assert [r.at for r in records] == [day(2, 23), day(1, 0)]  # until: the whole day it names, not one past it
+    rows = audit_view.rows(records)
+    assert rows[0][1] == "alice" and rows[0][6] == "leave.md" and rows[0][8] == "no"
+    counts = log.users(document=chosen.document, since=chosen.since, until=chosen.until)
+    assert audit_view.summary(counts, chosen) == "2 question(s) by 1 user(s) for document leave.md."
+    for bad in [("", "", "12/01/2026", ""), ("", "", "2026-12-03", "2026-12-01")]:
+        with pytest.raises(audit_view.AuditFilterError):
+            audit_view.parse_filter(*bad)
