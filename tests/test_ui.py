@@ -335,3 +335,20 @@ def test_audit_view_filters_whole_days_and_says_what_it_shows(tmp_path) -> None:
     for bad in [("", "", "12/01/2026", ""), ("", "", "2026-12-03", "2026-12-01")]:
         with pytest.raises(audit_view.AuditFilterError):
             audit_view.parse_filter(*bad)
+
+
+def test_asking_in_a_conversation_deleted_meanwhile_says_so(site) -> None:
+    from types import SimpleNamespace
+
+    from app.ui.chat import GONE, respond
+
+    request = SimpleNamespace(username="alice")
+    alice = site.services.users.get("alice")
+    before = len(site.services.conversations.list(alice))
+    *_, last = respond(site.services, "How many days of annual leave do I get?", [], [], None, request)
+    conversation_id, turn_ids = last[5], last[6]
+    assert conversation_id and turn_ids[-1] is not None  # the turn was stored; its id goes with the answer
+    site.services.conversations.delete(alice, conversation_id)
+    *_, last = respond(site.services, "Can I carry them over?", last[1], [], None, request, conversation_id, turn_ids)
+    assert render.text(GONE) in last[0][-1]["content"]
+    assert len(site.services.conversations.list(alice)) == before  # nothing stored in a conversation that is gone

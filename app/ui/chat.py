@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # goes to the server log (with its traceback) and the user gets this.
 INTERNAL_ERROR = "Something went wrong while answering. The administrator can find the details in the server log."
 
+GONE = "This conversation no longer exists (was it deleted in another window?): start a new chat."
 COMMENT_CHARS = 2000  # a feedback comment's longest length
 CHAT_CONCURRENCY = 16  # questions answered at once (the model itself writes one answer at a time per adapter)
 PLACEHOLDER = ("**Ask a question about your company's documents.**<br>Answers cite the passages they come from: "
@@ -101,6 +102,8 @@ def respond(services: UiServices, message: str, history: list[dict], switches: l
         else:  # the question may hold personal data: it is not logged
             log.exception("answering a question for %s failed", user.name)
         shown = (str(exc) or type(exc).__name__) if isinstance(exc, GroundworkError) else INTERNAL_ERROR
+        if isinstance(exc, ConversationNotFound):  # deleted meanwhile (another tab): say what to do
+            shown = GONE
         history[-1] = {"role": "assistant", "content": render.failure(shown)}
         yield history, history, gr.update(), gr.update(), gr.update(), *unchanged
         return
