@@ -208,9 +208,10 @@ class _Asker:
         from eval.baselines import stage_for
 
         mode = self.config.mode
+        history = self.live_history(item, user) if item.history else None
         self.engine.answer_stage = stage_for(mode, self.default_stage, item)
         raw, final = "", None
-        for final in self.engine.stream(item.question, user, self.options, item.history or None):
+        for final in self.engine.stream(item.question, user, self.options, history):
             if isinstance(final, str):
                 raw = final
         answer = final.to_dict()
@@ -222,7 +223,22 @@ class _Asker:
         answer["ranking"] = self.ranking(final.searched_for or item.question, user) if retrieves else None
         if item.history:
             answer["ranking_raw"] = self.ranking(item.question, user) if retrieves else None
+            answer["history_answers"] = [a for _, a in history]
         return answer
+
+    def live_history(self, item: QAItem, user) -> list[tuple[str, str]]:
+        """The conversation before a follow-up as the chat would have had it: each earlier question of the item's
+        history answered by the engine in turn (the set's own answers are what a person would have said; a
+        follow-up is asked after what the assistant said). The oracle's earlier turns are answered by RAG: its
+        gold passage is the follow-up's."""
+        from eval.baselines import stage_for
+
+        mode = "rag" if self.config.mode == "oracle" else self.config.mode
+        history: list[tuple[str, str]] = []
+        for question, _ in item.history:
+            self.engine.answer_stage = stage_for(mode, self.default_stage, item)
+            history.append((question, self.engine.answer(question, user, self.options, history or None).answer))
+        return history
 
 
 def _default_engine_factory(config: EvalConfig, embedder):

@@ -222,3 +222,7 @@ def test_eval_reports_follow_up_hit_at_5_with_and_without_the_rewrite(tmp_path, 
     assert "follow-ups hit@5 1.000 rewritten vs 0.000 as asked" in result.one_line()
     record = json.loads((tmp_path / "run" / "results.jsonl").read_text())
     assert record["searched_for"] and record["history"][0]["question"] == HISTORY[0][0]
+    # The follow-up came after what the assistant said (the first question answered live: the extractive top
+    # passage, cited), not after the set's own answer.
+    [said] = record["history_answers"]
+    assert said != HISTORY[0][1] and said.endswith("[1]") and "Austin" in said
