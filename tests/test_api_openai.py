@@ -14,7 +14,7 @@ import httpx
 import pytest
 from ui_support import PASSWORDS, build_site
 
-from app.api import MAX_BODY, install_api
+from app.api import MAX_BODY
 from app.api.routes import MAX_ANSWERING
 from app.api_tokens import ApiTokens
 from app.users import UserStore
@@ -33,7 +33,8 @@ SALARY_QUESTION = "What does the salary band E4 pay per year?"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, _shared_embedder):
     built = build_site(tmp_path_factory.mktemp("api"), _shared_embedder, with_adapters=True)
-    install_api(built.app.server_app, built.services)  # nothing to do where launch_app mounts it already
+    assert any(getattr(route, "path", None) == "/v1" for route in built.app.server_app.router.routes), \
+        "launch_app mounts the API"
     yield built
     built.close()
 

@@ -1,6 +1,6 @@
 """The OpenAI-compatible API (/v1) served beside the web UI; see routes.py."""
 from __future__ import annotations
 
-from app.api.routes import MAX_BODY, OpenAiApi, install_api, mount
+from app.api.routes import MAX_BODY, OpenAiApi, mount
 
-__all__ = ["MAX_BODY", "OpenAiApi", "install_api", "mount"]
+__all__ = ["MAX_BODY", "OpenAiApi", "mount"]

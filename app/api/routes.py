@@ -287,14 +287,3 @@ def mount(services: UiServices) -> Mount:
     """The API as a route for launch's app_kwargs (`"routes": [mount(services)]`): FastAPI puts it before the
     routes Gradio adds, and it answers from the server's first request on."""
     return Mount("/v1", app=build_api(OpenAiApi(services)), name=MOUNT_NAME)
-
-
-def install_api(server_app, services: UiServices) -> OpenAiApi:
-    """Mount the API at /v1 of an already launched server, ahead of Gradio's routes (for a server launched
-    without mount()); does nothing when it is mounted already. Returns the API's state."""
-    for route in server_app.router.routes:
-        if isinstance(route, Mount) and route.name == MOUNT_NAME:
-            return route.app.state.api
-    route = mount(services)
-    server_app.router.routes.insert(0, route)
-    return route.app.state.api

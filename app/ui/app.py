@@ -10,6 +10,7 @@ from typing import Callable
 
 import gradio as gr
 
+from app.api import mount as api_mount
 from app.config import Settings
 from app.conversations.service import Conversations
 from app.engine import Engine, EngineConfig
@@ -114,7 +115,8 @@ def launch_app(app: gr.Blocks, services: UiServices, host: str = "127.0.0.1", po
     uploads = upload_limits.UploadGate(services.users, upload_limits.UploadLimits())  # guarded from the first request
     dummy_hash()  # computed now, not during the first sign-in of an unknown name
     app.launch(server_name=host, server_port=port, auth=make_auth(services.users), auth_message=LOGIN_MESSAGE,
-               app_kwargs={"middleware": [guard.middleware(), upload_limits.middleware(uploads)]},
+               app_kwargs={"middleware": [guard.middleware(), upload_limits.middleware(uploads)],
+                           "routes": [api_mount(services)]},  # the OpenAI-compatible API at /v1 (app/api/)
                theme=theme(), css=CSS, share=False, show_error=False, prevent_thread_lock=True, quiet=quiet,
                max_threads=MAX_THREADS, max_file_size="50mb", ssr_mode=False, footer_links=[], pwa=False,
                mcp_server=False, enable_monitoring=False)
