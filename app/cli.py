@@ -266,7 +266,8 @@ def serve(
     decoding: str = typer.Option("quote", "--decoding", help=DECODING_HELP),
     refusal_threshold: Optional[float] = typer.Option(None, "--refusal-threshold", help=REFUSAL_THRESHOLD_HELP),
 ) -> None:
-    """Start the web app: employees chat, admins manage documents, users, adapters and guardrails."""
+    """Start the web app (employees chat, admins manage documents, users, adapters and guardrails) and, on the same
+    port, the OpenAI-compatible API at /v1 (tokens: `groundwork users token NAME`)."""
     from app.ui import ServeOptions, serve as run_server
     from app.users import UserStore
 
