@@ -192,6 +192,10 @@ def test_groundwork_serve_with_the_packaged_model(browser, tmp_path, _shared_emb
     UserStore(data / "users.json").add("alice", PASSWORDS["alice"])
     port = free_port()
     env = {**os.environ, "GROUNDWORK_DATA": str(data), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    token = subprocess.run([sys.executable, "-m", "app.cli", "users", "token", "alice", "--users",
+                            str(data / "users.json")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120).stdout.strip()
+    assert token.startswith("gw_"), token
     # --decoding constrained: the model writes (and streams) the answer; the default selection shows it whole
     server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--index",
                                str(data / "index"), "--users", str(data / "users.json"), "--decoding", "constrained"],
@@ -221,6 +225,22 @@ def test_groundwork_serve_with_the_packaged_model(browser, tmp_path, _shared_emb
             "cited": bool(final.locator(".gw-cite").count())})
         assert requests_seen.foreign() == []
         page.context.close()
+
+        # The same server answers the OpenAI API with alice's token (the `openai` client, as a program would)...
+        from openai import OpenAI
+
+        client = OpenAI(base_url=url + "v1", api_key=token, timeout=300)
+        assert "base" in [model.id for model in client.models.list()]
+        reply = client.chat.completions.create(model="base", messages=[
+            {"role": "user", "content": "How many days of annual leave do employees get?"}])
+        cited = [c["source"] for c in reply.model_extra["citations"]]
+        assert reply.model_extra["groundwork"]["refused"] or cited == ["leave.md"], reply
+        # ... and every question, from the page and from the API, is in the audit log: `groundwork audit`
+        audit = subprocess.run([sys.executable, "-m", "app.cli", "audit", "--user", "alice", "--db",
+                                str(data / "audit.sqlite")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                               timeout=120)
+        assert audit.returncode == 0, audit.stderr
+        assert audit.stdout.count(" web ") == 2 and audit.stdout.count(" api ") == 1, audit.stdout
     finally:
         server.terminate()
         try:
