@@ -92,6 +92,8 @@ class Answer:
     model: str = ""
     adapter: str | None = None  # the LoRA adapter that wrote the answer (NAME@vN or folder), None = base model
     searched_for: str | None = None  # a follow-up rewritten into a standalone question: what retrieval searched
+    route: str | None = None  # the routing gate's route that picked the adapter (app.production.routes)
+    arm: str | None = None  # canary arm the asker fell in: "candidate", "control"; None = no canary applied
 
     def to_dict(self) -> dict:
         return asdict(self)
