@@ -15,7 +15,9 @@ from typing import Iterator, Sequence
 from app.audit import CHANNELS, AuditLog
 from app.conversations.store import ConversationStore, ConversationSummary, StoredTurn
 from app.engine import Answer, AnswerOptions, Engine
+from app.production.routes import ROUTES_FILE, Router
 from app.users import User
+from finetune.adapters import AdapterRegistry
 
 TITLE_CHARS = 80
 HIDDEN_ANSWER = "(answer hidden: its source is no longer available to you)"
@@ -42,16 +44,19 @@ def title_of(question: str, limit: int = TITLE_CHARS) -> str:
 class Conversations:
     """Conversations, feedback and the audit log around one engine."""
 
-    def __init__(self, engine: Engine, store: ConversationStore, audit: AuditLog) -> None:
+    def __init__(self, engine: Engine, store: ConversationStore, audit: AuditLog, router: Router | None = None) -> None:
         self.engine = engine
         self.store = store
         self.audit = audit
+        self.router = router  # the routing gate (app.production.routes); None: the engine's default adapter
 
     @classmethod
     def beside(cls, engine: Engine, users_file: Path) -> "Conversations":
         """The databases next to the users file (the names Settings uses: conversations.sqlite, audit.sqlite)."""
         folder = Path(users_file).parent
-        return cls(engine, ConversationStore(folder / "conversations.sqlite"), AuditLog(folder / "audit.sqlite"))
+        router = Router(folder / ROUTES_FILE, AdapterRegistry(engine.config.adapters_dir), engine.embedder)
+        return cls(engine, ConversationStore(folder / "conversations.sqlite"), AuditLog(folder / "audit.sqlite"),
+                   router=router)
 
     # --- permissions now -------------------------------------------------------------------------------
     def readable_sources(self, user: User) -> set[str]:
@@ -86,7 +91,12 @@ class Conversations:
             turns = self.store.turns(user.name, conversation_id)
             history = self._history(turns, self.readable_sources(user)) if turns else []
         final: Answer | None = None
+        choice = None
         try:
+            # routing only where nobody chose: not the asker (options.adapter) nor the deployment (--adapter)
+            if self.router is not None and options.adapter is None and self.engine.config.adapter is None:
+                choice = self.router.choose(user, question)
+                options = replace(options, adapter=choice.adapter)
             for item in self.engine.stream(question, user, options, list(history or [])):
                 if isinstance(item, Answer):
                     final = item
@@ -98,9 +108,11 @@ class Conversations:
             reason = INTERRUPTED if isinstance(exc, (GeneratorExit, KeyboardInterrupt)) else ERROR
             failed = Answer(question=question, answer="", refused=True, refusal_reason=reason, citations=[],
                             retrieved=[], flags=[], timings={"total": time.perf_counter() - started},
-                            user=user.name)
+                            user=user.name, route=choice.route if choice else None, arm=choice.arm if choice else None)
             self.audit.record(failed, user, channel, conversation_id)
             raise
+        if choice is not None:
+            final.route, final.arm = choice.route, choice.arm
         turn_id = None
         try:
             if keep:
