@@ -292,6 +292,10 @@ from app.records_cli import audit_command, feedback_cli  # noqa: E402
 cli.command("audit")(audit_command)
 cli.add_typer(feedback_cli, name="feedback")
 
+from app.routes_cli import routes_cli  # noqa: E402
+
+cli.add_typer(routes_cli, name="routes")
+
 
 def _add_plugin_commands() -> None:
     """Subcommands registered by packages under the `groundwork.commands` entry-point group (typer apps, added

@@ -15,7 +15,8 @@ from typing import Iterator, Sequence
 from app.audit import CHANNELS, AuditLog
 from app.conversations.store import ConversationStore, ConversationSummary, StoredTurn
 from app.engine import Answer, AnswerOptions, Engine
-from app.production.routes import ROUTES_FILE, Router
+from app.production.review import ReviewQueue
+from app.production.routes import Router
 from app.users import User
 from finetune.adapters import AdapterRegistry
 
@@ -44,19 +45,22 @@ def title_of(question: str, limit: int = TITLE_CHARS) -> str:
 class Conversations:
     """Conversations, feedback and the audit log around one engine."""
 
-    def __init__(self, engine: Engine, store: ConversationStore, audit: AuditLog, router: Router | None = None) -> None:
+    def __init__(self, engine: Engine, store: ConversationStore, audit: AuditLog, router: Router | None = None,
+                 review: ReviewQueue | None = None) -> None:
         self.engine = engine
         self.store = store
         self.audit = audit
         self.router = router  # the routing gate (app.production.routes); None: the engine's default adapter
+        self.review = review  # the human review queue (app.production.review); None: nothing is queued
 
     @classmethod
     def beside(cls, engine: Engine, users_file: Path) -> "Conversations":
         """The databases next to the users file (the names Settings uses: conversations.sqlite, audit.sqlite)."""
         folder = Path(users_file).parent
-        router = Router(folder / ROUTES_FILE, AdapterRegistry(engine.config.adapters_dir), engine.embedder)
-        return cls(engine, ConversationStore(folder / "conversations.sqlite"), AuditLog(folder / "audit.sqlite"),
-                   router=router)
+        router = Router.beside(users_file, AdapterRegistry(engine.config.adapters_dir), engine.embedder)
+        store = ConversationStore(folder / "conversations.sqlite")
+        return cls(engine, store, AuditLog(folder / "audit.sqlite"), router=router,
+                   review=ReviewQueue.beside(users_file, store))
 
     # --- permissions now -------------------------------------------------------------------------------
     def readable_sources(self, user: User) -> set[str]:
@@ -121,6 +125,9 @@ class Conversations:
                 turn_id = self.store.add_turn(user.name, conversation_id, question, final)
         finally:
             self.audit.record(final, user, channel, conversation_id)
+        if self.review is not None:
+            self.review.consider(final, user, turn_id, conversation_id if keep else None,
+                                 self.engine.guardrails.config)
         yield TurnResult(answer=final, conversation_id=conversation_id if keep else None, turn_id=turn_id)
 
     # --- history and feedback ----------------------------------------------------------------------------
@@ -141,6 +148,9 @@ class Conversations:
 
     def feedback(self, user: User, turn_id: int, rating: int, comment: str = "") -> None:
         self.store.set_feedback(user.name, turn_id, rating, comment)
+        if self.review is not None and rating < 0:  # a 👎 goes to the review queue (when its rule is on)
+            _, turn = self.store.turn_of(turn_id)
+            self.review.on_feedback(turn.answer, user, turn_id, turn.conversation_id, rating, comment)
 
 
 def _visible(turn: StoredTurn, readable: set[str]) -> StoredTurn:

@@ -249,6 +249,12 @@ class Router:
         self._loaded = _Loaded(None, RoutesConfig())
         self._lock = threading.Lock()
 
+    @classmethod
+    def beside(cls, users_file: Path | str, registry: AdapterRegistry, embedder) -> "Router":
+        """The router of a deployment: routes.json beside the users file (Conversations.beside and
+        `groundwork routes test` build it here, so the test answers as the chat does)."""
+        return cls(Path(users_file).parent / ROUTES_FILE, registry, embedder)
+
     def config(self) -> RoutesConfig:
         return self._current().config
 
