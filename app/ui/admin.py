@@ -16,6 +16,7 @@ from app.ui import admin_actions as actions
 from app.ui import admin_view as view
 from app.ui import audit_view
 from app.ui.admin_actions import AdminError
+from app.ui.admin_review import build_review_tab
 from app.ui.auth import current_user, require_admin
 from app.ui.library import SUPPORTED
 from app.ui.render import GUARD_NAMES
@@ -285,6 +286,9 @@ def build_admin_tab(services: UiServices) -> AdminTab:
 
     listen(save_guards.click, do_save_guards, guard_outputs, [guard_message, *guard_outputs],
            "admin_save_guardrails")
+
+    with gr.Tab("Review", id="admin-review") as review_tab:
+        build_review_tab(services, review_tab)
 
     # --- audit log ----------------------------------------------------------------------------------------
     with gr.Tab("Audit log", id="admin-audit"):
