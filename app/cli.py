@@ -292,6 +292,10 @@ from app.records_cli import audit_command, feedback_cli  # noqa: E402
 cli.command("audit")(audit_command)
 cli.add_typer(feedback_cli, name="feedback")
 
+from app.review_cli import review_cli  # noqa: E402
+
+cli.add_typer(review_cli, name="review")
+
 from app.routes_cli import routes_cli  # noqa: E402
 
 cli.add_typer(routes_cli, name="routes")
