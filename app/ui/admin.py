@@ -16,6 +16,7 @@ from app.ui import admin_actions as actions
 from app.ui import admin_view as view
 from app.ui import audit_view
 from app.ui.admin_actions import AdminError
+from app.ui.admin_canary import build_canary_tab
 from app.ui.admin_review import build_review_tab
 from app.ui.auth import current_user, require_admin
 from app.ui.library import SUPPORTED
@@ -252,6 +253,8 @@ def build_admin_tab(services: UiServices) -> AdminTab:
 
     listen(promote.click, do_promote, [promote_choice], [adapter_message, *adapter_outputs], "admin_promote")
     listen(rollback.click, do_rollback, [rollback_choice], [adapter_message, *adapter_outputs], "admin_rollback")
+    with gr.Tab("Canary", id="admin-canary") as canary_tab:  # app/ui/admin_canary.py: live A/B, rollbacks
+        build_canary_tab(services, canary_tab)
 
     # --- guardrails ---------------------------------------------------------------------------------------
     with gr.Tab("Guardrails", id="admin-guardrails"):
