@@ -180,6 +180,9 @@ def check(config: RoutesConfig, registry: AdapterRegistry) -> None:
         if route.intent is not None and config.intent(route.intent) is None:
             raise RoutesError(f"route {route.name!r}: unknown intent {route.intent!r} (define it first)")
         if route.adapter.lower() not in (BASE, NO_ADAPTER):
+            if route.adapter.partition("@")[0] not in registry.names():
+                raise RoutesError(f"route {route.name!r}: unknown adapter {route.adapter!r} (not in the registry "
+                                  f"{registry.root}; see `groundwork adapters list`)")
             try:
                 registry.get(route.adapter)
             except AdapterError as exc:
