@@ -241,3 +241,55 @@ def test_the_cli_lists_approves_corrects_and_removes(service, tmp_path: Path) ->
         ("carol", "approve"), ("carol", "correct"), ("carol", "remove")]
     again = CliRunner().invoke(cli, ["review", "approve", str(first), *db])
     assert again.exit_code != 0 and "already approved by carol" in str(again.exception)
+
+
+# --- the admin tab: admins only, on the server; everything escaped ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, _shared_embedder):
+    from ui_support import build_site
+
+    built = build_site(tmp_path_factory.mktemp("review-site"), _shared_embedder)
+    yield built
+    built.close()
+
+
+def test_review_endpoints_refuse_an_employee_and_work_for_an_admin_with_every_value_escaped(site) -> None:
+    from gradio_client import Client
+    from ui_support import PASSWORDS
+
+    def client(user: str) -> Client:
+        return Client(site.url, auth=(user, PASSWORDS[user]), verbose=False, analytics_enabled=False,
+                      download_files=False)
+
+    queue = site.services.conversations.review
+    planted = _answer(text='<img src=x onerror="alert(1)"> Within 30 days [1].', source="expenses.md")
+    planted.question = "<b>When</b> are claims due?"
+    queue._enqueue(planted, BOB, None, None, {"document": "touches <script>x</script>"})
+    [item] = queue.pending()
+    rules_before = queue.rules()
+    alice = client("alice")
+    for api_name, args in (("/admin_review", ()), ("/admin_review_rules", ()), ("/admin_review_fill", ()),
+                           ("/admin_review_approve", (str(item.id),)), ("/admin_review_remove", (str(item.id),)),
+                           ("/admin_review_correct", (str(item.id), "Thirty days.", "")),
+                           ("/admin_review_save_rules", ('{"groups": ["everyone"]}',))):
+        with pytest.raises(Exception) as error:
+            alice.predict(*args, api_name=api_name)
+        assert "Only administrators" in str(error.value), api_name
+    assert [i.status for i in queue.items()] == ["pending"] and queue.rules() == rules_before
+    assert queue.decisions() == []
+
+    admin = client("admin")
+    shown = admin.predict(api_name="/admin_review")[0]
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in shown and "<img" not in shown
+    assert "&lt;b&gt;When&lt;/b&gt;" in shown and "<script>" not in shown
+    with pytest.raises(Exception, match="not valid JSON"):
+        admin.predict("{ nope", api_name="/admin_review_save_rules")
+    with pytest.raises(Exception, match="not a document of the index"):
+        admin.predict(str(item.id), "Thirty days.", "nowhere.md", api_name="/admin_review_correct")
+    admin.predict('{"groups": ["hr"]}', api_name="/admin_review_save_rules")
+    assert queue.rules().groups == ["hr"]
+    message = admin.predict(str(item.id), api_name="/admin_review_approve")[0]
+    assert "approved" in message and queue.pending() == []
+    assert [(d.reviewer, d.action) for d in queue.decisions()] == [("admin", "rules"), ("admin", "approve")]
