@@ -166,3 +166,58 @@ def test_a_bad_route_is_refused_with_one_line_and_nothing_changes(deployment, tm
     assert result.stderr.startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert RoutesFile(tmp_path / "routes.json").load() == before
+
+
+def test_the_admin_tab_saves_valid_routes_tests_questions_and_refuses_employees(deployment, service,
+                                                                                 tmp_path) -> None:
+    import gradio as gr
+
+    from app.ui import admin_routes, make_services
+
+    root = deployment.root
+    services = make_services(service.engine, root / "users.json", tmp_path / "guardrails.json", root / "adapters",
+                             tmp_path / "uploads", tmp_path / "acl.toml")
+    deployment.users.add("admin", PASSWORD, role="admin")
+    admin, bob = SimpleNamespace(username="admin"), SimpleNamespace(username="bob")
+    file = RoutesFile(root / "routes.json")
+    before = file.path.read_bytes()
+    edited = json.dumps({**file.load().to_dict(), "routes": [{"name": "all", "adapter": "helpdesk"}]})
+    for call in (lambda: admin_routes.load(services, bob), lambda: admin_routes.save(services, edited, bob),
+                 lambda: admin_routes.test(services, "How can I reset my password?", "bob", bob)):
+        with pytest.raises(gr.Error, match="Only administrators"):
+            call()
+    assert file.path.read_bytes() == before  # the employee changed nothing
+
+    text, _ = admin_routes.load(services, admin)
+    assert json.loads(text) == file.load().to_dict()
+    verdict = admin_routes.test(services, "How can I reset my password?", "hannah", admin)
+    assert "**Route:** it" in verdict and "helpdesk@v1" in verdict and "it-support" in verdict
+    with pytest.raises(gr.Error, match="unknown adapter 'nosuch'"):  # checked before saving: nothing changes
+        admin_routes.save(services, text.replace('"helpdesk"', '"nosuch"'), admin)
+    with pytest.raises(gr.Error, match="not valid JSON"):
+        admin_routes.save(services, text[:-2], admin)
+    assert file.path.read_bytes() == before
+    try:
+        saved, note = admin_routes.save(services, edited, admin)
+        assert f"Saved version {json.loads(before)['version'] + 1}" in note
+        assert "route all" in render_footer(ask(service, "bob", "How many days of annual leave do employees get?"))
+        with pytest.raises(gr.Error, match="changed meanwhile"):  # a second admin saving what they loaded before
+            admin_routes.save(services, text, admin)
+    finally:
+        file.path.write_bytes(before)
+
+
+def render_footer(answer: Answer) -> str:
+    from app.ui.render import footer
+
+    shown = footer(answer)
+    assert answer.adapter is None or answer.adapter in shown
+    return shown
+
+
+def test_the_footer_names_the_route_unless_it_is_the_default() -> None:
+    from app.ui.render import footer
+
+    answer = Answer("q", "a", False, None, [], [], [], {"total": 1.0}, model="m", adapter="acme@v2", route="hr")
+    assert "m + acme@v2 · route hr" in footer(answer)
+    assert "route" not in footer(Answer("q", "a", False, None, [], [], [], {}, model="m", route="default"))

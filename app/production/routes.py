@@ -254,9 +254,12 @@ class Router:
 
     @classmethod
     def beside(cls, users_file: Path | str, registry: AdapterRegistry, embedder) -> "Router":
-        """The router of a deployment: routes.json beside the users file (Conversations.beside and
-        `groundwork routes test` build it here, so the test answers as the chat does)."""
-        return cls(Path(users_file).parent / ROUTES_FILE, registry, embedder)
+        """The router of a deployment: routes.json beside the users file, with the canary beside it (canary.json)
+        deciding each asker's arm. Conversations.beside, `groundwork routes test` and the admin tab build it
+        here, so the test answers as the chat does."""
+        from app.production.canary import CanaryFile
+
+        return cls(Path(users_file).parent / ROUTES_FILE, registry, embedder, CanaryFile.beside(users_file, registry))
 
     def config(self) -> RoutesConfig:
         return self._current().config

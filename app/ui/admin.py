@@ -18,6 +18,7 @@ from app.ui import audit_view
 from app.ui.admin_actions import AdminError
 from app.ui.admin_canary import build_canary_tab
 from app.ui.admin_review import build_review_tab
+from app.ui.admin_routes import build_routes_tab
 from app.ui.auth import current_user, require_admin
 from app.ui.library import SUPPORTED
 from app.ui.render import GUARD_NAMES
@@ -292,6 +293,9 @@ def build_admin_tab(services: UiServices) -> AdminTab:
 
     with gr.Tab("Review", id="admin-review") as review_tab:
         build_review_tab(services, review_tab)
+
+    with gr.Tab("Routes", id="admin-routes") as routes_tab:  # the routing gate (app/ui/admin_routes.py)
+        build_routes_tab(services, routes_tab)
 
     # --- audit log ----------------------------------------------------------------------------------------
     with gr.Tab("Audit log", id="admin-audit"):
