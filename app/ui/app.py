@@ -15,6 +15,7 @@ from app.config import Settings
 from app.conversations.service import Conversations
 from app.engine import Engine, EngineConfig
 from app.generator import GenerationOptions
+from app.production.metrics import Metrics, metrics_route
 from app.ui import upload_limits
 from app.ui.admin import build_admin_tab
 from app.ui.auth import current_user, make_auth
@@ -74,7 +75,7 @@ def make_services(engine: Engine, users_file: Path, guardrails_file: Path, adapt
                       registry=AdapterRegistry(adapters_dir), index_dir=engine.config.index_dir, docs_dir=docs_dir,
                       acl_path=acl_path,
                       embedder_factory=embedder_factory or (lambda: Embedder(engine.reader.embedder)),
-                      conversations=Conversations.beside(engine, users_file))
+                      conversations=Conversations.beside(engine, users_file, metrics=Metrics()))
 
 
 def who(services: UiServices, request: gr.Request) -> str:
@@ -116,7 +117,9 @@ def launch_app(app: gr.Blocks, services: UiServices, host: str = "127.0.0.1", po
     dummy_hash()  # computed now, not during the first sign-in of an unknown name
     app.launch(server_name=host, server_port=port, auth=make_auth(services.users), auth_message=LOGIN_MESSAGE,
                app_kwargs={"middleware": [guard.middleware(), upload_limits.middleware(uploads)],
-                           "routes": [api_mount(services)]},  # the OpenAI-compatible API at /v1 (app/api/)
+                           "routes": [api_mount(services),  # the OpenAI-compatible API at /v1 (app/api/)
+                                      *([metrics_route(services.conversations.metrics)]  # GET /metrics
+                                        if services.conversations.metrics is not None else [])]},
                theme=theme(), css=CSS, share=False, show_error=False, prevent_thread_lock=True, quiet=quiet,
                max_threads=MAX_THREADS, max_file_size="50mb", ssr_mode=False, footer_links=[], pwa=False,
                mcp_server=False, enable_monitoring=False)
