@@ -221,3 +221,33 @@ def test_the_footer_names_the_route_unless_it_is_the_default() -> None:
     answer = Answer("q", "a", False, None, [], [], [], {"total": 1.0}, model="m", adapter="acme@v2", route="hr")
     assert "m + acme@v2 · route hr" in footer(answer)
     assert "route" not in footer(Answer("q", "a", False, None, [], [], [], {}, model="m", route="default"))
+
+
+def test_the_chat_routes_by_default_and_the_api_offers_auto(deployment, service, tmp_path) -> None:
+    """The chat's adapter picker starts on "Automatic" (the routes decide); picking an adapter overrides them.
+    The API's model `auto` is routed too; `base` and adapter names are not."""
+    from app.api.routes import OpenAiApi
+    from app.ui import make_services
+    from app.ui.chat import respond
+    from app.ui.services import AUTOMATIC
+
+    services = make_services(service.engine, deployment.root / "users.json", tmp_path / "guardrails.json",
+                             deployment.root / "adapters", tmp_path / "uploads", tmp_path / "acl.toml")
+    choices, default = services.adapter_choices()
+    assert default == AUTOMATIC and choices[0][1] == AUTOMATIC
+    hannah = SimpleNamespace(username="hannah")
+    question = "How can I reset my password?"
+    *_, last = respond(services, question, [], None, default, hannah)
+    assert "helpdesk@v1 · route it" in last[0][-1]["content"]
+    *_, last = respond(services, question, [], None, "acme", hannah)  # her own pick: no routing
+    assert "acme@v1" in last[0][-1]["content"] and "route" not in last[0][-1]["content"]
+
+    api = OpenAiApi(services)
+    offered = api.models()
+    assert offered["auto"] is None and offered["base"] == "none"
+    user = deployment.users.get("hannah")
+    for model, expected in (("auto", ("it", "helpdesk@v1")), ("acme@v1", (None, "acme@v1"))):
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": question}]}).encode()
+        _, chat, options = api.prepare(user, body)
+        *_, answer = api.answers(user, chat, options)
+        assert (answer.route, answer.adapter) == expected
