@@ -170,7 +170,7 @@ def test_monitoring_columns_are_recorded_and_filter_by_adapter_and_arm(index_dir
     [record] = service.audit.query()
     assert record.confidence == pytest.approx(answered.confidence)
     assert record.first_token_s == pytest.approx(answered.timings["first_token"], abs=1e-3)
-    assert (record.withdrawn, record.error, record.route, record.arm) == (False, False, None, None)
+    assert (record.withdrawn, record.error, record.route, record.arm) == (False, False, answered.route, None)
 
     log = AuditLog(tmp_path / "other.sqlite")
     candidate = _answer()
