@@ -17,7 +17,7 @@ from app.conversations.service import Conversations, TurnResult
 from app.conversations.store import ConversationStore
 from app.engine import Answer, AnswerOptions, Citation, Engine, EngineConfig, RetrievedPassage
 from app.guardrails import BlockedTopic, GuardrailConfig, GuardrailEvent
-from app.production.review import (WITHDRAWN, ReviewError, ReviewQueue, ReviewRules, edit_distance,
+from app.production.review import (PENDING_REVIEW, WITHDRAWN, ReviewError, ReviewQueue, ReviewRules, edit_distance,
                                    matching_rules)
 from app.users import User
 
@@ -293,3 +293,30 @@ def test_review_endpoints_refuse_an_employee_and_work_for_an_admin_with_every_va
     message = admin.predict(str(item.id), api_name="/admin_review_approve")[0]
     assert "approved" in message and queue.pending() == []
     assert [(d.reviewer, d.action) for d in queue.decisions()] == [("admin", "rules"), ("admin", "approve")]
+
+
+def test_answers_held_for_chosen_groups_show_pending_until_approved_corrected_or_removed(service) -> None:
+    queue = service.review
+    queue.save_rules(ReviewRules(hold_groups=["hr"]), "admin")
+    items = list(service.ask(HANNAH, "How many days of annual leave do employees get?", AnswerOptions()))
+    assert len(items) == 1  # nothing streamed: the answer text never reached her
+    held = items[0]
+    assert held.answer.answer == PENDING_REVIEW and held.answer.citations == [] and "27 days" not in repr(held.answer)
+    assert service.turns(HANNAH, held.conversation_id)[0].answer.answer == PENDING_REVIEW
+    [item] = queue.pending()
+    assert item.held and list(item.reasons) == ["hold"] and "27 days" in item.answer  # the reviewer sees it
+    assert "27 days" in ask(service, BOB, "How many days of annual leave do employees get?").answer.answer  # not hr
+
+    queue.approve(item.id, "admin")  # released: her conversation now shows the answer with its citation
+    [turn] = service.turns(HANNAH, held.conversation_id)
+    assert "27 days" in turn.answer.answer and turn.answer.citations[0].source == "leave.md"
+
+    corrected = ask(service, HANNAH, "When are expense claims due?", conversation_id=held.conversation_id)
+    removed = ask(service, HANNAH, "What does the salary band E4 pay?", conversation_id=held.conversation_id)
+    assert corrected.answer.answer == removed.answer.answer == PENDING_REVIEW
+    by_turn = {i.turn_id: i.id for i in queue.pending()}
+    queue.correct(by_turn[corrected.turn_id], "admin", "Within 30 days of the purchase.")
+    queue.remove(by_turn[removed.turn_id], "admin")
+    shown = [t.answer for t in service.turns(HANNAH, held.conversation_id)]
+    assert shown[1].answer == "Within 30 days of the purchase." and shown[1].citations[0].source == "expenses.md"
+    assert shown[2].answer == WITHDRAWN and "78,000" not in repr(shown)

@@ -104,6 +104,7 @@ class Conversations:
             history = self._history(turns, self.readable_sources(user)) if turns else []
         final: Answer | None = None
         choice = None
+        hold = self.review is not None and self.review.holds(user)  # shown only once a reviewer approves
         if self.metrics is not None:
             self.metrics.question_started()  # the in-flight gauge; _recorded() counts it out again
         try:
@@ -114,7 +115,7 @@ class Conversations:
             for item in self.engine.stream(question, user, options, list(history or [])):
                 if isinstance(item, Answer):
                     final = item
-                else:
+                elif not hold:
                     yield item
             if final is None:
                 raise RuntimeError("the engine finished without an answer")
@@ -128,17 +129,18 @@ class Conversations:
         if choice is not None:
             final.route, final.arm = choice.route, choice.arm
         turn_id = None
+        shown = self.review.held(final) if hold else final
         try:
             if keep:
                 if conversation_id is None:
                     conversation_id = self.store.create(user.name, title_of(question))
-                turn_id = self.store.add_turn(user.name, conversation_id, question, final)
+                turn_id = self.store.add_turn(user.name, conversation_id, question, shown)
         finally:
             self._recorded(final, user, channel, conversation_id)
         if self.review is not None:
             self.review.consider(final, user, turn_id, conversation_id if keep else None,
-                                 self.engine.guardrails.config)
-        yield TurnResult(answer=final, conversation_id=conversation_id if keep else None, turn_id=turn_id)
+                                 self.engine.guardrails.config, held=hold)
+        yield TurnResult(answer=shown, conversation_id=conversation_id if keep else None, turn_id=turn_id)
 
     def _recorded(self, answer: Answer, user: User, channel: str, conversation_id: str | None) -> None:
         """The one audit record of a question, then its metrics: both count the same questions."""

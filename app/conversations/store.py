@@ -255,6 +255,14 @@ class ConversationStore:
                                   answer=answer_from_dict(json.loads(row[5])), created=row[6], rating=row[7],
                                   comment=row[8])
 
+    def set_answer(self, turn_id: int, answer: Answer) -> None:
+        """Replace a turn's stored answer (the review queue releases an answer held until reviewed). Admin only."""
+        with self._write() as conn:
+            updated = conn.execute("UPDATE turns SET answer = ? WHERE id = ?",
+                                   (json.dumps(answer.to_dict(), ensure_ascii=False), int(turn_id))).rowcount
+            if not updated:
+                raise _not_found("turn")
+
     def withdraw(self, turn_id: int, note: str) -> None:
         """Replace a turn's answer by `note` for good (a reviewer removed it): the text, its citations, passages,
         flags and the rewritten query are dropped from the stored answer, so neither the reopened conversation

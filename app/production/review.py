@@ -15,6 +15,10 @@ Rules (review_rules.json beside the users file; the admin tab's Review tab edits
   "layoff"): it is queued for a person to look at, never refused.
 - documents (globs): an answer that cited or retrieved a document whose source matches one (`*` also matches `/`).
 - groups (names): the asker is in one of these groups.
+- hold_groups (names): the asker is in one of these groups: the answer is also held until reviewed. The asker sees
+  PENDING_REVIEW instead of it (nothing streams), in the chat and in the reopened conversation; approving
+  releases the answer into the conversation, correcting releases the correction, removing withdraws it. An API
+  call that stores nothing (keep=false) gets PENDING_REVIEW and never the answer.
 
 The queue (review.sqlite beside the users file, WAL) keeps what a reviewer must see: the asker's name, the question
 (PII-redacted), the answer as the asker saw it and its citations. That is a copy of a user's answer outside their
@@ -33,12 +37,12 @@ import sqlite3
 import time
 import unicodedata
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
 from app import refusals
-from app.conversations.store import ConversationNotFound, ConversationStore
+from app.conversations.store import ConversationNotFound, ConversationStore, answer_from_dict
 from app.engine import Answer
 from app.guardrails import GuardrailConfig
 from app.guardrails import pii
@@ -49,7 +53,8 @@ from ingest.files import atomic_write_json
 REVIEW_DB = "review.sqlite"
 RULES_FILE = "review_rules.json"
 WITHDRAWN = "(answer withdrawn by a reviewer)"  # what the asker's reopened conversation shows instead
-REASONS = ("low_confidence", "thumbs_down", "pii", "topic_near_miss", "document", "group")
+REASONS = ("low_confidence", "thumbs_down", "pii", "topic_near_miss", "document", "group", "hold")
+PENDING_REVIEW = "(this answer is waiting for a reviewer: it will appear here once it is approved)"
 STATUSES = ("pending", "approved", "corrected", "removed")
 _BUSY_TIMEOUT_S = 10.0
 log = logging.getLogger(__name__)
@@ -69,7 +74,8 @@ CREATE TABLE IF NOT EXISTS items (
     decided_by TEXT,
     decided_at REAL,
     correction TEXT,
-    correction_source TEXT
+    correction_source TEXT,
+    held_answer TEXT                   -- JSON (Answer.to_dict) of an answer held from its asker until reviewed
 );
 CREATE INDEX IF NOT EXISTS items_pending ON items(status, id);
 CREATE TABLE IF NOT EXISTS decisions (   -- appended to only
@@ -99,6 +105,7 @@ class ReviewRules:
     topic_near_miss: bool = True
     documents: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
+    hold_groups: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         value = self.low_confidence
@@ -108,7 +115,7 @@ class ReviewRules:
         for name in ("thumbs_down", "pii_in_answer", "topic_near_miss"):
             if not isinstance(getattr(self, name), bool):
                 raise ReviewError(f"{name} must be true or false")
-        for name in ("documents", "groups"):
+        for name in ("documents", "groups", "hold_groups"):
             values = getattr(self, name)
             if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
                 raise ReviewError(f"{name} must be a list of non-empty strings")
@@ -246,6 +253,7 @@ class ReviewItem:
     decided_at: float | None
     correction: str | None
     correction_source: str | None
+    held: bool = False  # the asker has not seen the answer: it waits for this decision
 
 
 @dataclass
@@ -258,14 +266,14 @@ class Decision:
 
 
 _ITEM_COLUMNS = ("id, created, user, conversation_id, turn_id, question, answer, citations, reasons, status,"
-                 " decided_by, decided_at, correction, correction_source")
+                 " decided_by, decided_at, correction, correction_source, held_answer IS NOT NULL")
 
 
 def _item(row: tuple) -> ReviewItem:
     return ReviewItem(id=row[0], created=row[1], user=row[2], conversation_id=row[3], turn_id=row[4],
                       question=row[5], answer=row[6], citations=json.loads(row[7]), reasons=json.loads(row[8]),
                       status=row[9], decided_by=row[10], decided_at=row[11], correction=row[12],
-                      correction_source=row[13])
+                      correction_source=row[13], held=bool(row[14]))
 
 
 class ReviewQueue:
@@ -280,6 +288,9 @@ class ReviewQueue:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+            if "held_answer" not in columns:  # a queue from before holding existed
+                conn.execute("ALTER TABLE items ADD COLUMN held_answer TEXT")
 
     @classmethod
     def beside(cls, users_file: Path, store: ConversationStore) -> "ReviewQueue":
@@ -324,14 +335,29 @@ class ReviewQueue:
         with self._write() as conn:
             self._log(conn, reviewer, "rules", None, json.dumps(rules.to_dict()))
 
+    # --- holding ---------------------------------------------------------------------------------------------
+    def holds(self, user: User) -> bool:
+        """Whether this asker's answers wait for a reviewer before they are shown (hold_groups)."""
+        return bool(set(user.groups) & set(self._rules_now().hold_groups))
+
+    @staticmethod
+    def held(answer: Answer) -> Answer:
+        """What the asker gets while their answer waits: PENDING_REVIEW, without the passages or citations."""
+        return replace(answer, answer=PENDING_REVIEW, citations=[], retrieved=[], searched_for=None,
+                       flags=[f for f in answer.flags if f.stage == "question"])
+
     # --- enqueueing ------------------------------------------------------------------------------------------
     def consider(self, answer: Answer, user: User, turn_id: int | None, conversation_id: str | None,
-                 guardrails: GuardrailConfig | None = None) -> list[str]:
+                 guardrails: GuardrailConfig | None = None, held: bool = False) -> list[str]:
         """Queue the answer when a rule fires; returns the reasons (empty: not queued). `guardrails`: the settings
-        the answer was made under (blocked topics for near misses, the PII allowlist)."""
+        the answer was made under (blocked topics for near misses, the PII allowlist). held=True: the asker was
+        given `held(answer)` (see holds), so the answer is queued whatever the other rules say."""
         found = matching_rules(self._rules_now(), answer, user, guardrails)
+        if held:
+            found["hold"] = "held from " + ", ".join(g for g in user.groups if g in self._rules_now().hold_groups) \
+                + " until reviewed"
         if found:
-            self._enqueue(answer, user, turn_id, conversation_id, found)
+            self._enqueue(answer, user, turn_id, conversation_id, found, held)
         return list(found)
 
     def on_feedback(self, answer: Answer, user: User, turn_id: int, conversation_id: str, rating: int,
@@ -344,7 +370,7 @@ class ReviewQueue:
         return ["thumbs_down"]
 
     def _enqueue(self, answer: Answer, user: User, turn_id: int | None, conversation_id: str | None,
-                 reasons: dict[str, str]) -> int:
+                 reasons: dict[str, str], held: bool = False) -> int:
         citations = [{"n": c.n, "source": c.source, "page": c.page, "heading": c.heading, "text": c.text}
                      for c in answer.citations]
         with self._write() as conn:
@@ -356,10 +382,11 @@ class ReviewQueue:
                                                                           row[0]))
                 return int(row[0])
             cursor = conn.execute(
-                "INSERT INTO items (created, user, conversation_id, turn_id, question, answer, citations, reasons)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO items (created, user, conversation_id, turn_id, question, answer, citations, reasons,"
+                " held_answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), user.name, conversation_id, turn_id, pii.redact(answer.question).text, answer.answer,
-                 json.dumps(citations, ensure_ascii=False), json.dumps(reasons, ensure_ascii=False)))
+                 json.dumps(citations, ensure_ascii=False), json.dumps(reasons, ensure_ascii=False),
+                 json.dumps(answer.to_dict(), ensure_ascii=False) if held else None))
             return int(cursor.lastrowid)
 
     # --- reading ---------------------------------------------------------------------------------------------
@@ -395,8 +422,9 @@ class ReviewQueue:
 
     # --- deciding --------------------------------------------------------------------------------------------
     def approve(self, item_id: int, reviewer: str) -> ReviewItem:
-        """The answer stands as it is."""
-        self._pending(item_id)
+        """The answer stands as it is (a held one is released into the asker's conversation)."""
+        item = self._pending(item_id)
+        self._release(item, lambda answer: answer)
         self._decide(item_id, reviewer, "approved", "approve", None)
         return self.get(item_id)
 
@@ -418,6 +446,9 @@ class ReviewQueue:
             self.store.set_correction(item.turn_id, text, source)
         except ConversationNotFound:
             raise ReviewError(f"item {item_id}'s conversation was deleted by its user: approve or remove it") from None
+        chosen = source or item.citations[0]["source"]
+        self._release(item, lambda answer: replace(answer, answer=text, citations=[
+            c for c in answer.citations if c.source == chosen]))  # a held answer: the asker gets the correction
         self._decide(item_id, reviewer, "corrected", "correct", json.dumps({"source": source}),
                      correction=text, correction_source=source or item.citations[0]["source"])
         return self.get(item_id)
@@ -433,6 +464,17 @@ class ReviewQueue:
                 pass  # the user deleted the conversation: nothing left to withdraw
         self._decide(item_id, reviewer, "removed", "remove", None)
         return self.get(item_id)
+
+    def _release(self, item: ReviewItem, shown) -> None:
+        """A held item's answer, as `shown(answer)` makes it, into the asker's conversation (if it still exists)."""
+        if not item.held or item.turn_id is None:
+            return
+        with self._connect() as conn:
+            data = conn.execute("SELECT held_answer FROM items WHERE id = ?", (item.id,)).fetchone()[0]
+        try:
+            self.store.set_answer(item.turn_id, shown(answer_from_dict(json.loads(data))))
+        except ConversationNotFound:
+            pass  # the asker deleted the conversation meanwhile
 
     def _pending(self, item_id: int) -> ReviewItem:
         item = self.get(item_id)
