@@ -2,22 +2,27 @@
 the network unless a token is set; the Monitoring tab's aggregates and drift signal from stored answer records."""
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import build_corpus
 from fakes import FakeGenerator
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.audit import AuditRecord
 from app.conversations.service import Conversations, TurnResult
 from app.engine import Answer, AnswerOptions, Engine, EngineConfig
+from app.production import monitoring as mon
 from app.production.metrics import TOKEN_ENV, Metrics, allowed
 from app.users import User
 
 BOB = User("bob", "employee", ("everyone",))
 GUEST = User("guest", "employee", ("visitors",))  # reads no document: every question of theirs is refused
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -108,24 +113,135 @@ def _get(url: str, token: str | None = None) -> tuple[int, str, str]:
         return exc.code, exc.headers.get("content-type", ""), exc.read().decode()
 
 
-def test_groundwork_serve_answers_metrics_on_its_port(embedder, tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, _shared_embedder):
     from ui_support import build_site
 
-    monkeypatch.delenv(TOKEN_ENV, raising=False)
-    site = build_site(tmp_path, embedder)
-    try:
-        url = site.url.rstrip("/") + "/metrics"
-        status, kind, text = _get(url)  # no sign-in: a scraper has no session
-        assert status == 200 and kind.startswith("text/plain")
-        assert value(text, "groundwork_questions_total") == 0
-        alice = site.services.users.get("alice")
-        list(site.services.conversations.ask(alice, "How many days of annual leave do employees get?"))
-        assert value(_get(url)[2], "groundwork_answers_total") == 1
-        assert "annual leave" not in _get(url)[2]  # counts only: no question text
+    built = build_site(tmp_path_factory.mktemp("monitoring-site"), _shared_embedder)
+    yield built
+    built.close()
 
-        monkeypatch.setenv(TOKEN_ENV, "scrape-token")
-        assert _get(url)[0] == 401
-        status, _, text = _get(url, "scrape-token")
-        assert status == 200 and value(text, "groundwork_questions_total") == 1
-    finally:
-        site.close()
+
+def test_groundwork_serve_answers_metrics_on_its_port(site, monkeypatch) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    url = site.url.rstrip("/") + "/metrics"
+    status, kind, text = _get(url)  # no sign-in: a scraper has no session
+    assert status == 200 and kind.startswith("text/plain")
+    before = value(text, "groundwork_answers_total")
+    alice = site.services.users.get("alice")
+    list(site.services.conversations.ask(alice, "How many days of annual leave do employees get?"))
+    text = _get(url)[2]
+    assert value(text, "groundwork_answers_total") == before + 1
+    assert "annual leave" not in text and "alice" not in text  # counts only: no question, no user
+
+    monkeypatch.setenv(TOKEN_ENV, "scrape-token")
+    assert _get(url)[0] == 401 and _get(url, "wrong-token")[0] == 401
+    status, _, text = _get(url, "scrape-token")
+    assert status == 200 and value(text, "groundwork_answers_total") == before + 1
+
+
+# --- the Monitoring tab: aggregates, drift, admins only -----------------------------------------------------------
+
+NOW = 1_796_000_000.0  # a fixed "now" (epoch seconds)
+
+
+def _record(at: float, refused: bool = False, reason: str | None = None, latency: float = 1.0,
+            confidence: float | None = None, adapter: str | None = None, error: bool = False) -> AuditRecord:
+    return AuditRecord(id=0, at=at, user="u", groups=[], channel="web", question="q", adapter=adapter,
+                       refused=refused or error, refusal_reason="error" if error else reason, latency_s=latency,
+                       confidence=confidence, error=error)
+
+
+def test_plot_data_are_the_right_aggregates_of_known_records() -> None:
+    hour = 3600.0
+    records = [
+        _record(NOW - 0.5 * hour, latency=1.0, confidence=0.9, adapter="acme@v2"),  # the last hour's bucket
+        _record(NOW - 0.4 * hour, latency=2.0, confidence=0.8, adapter="acme@v2"),
+        _record(NOW - 0.3 * hour, refused=True, reason="not confident", latency=3.0, confidence=0.2),
+        _record(NOW - 0.2 * hour, error=True, latency=30.0),  # an error: neither a refusal nor a latency
+        _record(NOW - 5.5 * hour, latency=4.0),  # five hours earlier
+        _record(NOW - 30 * hour, latency=9.0),  # yesterday: outside the day
+    ]
+    day = mon.timeline(records, NOW, "day")
+    assert len(day) == 24 and day[0].start == NOW - 24 * hour
+    last, earlier = day[-1], day[-6]
+    assert (last.questions, last.refused, last.errors, last.answers_per_hour) == (4, 1, 1, 4.0)
+    assert last.refusal_rate == pytest.approx(1 / 3)
+    assert last.latency_p50 == pytest.approx(2.0) and last.latency_p95 == pytest.approx(2.9)  # numpy's linear
+    assert (earlier.questions, earlier.refusal_rate, earlier.latency_p50) == (1, 0.0, 4.0)
+    assert sum(b.questions for b in day) == 5 and day[0].refusal_rate is None and day[0].latency_p50 is None
+    hourly = mon.timeline(records, NOW, "hour")  # 5-minute buckets: a question in one is 12 an hour
+    assert len(hourly) == 12 and sum(b.questions for b in hourly) == 4
+    assert max(b.answers_per_hour for b in hourly) == 12.0
+    assert sum(b.questions for b in mon.timeline(records, NOW, "week")) == 6
+    assert mon.confidence_by_adapter(records) == {"acme@v2": [0.9, 0.8], "base": [0.2]}
+
+
+@pytest.fixture(scope="module")
+def acme_questions(_shared_embedder):
+    questions = mon.read_questions(REPO / "examples" / "acme" / "qa.jsonl")
+    return questions, _shared_embedder.encode(questions)
+
+
+OFF_TOPIC = [
+    "What is the best recipe for banana bread?", "Who won the football world cup in 2018?",
+    "How do I change a flat tyre on a bicycle?", "What is the capital of Australia?", "How tall is Mount Everest?",
+    "Recommend a good science fiction novel.", "How do I train my dog to sit?", "When does the sun set in July?",
+    "How many calories are in an apple?", "Which planet has the most moons?", "How do I tune a guitar?",
+    "What's the weather like in Lisbon in spring?", "How do I make cold brew coffee?", "Who painted the Mona Lisa?",
+    "How long should I boil an egg?", "What is the offside rule?", "How do I grow tomatoes on a balcony?",
+    "Which chess opening is best for beginners?", "How do volcanoes form?", "What is a good marathon plan?",
+    "How do I knit a scarf?", "What are the rules of cricket?"]
+
+
+def test_drift_flags_a_shifted_week_and_not_an_unshifted_one(acme_questions, _shared_embedder) -> None:
+    questions, embeddings = acme_questions
+    reference, same_kind = embeddings[:30], embeddings[30:]  # held-out questions of the same set: no drift
+    rng = np.random.default_rng(7)
+    eval_confidence = list(rng.beta(5, 2, 60))
+    steady = mon.drift("acme@v2", "qa.jsonl", reference, eval_confidence, same_kind, list(rng.beta(5, 2, 60)))
+    assert steady.question_shift < mon.QUESTION_SHIFT_THRESHOLD and not steady.question_flag
+    assert steady.confidence_d is not None and not steady.confidence_flag and not steady.flagged
+
+    off_topic = _shared_embedder.encode(OFF_TOPIC)
+    shifted = mon.drift("acme@v2", "qa.jsonl", reference, eval_confidence, off_topic, list(rng.beta(2, 5, 60)))
+    assert shifted.question_shift > mon.QUESTION_SHIFT_THRESHOLD and shifted.question_flag
+    assert shifted.confidence_d > mon.CONFIDENCE_KS_THRESHOLD and shifted.confidence_flag and shifted.flagged
+
+    few = mon.drift("acme@v2", "qa.jsonl", reference, eval_confidence, off_topic[:5], [0.1] * 5)
+    assert not few.flagged and few.question_shift is None and len(few.notes) == 2  # too few to say
+
+
+def test_the_adapter_cards_held_out_questions_are_its_evaluation_set(tmp_path: Path) -> None:
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps({"id": f"q{i}", "question": f"question {i}?"}) for i in range(6)) + "\n")
+    card = {"data": {"files": [{"path": str(qa)}], "question_ids": {"train": ["q0", "q1", "q2", "q3"],
+                                                                    "validation": ["q4"], "test": ["q5"]}}}
+    questions, source = mon.eval_questions(card, None)
+    assert questions == ["question 4?", "question 5?"] and "held-out" in source
+    fallback = tmp_path / "fallback.jsonl"
+    fallback.write_text('{"question": "a?"}\n{"question": "b?"}\n')
+    assert mon.eval_questions({}, str(fallback)) == (["a?", "b?"], str(fallback))
+    with pytest.raises(mon.MonitoringError, match="no evaluation set"):
+        mon.eval_questions(None, None)
+
+
+def test_monitoring_endpoints_refuse_an_employee_and_draw_for_an_admin(site) -> None:
+    from gradio_client import Client
+    from ui_support import PASSWORDS
+
+    def client(user: str) -> Client:
+        return Client(site.url, auth=(user, PASSWORDS[user]), verbose=False, analytics_enabled=False,
+                      download_files=False)
+
+    alice = client("alice")
+    for api_name, args in (("/admin_monitoring", ("day",)), ("/admin_monitoring_drift", ("base", ""))):
+        with pytest.raises(Exception) as error:
+            alice.predict(*args, api_name=api_name)
+        assert "Only administrators" in str(error.value), api_name
+    assert not (site.root / mon.SETTINGS_FILE).exists()  # the employee's call changed nothing
+
+    list(site.services.conversations.ask(site.services.users.get("alice"),
+                                         "How many days of annual leave do employees get?"))
+    plot, headline, *_ = client("admin").predict("day", api_name="/admin_monitoring")
+    assert plot and "questions in the last day" in headline

@@ -17,6 +17,7 @@ from app.ui import admin_view as view
 from app.ui import audit_view
 from app.ui.admin_actions import AdminError
 from app.ui.admin_canary import build_canary_tab
+from app.ui.admin_monitoring import build_monitoring_tab
 from app.ui.admin_review import build_review_tab
 from app.ui.admin_routes import build_routes_tab
 from app.ui.auth import current_user, require_admin
@@ -296,6 +297,9 @@ def build_admin_tab(services: UiServices) -> AdminTab:
 
     with gr.Tab("Routes", id="admin-routes") as routes_tab:  # the routing gate (app/ui/admin_routes.py)
         build_routes_tab(services, routes_tab)
+
+    with gr.Tab("Monitoring", id="admin-monitoring") as monitoring_tab:  # plots and drift (admin_monitoring.py)
+        build_monitoring_tab(services, monitoring_tab)
 
     # --- audit log ----------------------------------------------------------------------------------------
     with gr.Tab("Audit log", id="admin-audit"):
