@@ -281,6 +281,8 @@ def test_review_endpoints_refuse_an_employee_and_work_for_an_admin_with_every_va
     assert queue.decisions() == []
 
     admin = client("admin")
+    filled = admin.predict(api_name="/admin_review_fill")  # the tab's fill on select: items, rules, no error
+    assert "Within 30 days" in filled[0] and json.loads(filled[2]) == rules_before.to_dict() and not filled[3]
     shown = admin.predict(api_name="/admin_review")[0]
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in shown and "<img" not in shown
     assert "&lt;b&gt;When&lt;/b&gt;" in shown and "<script>" not in shown
