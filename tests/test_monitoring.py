@@ -245,3 +245,9 @@ def test_monitoring_endpoints_refuse_an_employee_and_draw_for_an_admin(site) -> 
                                          "How many days of annual leave do employees get?"))
     plot, headline, *_ = client("admin").predict("day", api_name="/admin_monitoring")
     assert plot and "questions in the last day" in headline
+    eval_set = site.root / "eval.jsonl"
+    eval_set.write_text('{"question": "How many days of annual leave do we get?"}\n'
+                        '{"question": "When are expense claims due?"}\n{"question": "How long must a password be?"}\n')
+    report = client("admin").predict("base", str(eval_set), api_name="/admin_monitoring_drift")
+    assert "3 evaluation questions" in report and "questions this week" in report
+    assert json.loads((site.root / mon.SETTINGS_FILE).read_text()) == {"eval_set": str(eval_set)}  # remembered
