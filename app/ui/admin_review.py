@@ -93,7 +93,8 @@ def build_review_tab(services: UiServices, tab=None) -> None:
     message = gr.Markdown("", elem_id="gw-review-message")
     gr.Markdown("#### Review rules")
     rules = gr.Code(label="Rules (JSON): low_confidence (0-1 or null), thumbs_down, pii_in_answer, "
-                          "topic_near_miss (true/false), documents (globs), groups", language="json", lines=10,
+                          "topic_near_miss (true/false), documents (globs), groups, hold_groups (answers held "
+                          "until reviewed)", language="json", lines=10,
                     interactive=True, elem_id="gw-review-rules")
     save_rules = gr.Button("Save rules", variant="primary", elem_id="gw-review-save-rules")
     rules_message = gr.Markdown("", elem_id="gw-review-rules-message")
