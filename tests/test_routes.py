@@ -251,3 +251,22 @@ def test_the_chat_routes_by_default_and_the_api_offers_auto(deployment, service,
         _, chat, options = api.prepare(user, body)
         *_, answer = api.answers(user, chat, options)
         assert (answer.route, answer.adapter) == expected
+
+
+def test_the_chats_embedder_embeds_a_routed_question_once(_shared_embedder) -> None:
+    """Intent routing embeds the question, then retrieval does: served, the second gets the first's vector."""
+    from app.ui import LockedEmbedder
+
+    served = LockedEmbedder()
+    served.__dict__["model"] = _shared_embedder.model
+    calls = []
+    real = served.model.encode
+    served.__dict__["model"] = SimpleNamespace(encode=lambda *a, **k: calls.append(a) or real(*a, **k))
+    first = served.encode(["How can I reset my password?"])
+    kept = first.copy()
+    first[0, 0] += 1.0  # a caller changing its copy does not change what the next caller gets
+    again = served.encode(["How can I reset my password?"])
+    assert len(calls) == 1 and (again == kept).all()
+    served.encode(["How can I reset my password?", "And the VPN?"])  # batches are not remembered
+    served.encode(["And the VPN?"])
+    assert len(calls) == 3

@@ -4,11 +4,13 @@ from __future__ import annotations
 import html
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import gradio as gr
+import numpy as np
 
 from app.api import mount as api_mount
 from app.config import Settings
@@ -51,19 +53,33 @@ LOGOUT_BUTTON = (  # a POST (app/ui/login_guard.py): a link to /logout on anothe
 
 
 class LockedEmbedder(Embedder):
-    """The chat's embedder: one encode at a time.
+    """The chat's embedder: one encode at a time, and the vectors of the last questions remembered.
 
     Hugging Face fast tokenizers are not safe to call from several threads at once ("Already borrowed"); a query
     embedding takes milliseconds, so serializing it costs nothing. Ingestion uses its own instance.
+    A question is embedded twice per answer when the routing gate classifies its intent (app.production.routes)
+    and retrieval then searches it: the second call gets the first's vector (a copy) instead of ~10-20 ms of CPU.
     """
+
+    RECENT = 64  # single texts remembered (a few answers in flight at once each embed one question)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._encode_lock = threading.Lock()
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def encode(self, texts):
+        texts = list(texts)
         with self._encode_lock:
-            return super().encode(texts)
+            if len(texts) != 1:
+                return super().encode(texts)
+            remembered = self._recent.get(texts[0])
+            if remembered is None:
+                remembered = self._recent[texts[0]] = super().encode(texts)
+                if len(self._recent) > self.RECENT:
+                    self._recent.popitem(last=False)
+            self._recent.move_to_end(texts[0])
+            return remembered.copy()
 
 
 def make_services(engine: Engine, users_file: Path, guardrails_file: Path, adapters_dir: Path, docs_dir: Path,
