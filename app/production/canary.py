@@ -12,8 +12,9 @@ Only questions that would have gone to the candidate's adapter NAME (a route nam
 the promoted default), from users of the canary's groups (none = everyone), take part.
 
 Guard rules are checked after every answer (`check`, called by Conversations.ask once the audit record is
-written): the figures come from the audit log and the feedback on stored turns, counted incrementally, so a check
-reads only the records written since the last one. A rule compares point estimates as the admin wrote it; the
+written): the figures come from the audit log, counted incrementally (a check reads only the records written
+since the last one), and the 👍/👎 on stored turns (re-read every FEEDBACK_REFRESH_S, only when a rule is about
+them: a rating can change). A rule compares point estimates as the admin wrote it; the
 admin sees the confidence intervals in `groundwork adapters canary --status` and the admin tab (canary_stats).
 """
 from __future__ import annotations
@@ -41,7 +42,10 @@ CANARY_FILE = "canary.json"
 RUNNING, ROLLED_BACK, STOPPED, PROMOTED = "running", "rolled back", "stopped", "promoted"
 CANDIDATE, CONTROL = "candidate", "control"
 MAX_EVENTS = 500  # the event log keeps the newest
-CLOCK_SLACK_S = 5.0  # an incremental read looks this far back: records of concurrent answers may land out of order
+# A check re-reads the 👍/👎 of stored turns (every rated turn, each answer parsed: ~20 ms for 1,000) at most this
+# often, and only when a rule is about them: a 👎 rule acts on ratings at most this old.
+FEEDBACK_REFRESH_S = 30.0
+INCREMENTAL_READ = 64  # records a check asks for first (the newest); more only when all of them are new
 _RULE = re.compile(r"^\s*([a-z_]+)\s*([+>])\s*([0-9]*\.?[0-9]+)\s*(%?)\s*(?:@\s*([0-9]+))?\s*$")
 
 
@@ -131,6 +135,10 @@ class GuardRule:
         return None
 
 
+def _with_ratings(tally: ArmTally, ratings: ArmTally) -> ArmTally:
+    return replace(tally, rated=ratings.rated, thumbs_up=ratings.thumbs_up, thumbs_down=ratings.thumbs_down)
+
+
 def _number(value) -> float | None:
     return None if value is None else float(value)
 
@@ -197,8 +205,7 @@ class _Tallies:
     canary_id: str
     candidate: ArmTally = field(default_factory=ArmTally)
     control: ArmTally = field(default_factory=ArmTally)
-    last_at: float = 0.0
-    last_id: int = 0
+    last_id: int = 0  # the newest audit record counted
 
 
 class CanaryFile:
@@ -214,6 +221,8 @@ class CanaryFile:
         self._lock = threading.Lock()
         self._cache: tuple[tuple, dict] | None = None
         self._tallies: _Tallies | None = None
+        self._feedback: tuple[str, float, ArmTally, ArmTally] | None = None  # (canary id, read at, the two arms)
+        self.feedback_every_s = FEEDBACK_REFRESH_S
 
     @classmethod
     def beside(cls, users_file: Path | str, registry=None) -> "CanaryFile":
@@ -339,6 +348,21 @@ class CanaryFile:
         version = self.registry.state(name).get("promoted")
         return f"{name}@{version}" if version else None
 
+    def _default_name(self) -> str | None:
+        """The name of the registry's default adapter (the most recently promoted), as AdapterRegistry.default()
+        picks it, from the state files alone (default() also reads every version's card: 3-4x the cost)."""
+        newest: tuple[float, str] | None = None
+        for name in self.registry.names():
+            try:
+                state = self.registry.state(name)
+            except GroundworkError:
+                continue
+            promoted = state.get("promoted")
+            if promoted and (self.registry.root / name / "versions" / promoted).is_dir():
+                if newest is None or state.get("promoted_at", 0) > newest[0]:
+                    newest = (state.get("promoted_at", 0), name)
+        return newest[1] if newest else None
+
     def assign(self, user, adapter: str | None) -> tuple[str | None, str | None]:
         """(adapter to use, arm) for a question of `user` that would go to `adapter` (None = the default).
 
@@ -354,10 +378,8 @@ class CanaryFile:
         if control == canary.candidate:  # promoted meanwhile (e.g. in the admin tab): it is everyone's now
             return adapter, None
         if adapter is None:
-            if self.registry is not None:
-                default = self.registry.default()
-                if default is None or default.name != canary.name:
-                    return adapter, None
+            if self.registry is not None and self._default_name() != canary.name:
+                return adapter, None
         elif adapter != canary.name and adapter != control:
             return adapter, None
         if canary.in_candidate_arm(user.name):
@@ -366,16 +388,24 @@ class CanaryFile:
 
     # --- figures and guard rules ---------------------------------------------------------------------------
     def _read_audit(self, audit, canary: Canary, tallies: _Tallies) -> None:
-        """Add the records written since the last read to the running counts."""
-        since = max(canary.started_at, tallies.last_at - CLOCK_SLACK_S)
-        newest_at, newest_id = tallies.last_at, tallies.last_id
-        for arm, tally in ((CANDIDATE, tallies.candidate), (CONTROL, tallies.control)):
-            for record in audit.query(since=since, until=canary.ended_at, arm=arm):
-                if record.id <= tallies.last_id:
-                    continue  # counted by an earlier read (the look-back overlaps it)
-                tally.add(record)
-                newest_at, newest_id = max(newest_at, record.at), max(newest_id, record.id)
-        tallies.last_at, tallies.last_id = newest_at, newest_id
+        """Add the records written since the last read to the running counts.
+
+        Writers are serialized (BEGIN IMMEDIATE), so record ids grow in commit order: the records not counted yet
+        are exactly those above the last counted id. They are the newest, so a read asks for the newest few and
+        widens only when all of them are new (the first read of a process takes everything at once)."""
+        limit = None if tallies.last_id == 0 else INCREMENTAL_READ
+        while True:
+            batch = audit.query(since=canary.started_at, until=canary.ended_at, limit=limit)
+            new = [r for r in batch if r.id > tallies.last_id]
+            if limit is None or len(batch) < limit or len(new) < len(batch):
+                break
+            limit *= 8
+        for record in new:
+            if record.arm == CANDIDATE:
+                tallies.candidate.add(record)
+            elif record.arm == CONTROL:
+                tallies.control.add(record)
+        tallies.last_id = max([tallies.last_id, *(r.id for r in new)])
 
     @staticmethod
     def _read_feedback(store, canary: Canary, candidate: ArmTally, control: ArmTally) -> None:
@@ -425,10 +455,13 @@ class CanaryFile:
             self._read_audit(audit, canary, tallies)
             candidate, control = tallies.candidate, tallies.control
             if store is not None and any(RATES[r.metric][2] == "rated" for r in canary.rules):
-                candidate, control = replace(candidate), replace(control)  # feedback is re-read each time
-                candidate.rated = candidate.thumbs_up = candidate.thumbs_down = 0
-                control.rated = control.thumbs_up = control.thumbs_down = 0
-                self._read_feedback(store, canary, candidate, control)
+                now = time.monotonic()
+                cached = self._feedback
+                if cached is None or cached[0] != canary.id or now - cached[1] >= self.feedback_every_s:
+                    cached = (canary.id, now, ArmTally(), ArmTally())
+                    self._read_feedback(store, canary, cached[2], cached[3])
+                    self._feedback = cached
+                candidate, control = _with_ratings(candidate, cached[2]), _with_ratings(control, cached[3])
         for rule in canary.rules:
             reason = rule.fires(candidate, control)
             if reason:
@@ -441,8 +474,8 @@ class CanaryFile:
         candidate, control = self.tallies(audit, store, canary)
         evaluations: dict[str, dict] = {}
         if canary is not None and self.registry is not None:
-            control = (self._promoted(canary.name) or canary.control) if canary.running else canary.control
-            for ref in (canary.candidate, control):
+            control_ref = (self._promoted(canary.name) or canary.control) if canary.running else canary.control
+            for ref in (canary.candidate, control_ref):
                 try:
                     evaluations[ref] = dict(self.registry.get(ref).card.get("evaluation") or {})
                 except GroundworkError:
