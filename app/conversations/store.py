@@ -104,7 +104,8 @@ def answer_from_dict(data: dict) -> Answer:
                   retrieved=[RetrievedPassage(**p) for p in data.get("retrieved", [])],
                   flags=[GuardrailEvent.from_dict(f) for f in data.get("flags", [])],
                   timings=dict(data.get("timings", {})), user=data.get("user", ""), model=data.get("model", ""),
-                  adapter=data.get("adapter"), searched_for=data.get("searched_for"))
+                  adapter=data.get("adapter"), searched_for=data.get("searched_for"), route=data.get("route"),
+                  arm=data.get("arm"), confidence=data.get("confidence"))  # older turns: None
 
 
 def _not_found(what: str = "conversation") -> ConversationNotFound:
