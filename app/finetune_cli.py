@@ -170,6 +170,9 @@ def adapters_canary(
         from app.conversations.store import ConversationStore
         from app.production import canary_report
 
+        if canary.current() is None:
+            typer.echo(canary_report.NO_CANARY)
+            return
         folder = users_file.parent
         store = ConversationStore(folder / "conversations.sqlite") if (folder / "conversations.sqlite").exists() \
             else None

@@ -67,6 +67,9 @@ def test_assignment_is_sticky_per_user_and_gives_the_share_asked(tmp_path, regis
     # questions routed elsewhere are not part of the canary
     assert canary.assign(people[0], "helpdesk") == ("helpdesk", None)
     assert canary.assign(people[0], "none") == ("none", None)
+    # a damaged canary file does not stop answering: the question goes where it was routed
+    (tmp_path / "canary.json").write_text("{not json")
+    assert canary.assign(people[0], "acme") == ("acme", None)
 
 
 def test_only_the_canary_groups_take_part_and_a_new_canary_draws_anew(tmp_path, registry) -> None:
@@ -269,6 +272,9 @@ def canary_cli(root: Path, registry: AdapterRegistry, *args: str):
 
 
 def test_cli_starts_shows_both_arms_and_stops(tmp_path, registry) -> None:
+    nothing = canary_cli(tmp_path, registry, "--status")
+    assert nothing.exit_code == 0 and "No canary has been started" in nothing.output
+    assert not (tmp_path / "audit.sqlite").exists()  # a status look creates nothing
     started = canary_cli(tmp_path, registry, "acme@v2", "--share", "10", "--groups", "sales,hr",
                          "--rule", "refusal_rate+10@500")
     assert started.exit_code == 0, started.output

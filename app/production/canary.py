@@ -366,8 +366,16 @@ class CanaryFile:
     def assign(self, user, adapter: str | None) -> tuple[str | None, str | None]:
         """(adapter to use, arm) for a question of `user` that would go to `adapter` (None = the default).
 
-        The arm is "candidate" or "control" when the running canary applies, else None (adapter unchanged).
+        The arm is "candidate" or "control" when the running canary applies, else None (adapter unchanged). A
+        damaged canary file or registry is logged and leaves the question as routed: answering goes on.
         """
+        try:
+            return self._assign(user, adapter)
+        except GroundworkError as exc:
+            log.error("canary not applied: %s", exc)
+            return adapter, None
+
+    def _assign(self, user, adapter: str | None) -> tuple[str | None, str | None]:
         data = self._read()
         if data.get("canary") is None or data["canary"].get("status") != RUNNING:
             return adapter, None
@@ -377,6 +385,9 @@ class CanaryFile:
         control = self._promoted(canary.name) or canary.control
         if control == canary.candidate:  # promoted meanwhile (e.g. in the admin tab): it is everyone's now
             return adapter, None
+        if self.registry is not None and not (self.registry.root / canary.name / "versions"
+                                              / canary.candidate.partition("@")[2]).is_dir():
+            return adapter, None  # the candidate was removed: nobody is sent to a version that is not there
         if adapter is None:
             if self.registry is not None and self._default_name() != canary.name:
                 return adapter, None

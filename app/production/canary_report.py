@@ -11,6 +11,7 @@ METHODS = ("Differences are candidate − control with a 95% confidence interval
            "interval for a difference of proportions (Wilson intervals combined); latencies by a percentile "
            f"bootstrap of the difference ({BOOTSTRAP_RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}). An interval "
            "that excludes 0 is a difference the data supports; guard rules act on the point estimates.")
+NO_CANARY = "No canary has been started. Start one with `groundwork adapters canary NAME@vN --share 10`."
 EVENT_HEADERS = ["When (UTC)", "Candidate", "Event", "Rule", "Detail", "By"]
 
 
@@ -21,7 +22,7 @@ def when(at: float | None) -> str:
 def headline(report: CanaryReport) -> str:
     canary = report.canary
     if canary is None:
-        return "No canary has been started. Start one with `groundwork adapters canary NAME@vN --share 10`."
+        return NO_CANARY
     who = f"users of {', '.join(canary.groups)}" if canary.groups else "all users"
     text = (f"Canary {canary.candidate} (candidate) vs {canary.control} (control): {canary.status}; "
             f"{canary.share:g}% of {who}; started {when(canary.started_at)} UTC")
