@@ -43,7 +43,7 @@ def rules_line(report: CanaryReport) -> str:
 def comparison_rows(report: CanaryReport) -> list[list[str]]:
     """Answers first, then every rate and latency: metric, candidate, control, difference [95% CI], test."""
     answers = ["Answers", str(report.candidate.answers), str(report.control.answers), "", ""]
-    rated = ["Rated answers (👍/👎)", f"{report.candidate.rated} ({report.candidate.thumbs_up}/"
+    rated = ["Rated answers (up/down)", f"{report.candidate.rated} ({report.candidate.thumbs_up}/"
              f"{report.candidate.thumbs_down})", f"{report.control.rated} ({report.control.thumbs_up}/"
              f"{report.control.thumbs_down})", "", ""]
     return [answers, rated, *table_rows(report.comparisons)]

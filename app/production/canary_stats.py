@@ -33,7 +33,7 @@ RATES: dict[str, tuple[str, str, str]] = {
     "withdrawal_rate": ("Citation-check withdrawals", "withdrawn", "answers"),
     "block_rate": ("Guardrail blocks", "blocked", "answers"),
     "error_rate": ("Errors", "errors", "answers"),
-    "thumbs_down_rate": ("👎 of rated answers", "thumbs_down", "rated"),
+    "thumbs_down_rate": ("Thumbs down (of rated)", "thumbs_down", "rated"),  # words: not every font has 👎
 }
 # name -> (label, sample field, quantile)
 LATENCIES: dict[str, tuple[str, str, float]] = {

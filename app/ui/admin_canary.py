@@ -36,8 +36,9 @@ def canary_values(services) -> tuple[str, list[list[str]], str, list[list[str]]]
     report = _report(services)
     head = canary_report.headline(report)
     rules = canary_report.rules_line(report)
+    offline = canary_report.evaluation_lines(report)
     notes = canary_report.METHODS + "\n\n" + "\n".join(
-        line.strip() if i == 0 else f"- {line.strip()}" for i, line in enumerate(canary_report.evaluation_lines(report)))
+        line.strip() if i == 0 else f"- {line.strip()}" for i, line in enumerate(offline))
     rows = canary_report.comparison_rows(report) if report.canary is not None else []
     return (f"**{head}**" + (f"\n\n{rules}" if rules else ""), rows, notes, canary_report.event_rows(report))
 
@@ -84,7 +85,7 @@ def build_canary_tab(services, tab: gr.Tab | None = None) -> None:
     notes = gr.Markdown("", elem_id="gw-canary-notes")
     gr.Markdown("#### Events")
     events = gr.Dataframe(headers=canary_report.EVENT_HEADERS, interactive=False, wrap=True, max_height=320,
-                          elem_id="gw-canary-events")
+                          column_widths=["13%", "9%", "9%", "25%", "36%", "8%"], elem_id="gw-canary-events")
     with gr.Accordion("Start or stop a canary", open=False):
         with gr.Row(equal_height=True):
             candidate = gr.Textbox(label="Candidate version (NAME@vN)", placeholder="acme@v3",
