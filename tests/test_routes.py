@@ -270,3 +270,17 @@ def test_the_chats_embedder_embeds_a_routed_question_once(_shared_embedder) -> N
     served.encode(["How can I reset my password?", "And the VPN?"])  # batches are not remembered
     served.encode(["And the VPN?"])
     assert len(calls) == 3
+
+
+def test_a_hand_broken_routes_file_keeps_the_last_good_routes(deployment, _shared_embedder, tmp_path) -> None:
+    file = RoutesFile(tmp_path / "routes.json")
+    file.save(RoutesConfig(0, ROUTES, (IT, EXPENSES)), deployment.registry)
+    router = Router.beside(tmp_path / "users.json", deployment.registry, _shared_embedder)
+    hannah = deployment.users.get("hannah")
+    assert router.choose(hannah, "How many days of annual leave do employees get?").route == "hr"
+    file.path.write_text('{"version": 2, "routes": [', encoding="utf-8")  # an editor saved half a file
+    choice = router.choose(hannah, "How many days of annual leave do employees get?")
+    assert choice.route == "hr" and "routes file unreadable" in choice.reason and "not valid JSON" in choice.reason
+    assert "passed over: 'it': not intent 'it-support'" in choice.reason
+    with pytest.raises(RoutesError, match="not valid JSON"):  # and `routes list` / the admin tab say so
+        file.load()

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -312,13 +312,16 @@ class Router:
         groups = set(user.groups)
         match: IntentMatch | None = None
         choice = None
+        passed: list[str] = []  # the routes tried before the one chosen, and why they did not match
         for route in loaded.config.routes:
             if route.groups and not groups & set(route.groups):
+                passed.append(f"{route.name!r}: not in groups {', '.join(route.groups)}")
                 continue
             if route.intent is not None:
                 if match is None:
                     match = self._classify(loaded, question)
                 if match.intent != route.intent:
+                    passed.append(f"{route.name!r}: not intent {route.intent!r}")
                     continue
             adapter = NO_ADAPTER if route.adapter.lower() in (BASE, NO_ADAPTER) else route.adapter
             choice = RouteChoice(route.name, adapter, _why(route, groups, match), match=match)
@@ -327,13 +330,16 @@ class Router:
             why = "no route matched" if loaded.config.routes else "no routes defined"
             if match is not None:
                 why += f" ({_intent_words(match)})"
-            if loaded.problem:
-                why += f"; routes file unreadable, last good version used: {loaded.problem}"
             choice = RouteChoice(DEFAULT_ROUTE, None, why + ": the default adapter answers", match=match)
+        if passed:
+            choice = replace(choice, reason=f"{choice.reason}; passed over: {'; '.join(passed)}")
+        if loaded.problem:
+            choice = replace(choice, reason=f"{choice.reason}; routes file unreadable, last good routes used: "
+                                            f"{loaded.problem}")
         if self.canary is not None:
             adapter, arm = self.canary.assign(user, choice.adapter)
             if arm is not None:
-                choice = RouteChoice(choice.route, adapter, f"{choice.reason}; canary: {arm} arm", arm, match)
+                choice = replace(choice, adapter=adapter, reason=f"{choice.reason}; canary: {arm} arm", arm=arm)
         return choice
 
 
