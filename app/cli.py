@@ -170,7 +170,8 @@ def ask(
     for flag in result.flags:
         typer.echo(f"  guardrail {flag.guard}: {flag.action} — {flag.detail}", err=True)
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-    typer.echo(f"  ({result.model}{' + ' + result.adapter if result.adapter else ''}; {timings})", err=True)
+    route = f", route {result.route}" if result.route and result.route != "default" else ""
+    typer.echo(f"  ({result.model}{' + ' + result.adapter if result.adapter else ''}{route}; {timings})", err=True)
 
 
 @users_cli.command("add")
