@@ -251,3 +251,59 @@ def test_monitoring_endpoints_refuse_an_employee_and_draw_for_an_admin(site) -> 
     report = client("admin").predict("base", str(eval_set), api_name="/admin_monitoring_drift")
     assert "3 evaluation questions" in report and "questions this week" in report
     assert json.loads((site.root / mon.SETTINGS_FILE).read_text()) == {"eval_set": str(eval_set)}  # remembered
+
+
+def _seed_a_day(site, now: float) -> None:
+    """A day of answers for the plots: two adapters and the base model, a busy afternoon, some refusals; the base
+    model's questions partly off-topic (the drift check flags them)."""
+    from app.audit import AuditLog
+
+    rng = np.random.default_rng(15)
+    acme = mon.read_questions(REPO / "examples" / "acme" / "qa.jsonl")
+    log = AuditLog(site.root / "audit.sqlite")
+    user = site.services.users.get("alice")
+    for i in range(260):
+        weights = np.r_[np.full(8, 1.0), np.full(10, 7.0), np.full(6, 3.0)]  # quiet night, busy working hours
+        hour = rng.choice(24, p=weights / weights.sum())
+        at = now - 24 * 3600 + hour * 3600 + rng.uniform(0, 3600)
+        adapter = ("acme@v2", "acme@v3", None)[i % 3]
+        confidence = float(rng.beta(6, 2) if adapter == "acme@v2" else rng.beta(4, 3) if adapter else rng.beta(2, 3))
+        refused = confidence < 0.35
+        question = OFF_TOPIC[i % len(OFF_TOPIC)] if adapter is None and i % 2 else acme[30 + i % 30]
+        answer = Answer(question=question, answer="" if refused else "[1] Within 30 days.", refused=refused,
+                        refusal_reason="not confident" if refused else None, citations=[], retrieved=[], flags=[],
+                        timings={"total": float(rng.lognormal(0.2, 0.4)), "first_token": 0.4},
+                        adapter=adapter, confidence=confidence)
+        log.record(answer, user, "web", at=float(at))
+
+
+def test_browser_admin_opens_the_monitoring_tab(site, tmp_path: Path) -> None:
+    import time as clock
+
+    from ui_support import CHROMIUM, CHROMIUM_ARGS, chromium_or_fail, login, save_screenshot
+
+    _seed_a_day(site, clock.time())
+    eval_set = tmp_path / "eval.jsonl"
+    eval_set.write_text("".join(json.dumps({"question": q}) + "\n"
+                                for q in mon.read_questions(REPO / "examples" / "acme" / "qa.jsonl")[:12]))
+    sync_playwright = chromium_or_fail()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            login(page, site.url, "admin")
+            page.get_by_role("tab", name="Admin").click()
+            page.get_by_role("tab", name="Monitoring").click()
+            page.locator("#gw-mon-plot img").wait_for(timeout=120_000)
+            headline = page.locator("#gw-mon-summary").inner_text()
+            assert "questions in the last day" in headline and "latency p50" in headline
+            page.locator("#gw-mon-adapter input").fill("base")
+            page.keyboard.press("Enter")
+            page.locator("#gw-mon-evalset textarea, #gw-mon-evalset input").first.fill(str(eval_set))
+            page.locator("#gw-mon-check").click()
+            page.locator("#gw-mon-drift").get_by_text("Questions: shift").wait_for(timeout=180_000)
+            assert "drift" in page.locator("#gw-mon-drift").inner_text()  # the off-topic half is flagged
+            page.locator("#gw-mon-plot").scroll_into_view_if_needed()
+            save_screenshot(page, "monitoring.png", full_page=True)
+        finally:
+            browser.close()

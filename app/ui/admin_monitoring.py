@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from app.production import monitoring as mon
 from app.ui.auth import require_admin
 from app.ui.services import UiServices
+from ingest.errors import GroundworkError
 
 CONCURRENCY = 2  # the drift check embeds a week of questions: a few at once at most
 
@@ -165,7 +166,7 @@ def build_monitoring_tab(services: UiServices, tab=None) -> None:
             raise gr.Error("Choose an adapter that answered this week.")
         try:
             return render_drift(drift_report(services, chosen, path))
-        except mon.MonitoringError as exc:
+        except GroundworkError as exc:  # no evaluation set, an unreadable file, an adapter that is gone
             raise gr.Error(str(exc)) from None
 
     outputs = [plot, headline, adapter, eval_set]
