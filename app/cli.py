@@ -268,7 +268,8 @@ def serve(
     refusal_threshold: Optional[float] = typer.Option(None, "--refusal-threshold", help=REFUSAL_THRESHOLD_HELP),
 ) -> None:
     """Start the web app (employees chat, admins manage documents, users, adapters and guardrails) and, on the same
-    port, the OpenAI-compatible API at /v1 (tokens: `groundwork users token NAME`)."""
+    port, the OpenAI-compatible API at /v1 (tokens: `groundwork users token NAME`) and Prometheus metrics at /metrics
+    (local clients only, unless GROUNDWORK_METRICS_TOKEN is set: then `Authorization: Bearer <token>`)."""
     from app.ui import ServeOptions, serve as run_server
     from app.users import UserStore
 
