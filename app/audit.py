@@ -1,13 +1,13 @@
 """The audit log: one append-only record per question asked, in SQLite beside the users file (Settings.audit_db).
 
-A record says when, who (and their groups then), through which channel, the question after PII redaction,
-which documents' passages were retrieved and shown, which were cited, the adapter, refusal, guardrail events and
-latency, and what monitoring and canary comparisons need: the route and canary arm that chose the adapter, the answer
-stage's confidence, the time to the first token, whether the citation check withdrew the answer or some of its
-sentences, and whether answering failed. It never holds passage or answer text: documents appear by their source path only, so the log can be
-kept and exported without becoming a copy of restricted documents. SQLite triggers refuse every UPDATE and
-DELETE of a record (append-only). The documents of a record are rows of `audit_documents` indexed by source, so
-"who saw document X this month?" is one indexed query (`query(document=..., since=...)`, `users(...)`).
+A record says when, who (and their groups then), through which channel, the question after PII redaction, which
+documents' passages were retrieved and shown, which were cited, the adapter, refusal, guardrail events and latency,
+and what monitoring and canary comparisons need: the route and canary arm that chose the adapter, the answer stage's
+confidence, the time to the first token, whether the citation check withdrew the answer or some of its sentences,
+and whether answering failed. It never holds passage or answer text: documents appear by their source path only, so
+the log can be kept and exported without becoming a copy of restricted documents. SQLite triggers refuse every
+UPDATE and DELETE of a record (append-only). The documents of a record are rows of `audit_documents` indexed by
+source, so "who saw document X this month?" is one indexed query (`query(document=..., since=...)`, `users(...)`).
 """
 from __future__ import annotations
 

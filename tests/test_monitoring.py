@@ -57,10 +57,10 @@ def test_counters_move_as_answers_are_made(index_dir, embedder, tmp_path: Path) 
     answered = ask(service, BOB, "How many days of annual leave do employees get?")
     ask(service, BOB, "How many days of annual leave do employees get?")
     refused = ask(service, GUEST, "How many days of annual leave do employees get?")
+    failing = Engine(EngineConfig(index_dir=index_dir), embedder=embedder, generator=FakeGenerator(fail_after=0))
     with pytest.raises(RuntimeError):  # the model fails: an error, counted once
-        ask(Conversations.beside(Engine(EngineConfig(index_dir=index_dir), embedder=embedder,
-                                        generator=FakeGenerator(fail_after=0)), tmp_path / "users.json",
-                                 metrics=metrics), BOB, "How many days of annual leave?", AnswerOptions(decoding="free"))
+        ask(Conversations.beside(failing, tmp_path / "users.json", metrics=metrics), BOB,
+            "How many days of annual leave?", AnswerOptions(decoding="free"))
     text = metrics.exposition().decode()
     assert not answered.refused and refused.refused
     route = answered.route or "none"  # the routing gate's default route, when it has one
