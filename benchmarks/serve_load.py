@@ -470,6 +470,10 @@ def overhead(repeat: int) -> None:
     rows = [("metrics: question_started + observe", *_timed(hook, repeat))]
     rows.append(("GET /metrics body (9 label sets; per scrape)", *_timed(metrics.exposition, max(repeat // 10, 50))))
     alice, hannah = User("alice", groups=("everyone",)), User("hannah", groups=("everyone", "hr"))
+    import torch
+
+    torch.set_num_threads(1)  # as `groundwork serve --threads 1` (the default): 2 threads on a busy 2-core machine
+    #                           made one embedding ~10x slower (oversubscription), which is not what serve pays
     embedder = Embedder()
     embedder.encode(["warm up"])
     with tempfile.TemporaryDirectory(prefix="overhead-") as folder:
@@ -494,7 +498,7 @@ def overhead(repeat: int) -> None:
         rows.append(("  of which: embed one question (as retrieval does)",
                      *_timed(lambda: embedder.encode([questions[next(asked) % len(questions)]]), slow)))
     print(f"\nPer-answer overhead, {repeat} calls each ({slow} for the embedding rows), in process; "
-          f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}:\n")
+          f"{os.cpu_count()} CPUs visible, 1 torch thread, load average {os.getloadavg()[0]:.1f}:\n")
     print(f"| {'step':<46} | median ms | p99 ms |")
     print(f"|{'-' * 48}|-----------|--------|")
     for name, median, p99 in rows:
