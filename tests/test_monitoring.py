@@ -3,6 +3,7 @@ the network unless a token is set; the Monitoring tab's aggregates and drift sig
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -277,13 +278,14 @@ def _seed_a_day(site, now: float) -> None:
         log.record(answer, user, "web", at=float(at))
 
 
-def test_browser_admin_opens_the_monitoring_tab(site, tmp_path: Path) -> None:
+def test_browser_admin_opens_the_monitoring_tab(site) -> None:
     import time as clock
 
     from ui_support import CHROMIUM, CHROMIUM_ARGS, chromium_or_fail, login, save_screenshot
 
     _seed_a_day(site, clock.time())
-    eval_set = tmp_path / "eval.jsonl"
+    eval_set = REPO / "artifacts" / "monitoring-eval.jsonl"  # ignored by git; shown relative in the screenshot
+    eval_set.parent.mkdir(exist_ok=True)
     eval_set.write_text("".join(json.dumps({"question": q}) + "\n"
                                 for q in mon.read_questions(REPO / "examples" / "acme" / "qa.jsonl")[:12]))
     sync_playwright = chromium_or_fail()
@@ -299,7 +301,8 @@ def test_browser_admin_opens_the_monitoring_tab(site, tmp_path: Path) -> None:
             assert "questions in the last day" in headline and "latency p50" in headline
             page.locator("#gw-mon-adapter input").fill("base")
             page.keyboard.press("Enter")
-            page.locator("#gw-mon-evalset textarea, #gw-mon-evalset input").first.fill(str(eval_set))
+            page.locator("#gw-mon-evalset textarea, #gw-mon-evalset input").first.fill(
+                os.path.relpath(eval_set))  # the server runs in this process: same working directory
             page.locator("#gw-mon-check").click()
             page.locator("#gw-mon-drift").get_by_text("Questions: shift").wait_for(timeout=180_000)
             assert "drift" in page.locator("#gw-mon-drift").inner_text()  # the off-topic half is flagged

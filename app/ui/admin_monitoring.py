@@ -138,7 +138,7 @@ def build_monitoring_tab(services: UiServices, tab=None) -> None:
                 "Prometheus scrapes the same figures live at `/metrics` on this server's port.")
     with gr.Row(equal_height=True):
         period = gr.Radio(list(mon.PERIODS), value="day", label="Period", elem_id="gw-mon-period")
-        refresh = gr.Button("Refresh", elem_id="gw-mon-refresh")
+        refresh = gr.Button("Refresh", elem_id="gw-mon-refresh", scale=0, min_width=140)
     headline = gr.Markdown("", elem_id="gw-mon-summary")
     plot = gr.Plot(label="Answers", elem_id="gw-mon-plot", format="png")
     gr.Markdown("### Drift\nThis week's questions and confidence against the adapter's evaluation set: the "
@@ -149,7 +149,7 @@ def build_monitoring_tab(services: UiServices, tab=None) -> None:
                               allow_custom_value=True)
         eval_set = gr.Textbox(label="Evaluation set when the card names none (JSONL with a question field)",
                               placeholder="examples/acme/qa.jsonl", elem_id="gw-mon-evalset")
-        check = gr.Button("Check drift", elem_id="gw-mon-check")
+        check = gr.Button("Check drift", elem_id="gw-mon-check", scale=0, min_width=140)
     drift_out = gr.Markdown("", elem_id="gw-mon-drift")
 
     def show(chosen: str, request: gr.Request):
