@@ -1,11 +1,13 @@
 """The audit log: one append-only record per question asked, in SQLite beside the users file (Settings.audit_db).
 
-A record says when, who (and their groups then), through which channel, the question after PII redaction,
-which documents' passages were retrieved and shown, which were cited, the adapter, refusal, guardrail events and
-latency. It never holds passage or answer text: documents appear by their source path only, so the log can be
-kept and exported without becoming a copy of restricted documents. SQLite triggers refuse every UPDATE and
-DELETE of a record (append-only). The documents of a record are rows of `audit_documents` indexed by source, so
-"who saw document X this month?" is one indexed query (`query(document=..., since=...)`, `users(...)`).
+A record says when, who (and their groups then), through which channel, the question after PII redaction, which
+documents' passages were retrieved and shown, which were cited, the adapter, refusal, guardrail events and latency,
+and what monitoring and canary comparisons need: the route and canary arm that chose the adapter, the answer stage's
+confidence, the time to the first token, whether the citation check withdrew the answer or some of its sentences,
+and whether answering failed. It never holds passage or answer text: documents appear by their source path only, so
+the log can be kept and exported without becoming a copy of restricted documents. SQLite triggers refuse every
+UPDATE and DELETE of a record (append-only). The documents of a record are rows of `audit_documents` indexed by
+source, so "who saw document X this month?" is one indexed query (`query(document=..., since=...)`, `users(...)`).
 """
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, TextIO
 
+from app import refusals
 from app.engine import Answer
 from app.guardrails.pii import redact
 from app.users import User
 
 CHANNELS = ("web", "api", "cli")
+ERROR = "error"  # the refusal_reason Conversations.ask gives a question whose answering failed
 _BUSY_TIMEOUT_S = 10.0
 
 _SCHEMA = """
@@ -61,8 +65,20 @@ CREATE TRIGGER IF NOT EXISTS audit_documents_no_delete BEFORE DELETE ON audit_do
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
+# Columns added after the first release: ALTER TABLE adds them to an existing file (its records get NULL there,
+# i.e. "not recorded"; withdrawn and error read as False). The append-only triggers are untouched by ALTER TABLE.
+_ADDED_COLUMNS = (
+    ("route", "TEXT"),              # the routing gate's route that picked the adapter
+    ("arm", "TEXT"),                # canary arm: candidate | control; NULL = no canary applied
+    ("confidence", "REAL"),         # the answer stage's P(right) for the answer it chose; NULL = not scored
+    ("first_token_s", "REAL"),      # seconds from the question to the first answer text
+    ("withdrawn", "INTEGER"),       # 1: the citation check withdrew the answer or some of its sentences
+    ("error", "INTEGER"),           # 1: answering failed
+)
+
 CSV_COLUMNS = ("id", "at", "user", "groups", "channel", "question", "retrieved", "cited", "adapter", "refused",
-               "refusal_reason", "guardrails", "latency_s", "conversation_id")
+               "refusal_reason", "guardrails", "latency_s", "conversation_id", "route", "arm", "confidence",
+               "first_token_s", "withdrawn", "error")
 
 
 @dataclass
@@ -81,6 +97,18 @@ class AuditRecord:
     guardrails: list[str] = field(default_factory=list)  # "guard:action", e.g. "pii:redacted"
     latency_s: float | None = None
     conversation_id: str | None = None
+    route: str | None = None
+    arm: str | None = None  # "candidate" | "control" | None (no canary applied)
+    confidence: float | None = None  # the answer stage's P(right); None = not scored (or recorded before)
+    first_token_s: float | None = None
+    withdrawn: bool = False  # the citation check withdrew the answer (refused) or left sentences out
+    error: bool = False  # answering failed
+
+
+def withdrawn_by_citation_check(answer: Answer) -> bool:
+    """True when the citation check withdrew the whole answer or redacted some of it (engine GroundedAnswer)."""
+    return answer.refusal_reason == refusals.UNSUPPORTED or any(
+        e.guard == "citations" and e.action in ("blocked", "redacted") for e in answer.flags)
 
 
 def _distinct(values) -> list[str]:
@@ -96,6 +124,10 @@ class AuditLog:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            present = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in present:
+                    conn.execute(f"ALTER TABLE audit ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -114,17 +146,22 @@ class AuditLog:
         retrieved = _distinct(p.source for p in answer.retrieved)
         cited = _distinct(c.source for c in answer.citations)
         guardrails = _distinct(f"{e.guard}:{e.action}" for e in answer.flags)
-        latency = answer.timings.get("total")
+        latency, first_token = answer.timings.get("total"), answer.timings.get("first_token")
+        confidence = answer.confidence
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 cursor = conn.execute(
                     "INSERT INTO audit (at, user, groups, channel, question, adapter, refused, refusal_reason,"
-                    " guardrails, latency_s, conversation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " guardrails, latency_s, conversation_id, route, arm, confidence, first_token_s, withdrawn,"
+                    " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (time.time() if at is None else at, user.name, json.dumps(sorted(user.groups)), channel,
                      redact(answer.question).text, answer.adapter, int(answer.refused), answer.refusal_reason,
                      json.dumps(guardrails), None if latency is None else round(float(latency), 4),
-                     conversation_id))
+                     conversation_id, answer.route, answer.arm,
+                     None if confidence is None else float(confidence),
+                     None if first_token is None else round(float(first_token), 4),
+                     int(withdrawn_by_citation_check(answer)), int(answer.refusal_reason == ERROR)))
                 record_id = int(cursor.lastrowid)
                 sources = _distinct(retrieved + cited)
                 conn.executemany(
@@ -138,11 +175,17 @@ class AuditLog:
         return record_id
 
     def _where(self, user: str | None, document: str | None, since: float | None,
-               until: float | None) -> tuple[str, list]:
+               until: float | None, adapter: str | None = None, arm: str | None = None) -> tuple[str, list]:
         clauses, params = [], []
         if user:
             clauses.append("a.user = ?")
             params.append(user)
+        if adapter is not None:  # "" = answers without an adapter (the base model)
+            clauses.append("a.adapter = ?" if adapter else "a.adapter IS NULL")
+            params += [adapter] if adapter else []
+        if arm is not None:
+            clauses.append("a.arm = ?")
+            params.append(arm)
         if document:
             if document.endswith("/"):  # a folder: every document under it
                 clauses.append("a.id IN (SELECT record_id FROM audit_documents WHERE source LIKE ? ESCAPE '\\')")
@@ -159,12 +202,15 @@ class AuditLog:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def query(self, user: str | None = None, document: str | None = None, since: float | None = None,
-              until: float | None = None, limit: int | None = None) -> list[AuditRecord]:
+              until: float | None = None, limit: int | None = None, adapter: str | None = None,
+              arm: str | None = None) -> list[AuditRecord]:
         """Records, newest first. `document`: a source path (a folder when it ends with "/") whose passages were
-        retrieved or cited; `since` inclusive, `until` exclusive (epoch seconds)."""
-        where, params = self._where(user, document, since, until)
+        retrieved or cited; `since` inclusive, `until` exclusive (epoch seconds); `adapter`: the adapter label
+        that answered ("" = the base model); `arm`: the canary arm ("candidate" or "control")."""
+        where, params = self._where(user, document, since, until, adapter, arm)
         sql = ("SELECT a.id, a.at, a.user, a.groups, a.channel, a.question, a.adapter, a.refused, a.refusal_reason,"
-               f" a.guardrails, a.latency_s, a.conversation_id FROM audit a{where} ORDER BY a.at DESC, a.id DESC")
+               " a.guardrails, a.latency_s, a.conversation_id, a.route, a.arm, a.confidence, a.first_token_s,"
+               f" a.withdrawn, a.error FROM audit a{where} ORDER BY a.at DESC, a.id DESC")
         if limit is not None:
             sql, params = sql + " LIMIT ?", params + [int(limit)]
         with self._connect() as conn:
@@ -182,7 +228,8 @@ class AuditLog:
                 retrieved=[s for s, pos, _ in sorted((d for d in docs if d[1] is not None), key=lambda d: d[1])],
                 cited=[s for s, _, pos in sorted((d for d in docs if d[2] is not None), key=lambda d: d[2])],
                 adapter=r[6], refused=bool(r[7]), refusal_reason=r[8], guardrails=json.loads(r[9]), latency_s=r[10],
-                conversation_id=r[11]))
+                conversation_id=r[11], route=r[12], arm=r[13], confidence=r[14], first_token_s=r[15],
+                withdrawn=bool(r[16]), error=bool(r[17])))
         return records
 
     @staticmethod
@@ -215,7 +262,10 @@ class AuditLog:
             row = [r.id, datetime.fromtimestamp(r.at, timezone.utc).isoformat(timespec="seconds"), r.user,
                    ";".join(r.groups), r.channel, r.question, ";".join(r.retrieved), ";".join(r.cited),
                    r.adapter or "", "yes" if r.refused else "no", r.refusal_reason or "", ";".join(r.guardrails),
-                   "" if r.latency_s is None else f"{r.latency_s:.3f}", r.conversation_id or ""]
+                   "" if r.latency_s is None else f"{r.latency_s:.3f}", r.conversation_id or "", r.route or "",
+                   r.arm or "", "" if r.confidence is None else f"{r.confidence:.3f}",
+                   "" if r.first_token_s is None else f"{r.first_token_s:.3f}", "yes" if r.withdrawn else "no",
+                   "yes" if r.error else "no"]
             writer.writerow([_csv_safe(v) for v in row])
 
 

@@ -170,7 +170,8 @@ def ask(
     for flag in result.flags:
         typer.echo(f"  guardrail {flag.guard}: {flag.action} — {flag.detail}", err=True)
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-    typer.echo(f"  ({result.model}{' + ' + result.adapter if result.adapter else ''}; {timings})", err=True)
+    route = f", route {result.route}" if result.route and result.route != "default" else ""
+    typer.echo(f"  ({result.model}{' + ' + result.adapter if result.adapter else ''}{route}; {timings})", err=True)
 
 
 @users_cli.command("add")
@@ -267,7 +268,8 @@ def serve(
     refusal_threshold: Optional[float] = typer.Option(None, "--refusal-threshold", help=REFUSAL_THRESHOLD_HELP),
 ) -> None:
     """Start the web app (employees chat, admins manage documents, users, adapters and guardrails) and, on the same
-    port, the OpenAI-compatible API at /v1 (tokens: `groundwork users token NAME`)."""
+    port, the OpenAI-compatible API at /v1 (tokens: `groundwork users token NAME`) and Prometheus metrics at /metrics
+    (local clients only, unless GROUNDWORK_METRICS_TOKEN is set: then `Authorization: Bearer <token>`)."""
     from app.ui import ServeOptions, serve as run_server
     from app.users import UserStore
 
@@ -291,6 +293,14 @@ from app.records_cli import audit_command, feedback_cli  # noqa: E402
 
 cli.command("audit")(audit_command)
 cli.add_typer(feedback_cli, name="feedback")
+
+from app.review_cli import review_cli  # noqa: E402
+
+cli.add_typer(review_cli, name="review")
+
+from app.routes_cli import routes_cli  # noqa: E402
+
+cli.add_typer(routes_cli, name="routes")
 
 
 def _add_plugin_commands() -> None:

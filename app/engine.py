@@ -92,6 +92,9 @@ class Answer:
     model: str = ""
     adapter: str | None = None  # the LoRA adapter that wrote the answer (NAME@vN or folder), None = base model
     searched_for: str | None = None  # a follow-up rewritten into a standalone question: what retrieval searched
+    route: str | None = None  # the routing gate's route that picked the adapter (app.production.routes)
+    arm: str | None = None  # canary arm the asker fell in: "candidate", "control"; None = no canary applied
+    confidence: float | None = None  # quote selection's calibrated P(the chosen quote is right); None = not scored
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -201,7 +204,7 @@ class Engine:
             return Answer(question=question, answer=text, refused=refused, refusal_reason=reason,
                           citations=list(citations), retrieved=list(retrieved), flags=flags, timings=timings,
                           user=user.name, model=outcome["model"], adapter=outcome["adapter"],
-                          searched_for=outcome["searched_for"])
+                          searched_for=outcome["searched_for"], confidence=outcome.get("confidence"))
 
         disabled = options.disabled_guards
         checked = self.guardrails.check_question(question, disabled=disabled)
@@ -420,6 +423,7 @@ class GroundedAnswer:
         if score is None or not weights.uses_model:
             turn.outcome["adapter"] = None  # chosen without the model: no adapter had a say in this answer
         turn.timings["select"] = time.perf_counter() - started
+        turn.outcome["confidence"] = float(chosen.probability)  # also when it refuses: monitoring plots both
         if chosen.refuse or chosen.best is None:
             return None
         text = f"[{chosen.best.n}] {chosen.best.text}"

@@ -120,14 +120,71 @@ def adapters_show(ref: str = typer.Argument(..., help="NAME (promoted version) o
     typer.echo(json.dumps({**version.card, "path": str(version.path), "promoted": version.promoted}, indent=1))
 
 
+UsersOption = typer.Option(SETTINGS.users_file, "--users",
+                           help="Users file: canary.json, audit.sqlite and conversations.sqlite are beside it.")
+
+
 @adapters_cli.command("promote")
 def adapters_promote(ref: str = typer.Argument(..., help="NAME@vN (NAME alone: its newest version)."),
-                     registry: Path = RegistryOption) -> None:
-    """Make a version the one answers use; a running server switches on its next question."""
+                     registry: Path = RegistryOption, users_file: Path = UsersOption) -> None:
+    """Make a version the one answers use; a running server switches on its next question. Promoting the
+    candidate of a running canary ends the canary: the candidate becomes the version for everyone."""
+    from app.production.canary import CanaryFile
     from finetune.adapters import AdapterRegistry
 
     version = AdapterRegistry(registry).promote(ref)
     typer.echo(f"Promoted {version.ref}")
+    if CanaryFile.beside(users_file).promoted(version.ref, by="cli") is not None:
+        typer.echo(f"The canary of {version.ref} has ended: it is now the version for everyone.")
+
+
+@adapters_cli.command("canary")
+def adapters_canary(
+    ref: Optional[str] = typer.Argument(None, help="NAME@vN: the candidate version to start a canary of."),
+    share: float = typer.Option(10.0, "--share", help="Percent of users who get the candidate (sticky per user)."),
+    groups: str = typer.Option("", "--groups", help="Only users of these groups take part (comma-separated; "
+                                                    "default: everyone)."),
+    rule: List[str] = typer.Option([], "--rule", help='Guard rule, repeatable: "refusal_rate+10@50" (10 points '
+                                                       'above the control over at least 50 answers), '
+                                                       '"error_rate>2%@50", "thumbs_down_rate+15@30" (30 rated '
+                                                       'answers). Metrics: refusal_rate, withdrawal_rate, '
+                                                       'block_rate, error_rate, thumbs_down_rate.'),
+    status: bool = typer.Option(False, "--status", help="Both arms side by side, with confidence intervals."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the running canary: everyone gets the promoted version."),
+    registry: Path = RegistryOption, users_file: Path = UsersOption,
+) -> None:
+    """Canary rollout: a share of users gets NAME@vN, the rest keep NAME's promoted version; guard rules roll
+    the candidate back automatically. `promote NAME@vN` ends it with the candidate for everyone."""
+    from app.production.canary import CanaryError, CanaryFile
+    from finetune.adapters import AdapterRegistry
+
+    canary = CanaryFile.beside(users_file, AdapterRegistry(registry))
+    if sum((ref is not None, status, stop)) != 1:
+        raise CanaryError("give a candidate NAME@vN to start a canary, or --status, or --stop")
+    if stop:
+        ended = canary.stop(by="cli")
+        typer.echo(f"Stopped the canary of {ended.candidate}: everyone gets {ended.control} again.")
+        return
+    if status:
+        from app.audit import AuditLog
+        from app.conversations.store import ConversationStore
+        from app.production import canary_report
+
+        if canary.current() is None:
+            typer.echo(canary_report.NO_CANARY)
+            return
+        folder = users_file.parent
+        store = ConversationStore(folder / "conversations.sqlite") if (folder / "conversations.sqlite").exists() \
+            else None
+        canary.check(AuditLog(folder / "audit.sqlite"), store)  # a guard rule may have fired since the last answer
+        typer.echo(canary_report.text(canary.report(AuditLog(folder / "audit.sqlite"), store)))
+        return
+    started = canary.start(ref, share, groups.split(","), rule, by="cli")
+    typer.echo(f"Canary started: {started.share:g}% of {', '.join(started.groups) or 'all users'} get "
+               f"{started.candidate}, the others {started.control}.")
+    if not started.rules:
+        typer.echo("No guard rules: nothing rolls it back automatically (add --rule \"refusal_rate+10@50\").")
+    typer.echo("Follow it with `groundwork adapters canary --status`.")
 
 
 @adapters_cli.command("rollback")

@@ -162,7 +162,8 @@ def feedback_export(
 
     allowed = {g.strip() for g in groups.split(",") if g.strip()}
     readable = {doc.source for doc in open_vector_store(index).documents() if allowed & set(doc.groups)}
-    export = feedback_items(ConversationStore(_existing(db, "conversations database")).feedback_records(), readable)
+    store = ConversationStore(_existing(db, "conversations database"))
+    export = feedback_items(store.feedback_records(corrected=True), readable)  # + the review queue's
     review = review or review_path(out)
     for items, path, what in ((export.items, out, "answered or corrected (eval and training)"),
                               (export.review, review, "to review (eval only)")):

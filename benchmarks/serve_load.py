@@ -27,6 +27,10 @@ and prints a second table: the users' latency without and with the attack, its r
 attack got (answers by HTTP status). The sign-in's backoff (app/ui/throttle.py) refuses the address after 20
 failures; what is measured is what the attack still costs everyone else.
 
+--overhead [CALLS] times, in process and without a server, what each answer pays for monitoring and routing:
+the metrics hook of Conversations.ask (Metrics.question_started + observe), one /metrics scrape, and
+Router.choose with no routes file, with group routes, and with an intent route (which embeds the question).
+
 --quick asks 1 question per user (a burst of N simultaneous questions; N=2, 4, 8, then 4 + re-ingestion).
 An answer is up to 200 tokens, about 25-30 s on one idle core, and the model writes one answer at a time, so
 this costs about 18 answers' time plus ~1.5 min of setup.
@@ -422,6 +426,85 @@ def row(run: Run, base: Run) -> str:
             f"{run.rss_start_mb:.0f} → {run.rss_peak_mb:.0f} |")
 
 
+# --- --overhead: what monitoring and routing add to each answer, in process ----------------------------------------
+
+def _timed(fn, repeat: int) -> tuple[float, float]:
+    """(median, p99) milliseconds of fn() over `repeat` calls, after 20 warm-up calls."""
+    for _ in range(20):
+        fn()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), percentile(times, 99)
+
+
+def overhead(repeat: int) -> None:
+    """Time the per-answer hooks without a server: Metrics.question_started + observe (the /metrics counters),
+    a /metrics scrape, and Router.choose for no routes, group routes, and an intent route (which embeds the
+    question with the engine's embedder, all-MiniLM-L6-v2 on this CPU) with a canary file beside it."""
+    sys.path.insert(0, str(ROOT))  # this checkout's code, not an installed copy
+    from app.engine import Answer, Citation, RetrievedPassage
+    from app.guardrails import GuardrailEvent
+    from app.production.metrics import Metrics
+    from app.production.routes import Intent, Route, Router, RoutesConfig, RoutesFile
+    from app.users import User
+    from finetune.adapters import AdapterRegistry
+    from ingest.embedding import Embedder
+
+    questions = [json.loads(line)["question"] for line in QA.read_text().splitlines() if line.strip()]
+    retrieved = [RetrievedPassage(i, f"policies/doc{i}.md", 2, "Heading", None, "text " * 80, 0.5) for i in range(1, 6)]
+    answers = [Answer(question=q, answer="[1] Expense claims must be submitted within 30 days of the purchase.",
+                      refused=i % 5 == 0, refusal_reason="not confident" if i % 5 == 0 else None,
+                      citations=[Citation(1, "policies/doc1.md", 2, "Heading", "text", 0.5)], retrieved=retrieved,
+                      flags=[GuardrailEvent("pii", "answer", "redacted", "1 email")] if i % 3 == 0 else [],
+                      timings={"total": 0.8, "first_token": 0.3, "retrieve": 0.05}, adapter=f"acme@v{i % 3 + 1}",
+                      route=("hr", "it", "default")[i % 3], confidence=(i % 10) / 10) for i, q in enumerate(questions)]
+    metrics, turn = Metrics(), iter(range(10**9))
+
+    def hook() -> None:
+        metrics.question_started()
+        metrics.observe(answers[next(turn) % len(answers)])
+
+    rows = [("metrics: question_started + observe", *_timed(hook, repeat))]
+    rows.append(("GET /metrics body (9 label sets; per scrape)", *_timed(metrics.exposition, max(repeat // 10, 50))))
+    alice, hannah = User("alice", groups=("everyone",)), User("hannah", groups=("everyone", "hr"))
+    import torch
+
+    torch.set_num_threads(1)  # as `groundwork serve --threads 1` (the default): 2 threads on a busy 2-core machine
+    #                           made one embedding ~10x slower (oversubscription), which is not what serve pays
+    embedder = Embedder()
+    embedder.encode(["warm up"])
+    with tempfile.TemporaryDirectory(prefix="overhead-") as folder:
+        registry = AdapterRegistry(Path(folder) / "adapters")
+        router = Router.beside(Path(folder) / "users.json", registry, embedder)
+        asked = iter(range(10**9))
+
+        def choose(user: User) -> None:
+            router.choose(user, questions[next(asked) % len(questions)])
+
+        rows.append(("router: no routes file (today's default)", *_timed(lambda: choose(alice), repeat)))
+        routes = RoutesFile(router.file.path)
+        config = RoutesConfig(0, (Route("hr", "base", ("hr",)), Route("finance", "base", ("finance",))))
+        config = routes.save(config, registry)
+        rows.append(("router: 2 group routes, first matches", *_timed(lambda: choose(hannah), repeat)))
+        rows.append(("router: 2 group routes, none matches", *_timed(lambda: choose(alice), repeat)))
+        intent = Intent("expenses", tuple(questions[:8]), 0.5)
+        routes.save(RoutesConfig(config.version, (Route("expenses", "base", (), "expenses"), *config.routes),
+                                 (intent,)), registry)
+        slow = max(repeat // 10, 50)  # an embedding each: fewer calls
+        rows.append(("router: intent route (embeds the question)", *_timed(lambda: choose(alice), slow)))
+        rows.append(("  of which: embed one question (as retrieval does)",
+                     *_timed(lambda: embedder.encode([questions[next(asked) % len(questions)]]), slow)))
+    print(f"\nPer-answer overhead, {repeat} calls each ({slow} for the embedding rows), in process; "
+          f"{os.cpu_count()} CPUs visible, 1 torch thread, load average {os.getloadavg()[0]:.1f}:\n")
+    print(f"| {'step':<46} | median ms | p99 ms |")
+    print(f"|{'-' * 48}|-----------|--------|")
+    for name, median, p99 in rows:
+        print(f"| {name:<46} | {median:9.3f} | {p99:6.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", default="2,4,8", help="Comma-separated numbers of simultaneous users.")
@@ -436,7 +519,12 @@ def main() -> None:
     parser.add_argument("--attack", type=int, default=0,
                         help="Run each user count again while this many clients guess passwords at /login.")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--overhead", type=int, nargs="?", const=2000, default=0, metavar="CALLS",
+                        help="Only time what metrics and routing add per answer, in process (no server), and exit.")
     args = parser.parse_args()
+    if args.overhead:
+        overhead(args.overhead)
+        return
     per_user = args.questions_per_user or (1 if args.quick else 4)
     max_seconds = args.max_seconds or (60.0 if args.quick else 300.0)
     counts = [int(n) for n in args.users.split(",") if n.strip()]

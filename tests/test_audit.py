@@ -161,3 +161,53 @@ def test_csv_export_has_one_row_per_record_and_defuses_formulas(tmp_path: Path) 
         "2026-12-02T00:00:00+00:00", "bob", "expenses.md;leave.md", "expenses.md", "hr-bot@v3", "injection:excluded")
     assert row["question"].startswith("'=") and row["latency_s"] == "1.250" and row["conversation_id"] == "abc"
     assert "secret" not in out.getvalue()
+
+
+def test_monitoring_columns_are_recorded_and_filter_by_adapter_and_arm(index_dir, embedder, tmp_path: Path) -> None:
+    service = _service(index_dir, embedder, tmp_path)
+    answered = ask(service, BOB, "How many days of annual leave do employees get?")
+    assert answered.confidence is not None and 0.0 <= answered.confidence <= 1.0  # quote selection's P(right)
+    [record] = service.audit.query()
+    assert record.confidence == pytest.approx(answered.confidence)
+    assert record.first_token_s == pytest.approx(answered.timings["first_token"], abs=1e-3)
+    assert (record.withdrawn, record.error, record.route, record.arm) == (False, False, answered.route, None)
+
+    log = AuditLog(tmp_path / "other.sqlite")
+    candidate = _answer()
+    candidate.route, candidate.arm, candidate.confidence = "hr", "candidate", 0.8
+    candidate.flags.append(GuardrailEvent("citations", "answer", "redacted", "left out 1 sentence(s)"))
+    log.record(candidate, BOB, "web")
+    withdrawn = _answer(cited=())
+    withdrawn.adapter, withdrawn.arm, withdrawn.refused, withdrawn.refusal_reason = (
+        None, "control", True, "answer not supported by the passages")
+    log.record(withdrawn, BOB, "web")
+    failed = _answer(cited=())
+    failed.refused, failed.refusal_reason = True, "error"
+    log.record(failed, BOB, "api")
+    [c] = log.query(arm="candidate")
+    assert (c.route, c.arm, c.confidence, c.withdrawn, c.error, c.adapter) == ("hr", "candidate", 0.8, True, False,
+                                                                               "hr-bot@v3")
+    [control] = log.query(arm="control")
+    assert control.withdrawn and control.adapter is None and log.query(adapter="", arm="control") == [control]
+    assert [r.error for r in log.query(adapter="hr-bot@v3")] == [True, False]  # newest first
+
+
+def test_an_audit_file_from_before_the_monitoring_columns_gains_them(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    with sqlite3.connect(path) as conn:  # the first release's schema, with one record
+        conn.executescript(
+            "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, user TEXT NOT NULL,"
+            " groups TEXT NOT NULL, channel TEXT NOT NULL, question TEXT NOT NULL, adapter TEXT,"
+            " refused INTEGER NOT NULL, refusal_reason TEXT, guardrails TEXT NOT NULL, latency_s REAL,"
+            " conversation_id TEXT);"
+            "INSERT INTO audit (at, user, groups, channel, question, refused, guardrails)"
+            " VALUES (1.0, 'old', '[]', 'web', 'q', 0, '[]');")
+    log = AuditLog(path)
+    answer = _answer()
+    answer.confidence = 0.4
+    log.record(answer, BOB, "cli")
+    new, old = log.query()
+    assert (old.user, old.confidence, old.withdrawn, old.error) == ("old", None, False, False)
+    assert (new.user, new.confidence) == ("bob", 0.4)
+    with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE audit SET confidence = 1.0")  # still append-only

@@ -111,7 +111,8 @@ def _snapshot(site) -> dict:
             "documents": [(d.path, d.sha256, d.groups) for d in services.engine.reader.documents()],
             "generation": services.engine.reader.generation, "adapters": state,
             "uploads": sorted(p.name for p in site.uploads.rglob("*")) if site.uploads.exists() else [],
-            "acl_saved": (site.root / "acl-edited.toml").exists(), "runs": services.runner.state().run}
+            "acl_saved": (site.root / "acl-edited.toml").exists(), "runs": services.runner.state().run,
+            "routes": (site.root / "routes.json").exists()}
 
 
 ADMIN_CALLS = [
@@ -130,6 +131,9 @@ ADMIN_CALLS = [
     ("/admin_rollback", ("acme",)),
     ("/admin_save_guardrails", (False, False, 0, ["pii", "injection", "blocked_topic", "length"], "", "")),
     ("/admin_upload", ("FILE", "hr/confidential")),
+    ("/admin_routes", ()),
+    ("/admin_save_routes", ('{{"routes": [{{"name": "all", "adapter": "base"}}]}}',)),
+    ("/admin_test_route", ("How many days of leave?", "hannah")),
 ]
 
 

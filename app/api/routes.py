@@ -49,6 +49,7 @@ CHECKED = "Checked: "  # before the checked answer when it differs from the stre
 WITHDRAWN = "Answer withdrawn: "  # ... and when the streamed answer was refused by the final check
 MOUNT_NAME = "openai-api"
 BASE = "base"  # the model id of the base model without an adapter
+AUTO = "auto"  # the model id that lets the admin's routes pick the adapter (app.production.routes)
 _END = object()
 
 
@@ -72,15 +73,17 @@ class OpenAiApi:
             raise ApiError(401, "Invalid API token (unknown, revoked, or its user was removed).", "invalid_api_key")
         return user
 
-    def models(self) -> dict[str, str]:
+    def models(self) -> dict[str, str | None]:
         """Model id -> the engine's adapter choice: `base`, and for every promoted adapter (the chat's picker,
-        UiServices.adapter_choices) its name (follows promotions) and NAME@vN of its promoted version (pinned)."""
+        UiServices.adapter_choices) its name (follows promotions) and NAME@vN of its promoted version (pinned);
+        `auto`: the routing gate's choice (None)."""
         from app.ui.services import BASE_MODEL
 
-        offered = {BASE: BASE_MODEL}
+        offered: dict[str, str | None] = {BASE: BASE_MODEL}
         for version in self.services.promoted_adapters():
             offered[version.name] = version.name
             offered[f"{version.name}@{version.version}"] = f"{version.name}@{version.version}"
+        offered.setdefault(AUTO, None)  # None: the routing gate decides, as in the chat by default
         return offered
 
     # --- answering -------------------------------------------------------------------------------------------

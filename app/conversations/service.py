@@ -15,7 +15,12 @@ from typing import Iterator, Sequence
 from app.audit import CHANNELS, AuditLog
 from app.conversations.store import ConversationStore, ConversationSummary, StoredTurn
 from app.engine import Answer, AnswerOptions, Engine
+from app.production.canary import CanaryFile
+from app.production.metrics import Metrics
+from app.production.review import ReviewQueue
+from app.production.routes import Router
 from app.users import User
+from finetune.adapters import AdapterRegistry
 
 TITLE_CHARS = 80
 HIDDEN_ANSWER = "(answer hidden: its source is no longer available to you)"
@@ -42,16 +47,28 @@ def title_of(question: str, limit: int = TITLE_CHARS) -> str:
 class Conversations:
     """Conversations, feedback and the audit log around one engine."""
 
-    def __init__(self, engine: Engine, store: ConversationStore, audit: AuditLog) -> None:
+    def __init__(self, engine: Engine, store: ConversationStore, audit: AuditLog, router: Router | None = None,
+                 review: ReviewQueue | None = None, metrics: Metrics | None = None,
+                 canary: CanaryFile | None = None) -> None:
         self.engine = engine
         self.store = store
         self.audit = audit
+        self.router = router  # the routing gate (app.production.routes); None: the engine's default adapter
+        self.review = review  # the human review queue (app.production.review); None: nothing is queued
+        self.metrics = metrics  # Prometheus metrics (app.production.metrics, `groundwork serve`); None: not counted
+        self.canary = canary  # a canary rollout's guard rules, checked after each answer (app.production.canary)
 
     @classmethod
-    def beside(cls, engine: Engine, users_file: Path) -> "Conversations":
+    def beside(cls, engine: Engine, users_file: Path, metrics: Metrics | None = None) -> "Conversations":
         """The databases next to the users file (the names Settings uses: conversations.sqlite, audit.sqlite)."""
         folder = Path(users_file).parent
-        return cls(engine, ConversationStore(folder / "conversations.sqlite"), AuditLog(folder / "audit.sqlite"))
+        registry = AdapterRegistry(engine.config.adapters_dir)
+        canary = CanaryFile.beside(users_file, registry)
+        router = Router.beside(users_file, registry, engine.embedder)
+        router.canary = canary  # a running canary may swap the routed adapter for its candidate
+        store = ConversationStore(folder / "conversations.sqlite")
+        return cls(engine, store, AuditLog(folder / "audit.sqlite"), router=router,
+                   review=ReviewQueue.beside(users_file, store), metrics=metrics, canary=canary)
 
     # --- permissions now -------------------------------------------------------------------------------
     def readable_sources(self, user: User) -> set[str]:
@@ -86,11 +103,19 @@ class Conversations:
             turns = self.store.turns(user.name, conversation_id)
             history = self._history(turns, self.readable_sources(user)) if turns else []
         final: Answer | None = None
+        choice = None
+        hold = self.review is not None and self.review.holds(user)  # shown only once a reviewer approves
+        if self.metrics is not None:
+            self.metrics.question_started()  # the in-flight gauge; _recorded() counts it out again
         try:
+            # routing only where nobody chose: not the asker (options.adapter) nor the deployment (--adapter)
+            if self.router is not None and options.adapter is None and self.engine.config.adapter is None:
+                choice = self.router.choose(user, question)
+                options = replace(options, adapter=choice.adapter)
             for item in self.engine.stream(question, user, options, list(history or [])):
                 if isinstance(item, Answer):
                     final = item
-                else:
+                elif not hold:
                     yield item
             if final is None:
                 raise RuntimeError("the engine finished without an answer")
@@ -98,18 +123,34 @@ class Conversations:
             reason = INTERRUPTED if isinstance(exc, (GeneratorExit, KeyboardInterrupt)) else ERROR
             failed = Answer(question=question, answer="", refused=True, refusal_reason=reason, citations=[],
                             retrieved=[], flags=[], timings={"total": time.perf_counter() - started},
-                            user=user.name)
-            self.audit.record(failed, user, channel, conversation_id)
+                            user=user.name, route=choice.route if choice else None, arm=choice.arm if choice else None)
+            self._recorded(failed, user, channel, conversation_id)
             raise
+        if choice is not None:
+            final.route, final.arm = choice.route, choice.arm
         turn_id = None
+        shown = self.review.held(final) if hold else final
         try:
             if keep:
                 if conversation_id is None:
                     conversation_id = self.store.create(user.name, title_of(question))
-                turn_id = self.store.add_turn(user.name, conversation_id, question, final)
+                turn_id = self.store.add_turn(user.name, conversation_id, question, shown)
         finally:
-            self.audit.record(final, user, channel, conversation_id)
-        yield TurnResult(answer=final, conversation_id=conversation_id if keep else None, turn_id=turn_id)
+            self._recorded(final, user, channel, conversation_id)
+        if self.review is not None:
+            self.review.consider(final, user, turn_id, conversation_id if keep else None,
+                                 self.engine.guardrails.config, held=hold)
+        yield TurnResult(answer=shown, conversation_id=conversation_id if keep else None, turn_id=turn_id)
+
+    def _recorded(self, answer: Answer, user: User, channel: str, conversation_id: str | None) -> None:
+        """The one audit record of a question, then its metrics: both count the same questions."""
+        try:
+            self.audit.record(answer, user, channel, conversation_id)
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(answer)
+        if self.canary is not None:  # after every answer, failed ones too: a guard rule may roll back (never raises)
+            self.canary.check(self.audit, self.store)
 
     # --- history and feedback ----------------------------------------------------------------------------
     def turns(self, user: User, conversation_id: str) -> list[StoredTurn]:
@@ -129,6 +170,11 @@ class Conversations:
 
     def feedback(self, user: User, turn_id: int, rating: int, comment: str = "") -> None:
         self.store.set_feedback(user.name, turn_id, rating, comment)
+        if self.metrics is not None:
+            self.metrics.rated(rating)
+        if self.review is not None and rating < 0:  # a 👎 goes to the review queue (when its rule is on)
+            _, turn = self.store.turn_of(turn_id)
+            self.review.on_feedback(turn.answer, user, turn_id, turn.conversation_id, rating, comment)
 
 
 def _visible(turn: StoredTurn, readable: set[str]) -> StoredTurn:

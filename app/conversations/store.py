@@ -104,7 +104,8 @@ def answer_from_dict(data: dict) -> Answer:
                   retrieved=[RetrievedPassage(**p) for p in data.get("retrieved", [])],
                   flags=[GuardrailEvent.from_dict(f) for f in data.get("flags", [])],
                   timings=dict(data.get("timings", {})), user=data.get("user", ""), model=data.get("model", ""),
-                  adapter=data.get("adapter"), searched_for=data.get("searched_for"))
+                  adapter=data.get("adapter"), searched_for=data.get("searched_for"), route=data.get("route"),
+                  arm=data.get("arm"), confidence=data.get("confidence"))  # older turns: None
 
 
 def _not_found(what: str = "conversation") -> ConversationNotFound:
@@ -223,11 +224,15 @@ class ConversationStore:
             if not updated:
                 raise _not_found("turn")
 
-    def feedback_records(self, rating: int | None = None) -> list[FeedbackRecord]:
-        """Every rated turn of every user (oldest first), optionally only those with this rating. Admin only."""
+    def feedback_records(self, rating: int | None = None, corrected: bool = False) -> list[FeedbackRecord]:
+        """Every rated turn of every user (oldest first), optionally only those with this rating. Admin only.
+
+        corrected=True also returns the turns a reviewer corrected that their user never rated (rating None):
+        the review queue's corrections (app/production/review.py), which the export makes training examples."""
         query = ("SELECT t.id, c.user, t.conversation_id, t.question, t.answer, t.rating, t.comment, t.rated_at,"
                  " t.correction, t.correction_source FROM turns t JOIN conversations c ON c.id = t.conversation_id"
-                 " WHERE t.rating IS NOT NULL")
+                 + (" WHERE (t.rating IS NOT NULL OR t.correction IS NOT NULL)" if corrected and rating is None
+                    else " WHERE t.rating IS NOT NULL"))
         params: tuple = ()
         if rating is not None:
             query, params = query + " AND t.rating = ?", (rating,)
@@ -236,6 +241,41 @@ class ConversationStore:
         return [FeedbackRecord(turn_id=r[0], user=r[1], conversation_id=r[2], question=r[3],
                                answer=answer_from_dict(json.loads(r[4])), rating=r[5], comment=r[6], rated_at=r[7],
                                correction=r[8], correction_source=r[9]) for r in rows]
+
+    # --- the review queue (app/production/review.py): any user's turn, admin only ------------------------------
+    def turn_of(self, turn_id: int) -> tuple[str, StoredTurn]:
+        """(its user, the turn) for any user's turn; ConversationNotFound when there is none. Admin only."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT c.user, t.id, t.conversation_id, t.n, t.question, t.answer, t.created, t.rating, t.comment"
+                " FROM turns t JOIN conversations c ON c.id = t.conversation_id WHERE t.id = ?",
+                (int(turn_id),)).fetchone()
+        if row is None:
+            raise _not_found("turn")
+        return row[0], StoredTurn(id=row[1], conversation_id=row[2], n=row[3], question=row[4],
+                                  answer=answer_from_dict(json.loads(row[5])), created=row[6], rating=row[7],
+                                  comment=row[8])
+
+    def set_answer(self, turn_id: int, answer: Answer) -> None:
+        """Replace a turn's stored answer (the review queue releases an answer held until reviewed). Admin only."""
+        with self._write() as conn:
+            updated = conn.execute("UPDATE turns SET answer = ? WHERE id = ?",
+                                   (json.dumps(answer.to_dict(), ensure_ascii=False), int(turn_id))).rowcount
+            if not updated:
+                raise _not_found("turn")
+
+    def withdraw(self, turn_id: int, note: str) -> None:
+        """Replace a turn's answer by `note` for good (a reviewer removed it): the text, its citations, passages,
+        flags and the rewritten query are dropped from the stored answer, so neither the reopened conversation
+        nor a follow-up's history shows them again. The question stays. Admin only."""
+        with self._write() as conn:
+            row = conn.execute("SELECT answer FROM turns WHERE id = ?", (int(turn_id),)).fetchone()
+            if row is None:
+                raise _not_found("turn")
+            data = json.loads(row[0])
+            data.update(answer=note, citations=[], retrieved=[], flags=[], searched_for=None)
+            conn.execute("UPDATE turns SET answer = ? WHERE id = ?",
+                         (json.dumps(data, ensure_ascii=False), int(turn_id)))
 
 
 def _owns(conn: sqlite3.Connection, user: str, conversation_id: str) -> bool:

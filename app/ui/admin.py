@@ -16,6 +16,10 @@ from app.ui import admin_actions as actions
 from app.ui import admin_view as view
 from app.ui import audit_view
 from app.ui.admin_actions import AdminError
+from app.ui.admin_canary import build_canary_tab
+from app.ui.admin_monitoring import build_monitoring_tab
+from app.ui.admin_review import build_review_tab
+from app.ui.admin_routes import build_routes_tab
 from app.ui.auth import current_user, require_admin
 from app.ui.library import SUPPORTED
 from app.ui.render import GUARD_NAMES
@@ -251,6 +255,8 @@ def build_admin_tab(services: UiServices) -> AdminTab:
 
     listen(promote.click, do_promote, [promote_choice], [adapter_message, *adapter_outputs], "admin_promote")
     listen(rollback.click, do_rollback, [rollback_choice], [adapter_message, *adapter_outputs], "admin_rollback")
+    with gr.Tab("Canary", id="admin-canary") as canary_tab:  # app/ui/admin_canary.py: live A/B, rollbacks
+        build_canary_tab(services, canary_tab)
 
     # --- guardrails ---------------------------------------------------------------------------------------
     with gr.Tab("Guardrails", id="admin-guardrails"):
@@ -285,6 +291,15 @@ def build_admin_tab(services: UiServices) -> AdminTab:
 
     listen(save_guards.click, do_save_guards, guard_outputs, [guard_message, *guard_outputs],
            "admin_save_guardrails")
+
+    with gr.Tab("Review", id="admin-review") as review_tab:
+        build_review_tab(services, review_tab)
+
+    with gr.Tab("Routes", id="admin-routes") as routes_tab:  # the routing gate (app/ui/admin_routes.py)
+        build_routes_tab(services, routes_tab)
+
+    with gr.Tab("Monitoring", id="admin-monitoring") as monitoring_tab:  # plots and drift (admin_monitoring.py)
+        build_monitoring_tab(services, monitoring_tab)
 
     # --- audit log ----------------------------------------------------------------------------------------
     with gr.Tab("Audit log", id="admin-audit"):

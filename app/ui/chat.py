@@ -14,7 +14,7 @@ from app.guardrails import GUARDS
 from app.ui import render
 from app.ui.auth import current_user
 from app.ui.history import EMPTY_NOTE, NOT_FOUND, restore, sidebar_update
-from app.ui.services import UiServices
+from app.ui.services import AUTOMATIC, UiServices
 from ingest.errors import GroundworkError
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def respond(services: UiServices, message: str, history: list[dict], switches: l
         return
     disabled = frozenset(g for g in switchable_guards(services) if g in (switches or []))  # others: ignored
     names = {value for _, value in services.adapter_choices()[0]}
-    chosen = adapter if adapter in names else None  # anything else (stale or forged): the engine's default
+    # AUTOMATIC, or anything else (stale or forged): None, so the routing gate decides (else the engine's default)
+    chosen = adapter if adapter in names and adapter != AUTOMATIC else None
     options = AnswerOptions(disabled_guards=disabled, adapter=chosen)
 
     history += [{"role": "user", "content": render.user_message(question)},
@@ -146,7 +147,7 @@ def on_load(services: UiServices, request: gr.Request):
     adapters, default = services.adapter_choices()
     return (guard_panel(services),
             gr.update(choices=choices, value=[], visible=bool(allowed)),
-            gr.update(choices=adapters, value=default, visible=len(adapters) > 2),
+            gr.update(choices=adapters, value=default, visible=len(adapters) > 3),  # automatic, base + 2 adapters
             sidebar_update(services.conversations.list(user), None))
 
 

@@ -150,6 +150,8 @@ def _slug(value: str) -> str:
 
 def footer(result: Answer) -> str:
     model = result.model + (f" + {result.adapter}" if result.adapter else "")
+    if result.route and result.route != "default":  # the routing gate chose the adapter (app.production.routes)
+        model += f" · route {result.route}"
     timing = []
     if "first_token" in result.timings:
         timing.append(f"first token {result.timings['first_token']:.1f} s")

@@ -16,6 +16,7 @@ from finetune.adapters import AdapterRegistry, AdapterVersion
 from ingest.embedding import Embedder
 
 BASE_MODEL = "none"  # the adapter choice that means "the base model, no adapter"
+AUTOMATIC = "(routes)"  # the choice that leaves it to the routing gate (app.production.routes); never an adapter name
 
 
 @dataclass
@@ -59,8 +60,9 @@ class UiServices:
     def adapter_choices(self) -> tuple[list[tuple[str, str]], str | None]:
         """(label, value) choices for the chat's adapter picker and the default value.
 
-        Values are adapter names (they follow promotions and rollbacks) or BASE_MODEL.
+        Values are AUTOMATIC (the default: the admin's routes decide, else the promoted adapter), adapter names
+        (they follow promotions and rollbacks) or BASE_MODEL.
         """
         promoted = self.promoted_adapters()
         choices = [(f"{v.name} ({v.version})", v.name) for v in promoted] + [("Base model (no adapter)", BASE_MODEL)]
-        return choices, (promoted[0].name if promoted else BASE_MODEL)
+        return [("Automatic (the admin's routes)", AUTOMATIC), *choices], AUTOMATIC

@@ -1,0 +1,1 @@
+"""Adapters in production: routing gate, canary rollouts, monitoring and the review queue."""
