@@ -30,7 +30,7 @@ install: $(VENV)/.installed adapter
 
 # Register the shipped adapter while the registry has no version of it (a later promote or rollback stays).
 adapter: $(VENV)/.installed
-	@if [ -d $(SHIPPED_ADAPTER_DIR) ] && ! $(GW) adapters list | grep -q "^$(SHIPPED_ADAPTER)@"; then \
+	@if [ -d $(SHIPPED_ADAPTER_DIR) ] && ! $(GW) adapters list | grep -qE "^[* ] $(SHIPPED_ADAPTER)@"; then \
 	  $(GW) adapters import $(SHIPPED_ADAPTER_DIR) --name $(SHIPPED_ADAPTER) --promote; fi
 
 # Demo accounts (demo only: change or remove them before real use). name:groups:role:password
