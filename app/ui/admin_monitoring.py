@@ -43,7 +43,12 @@ def figure(buckets: list[mon.Bucket], confidences: dict[str, list[float]], perio
     latency.plot(times, [b.latency_p95 for b in buckets], "o-", label="p95", color="#7c3aed", markersize=3)
     latency.set_title("Latency (s)")
     latency.legend(loc="upper left", fontsize=8)
+    # The same window on all three time axes: with one point, matplotlib would otherwise span years.
+    window = (times[0], _when(buckets[-1].start + (buckets[-1].start - buckets[0].start) / max(1, len(buckets) - 1)
+                              if len(buckets) > 1 else buckets[-1].start + 3600)) if buckets else None
     for axes in (rate, refusals, latency):
+        if window is not None:
+            axes.set_xlim(*window)
         axes.tick_params(axis="x", labelsize=7, labelrotation=30)
         axes.grid(alpha=0.3)
     bins = [i / 20 for i in range(21)]
