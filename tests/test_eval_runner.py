@@ -53,6 +53,9 @@ def corpus(tmp_path_factory, _shared_embedder) -> Path:
 def _config(corpus: Path, out: Path, **kwargs) -> EvalConfig:
     # the scripted fakes write the answers (decoding "constrained"); the default selection never asks them to
     kwargs.setdefault("decoding", "constrained")
+    # an empty registry of the test's own: the default (groundwork-data/adapters under the working directory) is the
+    # checkout's real one after `make install`, whose promoted adapter's card the run would otherwise write to
+    kwargs.setdefault("adapters_dir", corpus / "adapters")
     return EvalConfig(qa_file=corpus / "qa.jsonl", index_dir=corpus / "index", out_dir=out,
                       users_file=corpus / "users.json", progress=False, **kwargs)
 
@@ -204,7 +207,7 @@ def test_cli_runs_compares_and_reports_leaks_loudly(corpus, tmp_path, embedder, 
     monkeypatch.setattr(ingest.embedding, "Embedder", lambda *args, **kwargs: embedder)  # no second model load
     runner = CliRunner()
     common = ["eval", "--qa", str(corpus / "qa.jsonl"), "--index", str(corpus / "index"), "--users",
-              str(corpus / "users.json"), "--quiet"]
+              str(corpus / "users.json"), "--adapters", str(corpus / "adapters"), "--quiet"]
     result = runner.invoke(cli, [*common, "--extractive", "--out", str(tmp_path / "ext")])
     assert result.exit_code == 0, result.output
     assert "Evaluated 5 questions" in result.output and "permission leaks 0" in result.output
@@ -328,7 +331,7 @@ def test_baseline_option_and_default_folder_names(faq_corpus, tmp_path, embedder
     monkeypatch.setattr(ingest.embedding, "Embedder", lambda *args, **kwargs: embedder)
     runner = CliRunner()
     common = ["eval", "--qa", str(faq_corpus / "qa.jsonl"), "--index", str(faq_corpus / "index"), "--users",
-              str(faq_corpus / "users.json"), "--quiet"]
+              str(faq_corpus / "users.json"), "--adapters", str(faq_corpus / "adapters"), "--quiet"]
     result = runner.invoke(cli, [*common, "--baseline", "first-sentence", "--out", str(tmp_path / "fs")])
     assert result.exit_code == 0, result.output
     assert "Evaluated 3 questions" in result.output and "(strict " in result.output
