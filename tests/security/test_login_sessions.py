@@ -38,7 +38,7 @@ def _launch(root: Path) -> SimpleNamespace:
     users.add("alice", PASSWORDS["alice"], groups=["hr"])
     users.add("bob", PASSWORDS["bob"])
     users.add("admin", PASSWORDS["admin"], role="admin")
-    services = SimpleNamespace(users=users)
+    services = SimpleNamespace(users=users, conversations=SimpleNamespace(metrics=None))  # no /metrics here
     with gr.Blocks() as app:
         out = gr.Textbox()
         button = gr.Button()
