@@ -15,20 +15,19 @@ import csv
 import json
 import sqlite3
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from app import refusals
+from app import sqlite_db
 from app.engine import Answer
 from app.guardrails.pii import redact
 from app.users import User
 
 CHANNELS = ("web", "api", "cli")
 ERROR = "error"  # the refusal_reason Conversations.ask gives a question whose answering failed
-_BUSY_TIMEOUT_S = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -129,14 +128,8 @@ class AuditLog:
                 if name not in present:
                     conn.execute(f"ALTER TABLE audit ADD COLUMN {name} {kind}")
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self):
+        return sqlite_db.connect(self.path)
 
     def record(self, answer: Answer, user: User, channel: str, conversation_id: str | None = None,
                at: float | None = None) -> int:
@@ -148,30 +141,24 @@ class AuditLog:
         guardrails = _distinct(f"{e.guard}:{e.action}" for e in answer.flags)
         latency, first_token = answer.timings.get("total"), answer.timings.get("first_token")
         confidence = answer.confidence
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = conn.execute(
-                    "INSERT INTO audit (at, user, groups, channel, question, adapter, refused, refusal_reason,"
-                    " guardrails, latency_s, conversation_id, route, arm, confidence, first_token_s, withdrawn,"
-                    " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (time.time() if at is None else at, user.name, json.dumps(sorted(user.groups)), channel,
-                     redact(answer.question).text, answer.adapter, int(answer.refused), answer.refusal_reason,
-                     json.dumps(guardrails), None if latency is None else round(float(latency), 4),
-                     conversation_id, answer.route, answer.arm,
-                     None if confidence is None else float(confidence),
-                     None if first_token is None else round(float(first_token), 4),
-                     int(withdrawn_by_citation_check(answer)), int(answer.refusal_reason == ERROR)))
-                record_id = int(cursor.lastrowid)
-                sources = _distinct(retrieved + cited)
-                conn.executemany(
-                    "INSERT INTO audit_documents (record_id, source, retrieved_pos, cited_pos) VALUES (?, ?, ?, ?)",
-                    [(record_id, s, retrieved.index(s) if s in retrieved else None,
-                      cited.index(s) if s in cited else None) for s in sources])
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with sqlite_db.write(self.path) as conn:
+            cursor = conn.execute(
+                "INSERT INTO audit (at, user, groups, channel, question, adapter, refused, refusal_reason,"
+                " guardrails, latency_s, conversation_id, route, arm, confidence, first_token_s, withdrawn,"
+                " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time() if at is None else at, user.name, json.dumps(sorted(user.groups)), channel,
+                 redact(answer.question).text, answer.adapter, int(answer.refused), answer.refusal_reason,
+                 json.dumps(guardrails), None if latency is None else round(float(latency), 4),
+                 conversation_id, answer.route, answer.arm,
+                 None if confidence is None else float(confidence),
+                 None if first_token is None else round(float(first_token), 4),
+                 int(withdrawn_by_citation_check(answer)), int(answer.refusal_reason == ERROR)))
+            record_id = int(cursor.lastrowid)
+            sources = _distinct(retrieved + cited)
+            conn.executemany(
+                "INSERT INTO audit_documents (record_id, source, retrieved_pos, cited_pos) VALUES (?, ?, ?, ?)",
+                [(record_id, s, retrieved.index(s) if s in retrieved else None,
+                  cited.index(s) if s in cited else None) for s in sources])
         return record_id
 
     def _where(self, user: str | None, document: str | None, since: float | None,

@@ -126,3 +126,15 @@ def _model_cache(tmp_path_factory):
         os.environ.pop("GROUNDWORK_CACHE", None)
     else:
         os.environ["GROUNDWORK_CACHE"] = previous
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium through Playwright (tests/ui_support.py), one per test module."""
+    from ui_support import CHROMIUM, CHROMIUM_ARGS, chromium_or_fail
+
+    sync_playwright = chromium_or_fail()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

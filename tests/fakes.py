@@ -1,10 +1,12 @@
-"""Test doubles shared by the test files: one configurable stand-in for the model, and a broken retriever."""
+"""Test doubles shared by the test files: one configurable stand-in for the model, a broken retriever, and the real
+engine recording the history of each question."""
 from __future__ import annotations
 
 import re
 import time
 from typing import Mapping
 
+from app.engine import AnswerOptions, Engine
 from finetune.prompt import NOT_FOUND
 
 
@@ -66,3 +68,15 @@ class LeakyRetriever:
 
     def retrieve(self, question, groups, options):
         return self.inner.retrieve(question, self.groups, options)
+
+
+class HistoryRecordingEngine(Engine):
+    """The real engine, recording the history each question was asked with."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.histories: list[list[tuple[str, str]]] = []
+
+    def stream(self, question, user, options=AnswerOptions(), history=None):
+        self.histories.append(list(history or []))
+        yield from super().stream(question, user, options, history)

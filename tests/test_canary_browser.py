@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from gradio_client import Client
-from ui_support import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, build_site, chromium_or_fail, login, save_screenshot
+from ui_support import PASSWORDS, build_site, login, save_screenshot
 
 from app.production.canary import CANDIDATE, CONTROL, RUNNING
 from app.users import User
@@ -17,15 +17,6 @@ PATIENCE_MS = 300_000  # the outer bound of a wait on a loaded machine
 QUESTIONS = ("How many days of annual leave do I get?", "When must expense claims be submitted?",
              "What is the meal allowance in Austin?", "How long must passwords be?",
              "What is the CEO's favourite colour?")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = chromium_or_fail()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

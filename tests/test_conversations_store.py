@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from conftest import build_corpus
-from fakes import FakeGenerator
+from fakes import FakeGenerator, HistoryRecordingEngine
 
 from app.conversations.service import HIDDEN_ANSWER, Conversations, TurnResult, title_of
 from app.conversations.store import ConversationNotFound, ConversationStore, FeedbackError
-from app.engine import Answer, AnswerOptions, Citation, Engine, EngineConfig, RetrievedPassage
+from app.engine import Answer, AnswerOptions, Citation, EngineConfig, RetrievedPassage
 from app.guardrails import GuardrailEvent
 from app.users import User
 
@@ -134,18 +134,6 @@ def test_titles_are_the_first_question_on_one_line_cut_at_a_word() -> None:
 
 
 # --- the service, with the real engine and retrieval -----------------------------------------------------
-
-
-class HistoryRecordingEngine(Engine):
-    """The real engine, recording the history each question was asked with."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.histories: list[list[tuple[str, str]]] = []
-
-    def stream(self, question, user, options=AnswerOptions(), history=None):
-        self.histories.append(list(history or []))
-        yield from super().stream(question, user, options, history)
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 from conftest import build_corpus
-from fakes import FakeGenerator
+from fakes import FakeGenerator, HistoryRecordingEngine
 from typer.testing import CliRunner
 
 from app.cli import cli
 from app.conversations.export import feedback_items
 from app.conversations.service import Conversations, TurnResult
 from app.conversations.store import ConversationStore
-from app.engine import Answer, AnswerOptions, Citation, Engine, EngineConfig, RetrievedPassage
+from app.engine import Answer, AnswerOptions, Citation, EngineConfig, RetrievedPassage
 from app.guardrails import BlockedTopic, GuardrailConfig, GuardrailEvent
 from app.production.review import (PENDING_REVIEW, WITHDRAWN, ReviewError, ReviewQueue, ReviewRules, edit_distance,
                                    matching_rules)
@@ -111,18 +111,6 @@ def test_bad_rules_are_refused_with_a_readable_reason_and_a_damaged_file_does_no
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory, _shared_embedder) -> Path:
     return build_corpus(tmp_path_factory.mktemp("review"), _shared_embedder)
-
-
-class HistoryRecordingEngine(Engine):
-    """The real engine, recording the history each question was asked with."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.histories: list[list[tuple[str, str]]] = []
-
-    def stream(self, question, user, options=AnswerOptions(), history=None):
-        self.histories.append(list(history or []))
-        yield from super().stream(question, user, options, history)
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ import time
 
 import pytest
 from conftest import build_corpus
-from ui_support import (ACL, CHROMIUM, CHROMIUM_ARGS, DOCS, PASSWORDS, REPO, RequestLog, ask, build_site,
-                        chromium_or_fail, free_port, login, save_screenshot)
+from ui_support import ACL, DOCS, PASSWORDS, REPO, RequestLog, ask, build_site, free_port, login, save_screenshot
 
 from app.users import UserStore
 
@@ -34,15 +33,6 @@ def record_timing(name: str, values: dict) -> None:
     path.write_text(json.dumps(data, indent=1))
     print(f"\n{name}: " + ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in values.items()))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = chromium_or_fail()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import time
 import pytest
 from fakes import FakeGenerator
 from gradio_client import Client
-from ui_support import CHROMIUM, CHROMIUM_ARGS, PASSWORDS, ask, build_site, chromium_or_fail, login, save_screenshot
+from ui_support import PASSWORDS, ask, build_site, login, save_screenshot
 
 from app.engine import AnswerOptions
 from app.users import UserStore
@@ -25,15 +25,6 @@ VIEWPORT = {"width": 1360, "height": 900}
 FIRST = "How many days of annual leave do I get?"
 FOLLOW_UP = "Can I carry them over?"  # "them": the days of annual leave of the question before
 EXPENSES = "When must expense claims be submitted?"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_playwright = chromium_or_fail()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 class RelevantSentenceGenerator(FakeGenerator):

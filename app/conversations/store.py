@@ -11,16 +11,14 @@ import json
 import secrets
 import sqlite3
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
+from app import sqlite_db
 from app.engine import Answer, Citation, RetrievedPassage
 from app.guardrails import GuardrailEvent
 from ingest.errors import GroundworkError
 
-_BUSY_TIMEOUT_S = 10.0
 RATINGS = (1, -1)  # thumbs up, thumbs down
 
 _SCHEMA = """
@@ -122,27 +120,11 @@ class ConversationStore:
             conn.execute("PRAGMA journal_mode=WAL")  # persistent: set once, kept in the file
             conn.executescript(_SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self):
+        return sqlite_db.connect(self.path, foreign_keys=True)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (taken at once, so concurrent writers queue instead of failing mid-way)."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _write(self):
+        return sqlite_db.write(self.path, foreign_keys=True)
 
     # --- conversations ------------------------------------------------------------------------------
     def create(self, user: str, title: str) -> str:

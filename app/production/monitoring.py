@@ -66,7 +66,7 @@ class Bucket:
     latency_p95: float | None
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
@@ -88,7 +88,7 @@ def timeline(records: Sequence[AuditRecord], now: float, period: str = "day") ->
         buckets.append(Bucket(start=start + i * size, questions=len(rs), refused=refused, errors=errors,
                               answers_per_hour=len(rs) * HOUR / size,
                               refusal_rate=refused / len(judged) if judged else None,
-                              latency_p50=_percentile(latencies, 50), latency_p95=_percentile(latencies, 95)))
+                              latency_p50=percentile(latencies, 50), latency_p95=percentile(latencies, 95)))
     return buckets
 
 

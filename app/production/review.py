@@ -36,12 +36,10 @@ import re
 import sqlite3
 import time
 import unicodedata
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
-from app import refusals
+from app import refusals, sqlite_db
 from app.conversations.store import ConversationNotFound, ConversationStore, answer_from_dict
 from app.engine import Answer
 from app.guardrails import GuardrailConfig
@@ -56,7 +54,6 @@ WITHDRAWN = "(answer withdrawn by a reviewer)"  # what the asker's reopened conv
 REASONS = ("low_confidence", "thumbs_down", "pii", "topic_near_miss", "document", "group", "hold")
 PENDING_REVIEW = "(this answer is waiting for a reviewer: it will appear here once it is approved)"
 STATUSES = ("pending", "approved", "corrected", "removed")
-_BUSY_TIMEOUT_S = 10.0
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -297,25 +294,11 @@ class ReviewQueue:
         folder = Path(users_file).parent
         return cls(folder / REVIEW_DB, store, folder / RULES_FILE)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self):
+        return sqlite_db.connect(self.path)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _write(self):
+        return sqlite_db.write(self.path)
 
     # --- rules -----------------------------------------------------------------------------------------------
     def rules(self) -> ReviewRules:

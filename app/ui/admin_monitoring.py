@@ -73,7 +73,7 @@ def summary(records, buckets: list[mon.Bucket], period: str) -> str:
     refused = sum(b.refused for b in buckets)
     withdrawn = sum(1 for r in records if r.withdrawn)
     latencies = [r.latency_s for r in records if r.latency_s is not None and not r.error]
-    p50, p95 = mon._percentile(latencies, 50), mon._percentile(latencies, 95)
+    p50, p95 = mon.percentile(latencies, 50), mon.percentile(latencies, 95)
     parts = [f"**{total}** questions in the last {period}",
              f"refused **{refused}** ({100 * refused / judged:.0f}%)" if judged else "refused 0",
              f"citation check withdrew or cut **{withdrawn}**", f"errors **{errors}**"]
