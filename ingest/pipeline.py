@@ -34,6 +34,7 @@ class IngestOptions:
 
     index_dir: Path = Path("groundwork-data/index")  # where the index lives (created if missing)
     acl_file: Path | None = None  # ACL rules; None keeps the rules stored with the index (default: everyone)
+    store_acl: bool = True  # save acl_file's rules as the index's rules (False: a synced folder's own rules)
     embedder: str = DEFAULT_EMBEDDER  # model name, local folder, or cached Hugging Face id
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
     max_file_mb: float = MAX_FILE_MB  # larger files are skipped with a reason
@@ -103,7 +104,7 @@ def ingest(paths: list[Path | str], options: IngestOptions = IngestOptions(), em
 
             summary.seconds = time.perf_counter() - started
             extra = {"last_run": json.dumps(_summary_for_storage(summary))}
-            if options.acl_file is not None:
+            if options.acl_file is not None and options.store_acl:
                 extra["acl_rules"] = rules.source_text
             if upserts or removals:
                 writer.publish(upserts, removals, extra)
