@@ -302,6 +302,10 @@ from app.routes_cli import routes_cli  # noqa: E402
 
 cli.add_typer(routes_cli, name="routes")
 
+from app.sync_cli import sync_cli  # noqa: E402
+
+cli.add_typer(sync_cli, name="sync")
+
 
 def _add_plugin_commands() -> None:
     """Subcommands registered by packages under the `groundwork.commands` entry-point group (typer apps, added
