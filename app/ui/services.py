@@ -11,10 +11,10 @@ from app.engine import Engine
 from app.guardrails import GuardrailConfig, Guardrails
 from app.ui.ingest_job import IngestRunner
 from app.ui.settings import GuardrailsFile
-from ingest.sync_scheduler import SyncScheduler
 from app.users import UserStore
 from finetune.adapters import AdapterRegistry, AdapterVersion
 from ingest.embedding import Embedder
+from ingest.sync_scheduler import SyncScheduler
 
 BASE_MODEL = "none"  # the adapter choice that means "the base model, no adapter"
 AUTOMATIC = "(routes)"  # the choice that leaves it to the routing gate (app.production.routes); never an adapter name
