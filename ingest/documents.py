@@ -10,7 +10,7 @@ class Section:
 
     text: str
     heading: str | None = None  # heading path, e.g. "Leave policy > Annual leave"
-    page: int | None = None  # 1-based page number (PDF only)
+    page: int | None = None  # 1-based page number: PDF page, slide, or frame of a multi-page image
     anchor: str | None = None  # HTML id of the heading or its section, for links
 
 
@@ -20,6 +20,7 @@ class LoadedDocument:
 
     sections: list[Section]
     title: str | None = None
+    ocr_pages: list[int] = field(default_factory=list)  # pages whose text came from OCR (no text layer)
 
     def full_text(self) -> str:
         return SECTION_SEPARATOR.join(s.text for s in self.sections)
@@ -71,6 +72,7 @@ class IngestSummary:
     skipped: list[FileProblem] = field(default_factory=list)
     acl_changed: int = 0
     acl_tightened: list[FileProblem] = field(default_factory=list)  # stricter groups: same content under another path
+    ocr: dict[str, list[int]] = field(default_factory=dict)  # file -> pages whose text came from OCR
     chunks_added: int = 0
     chunks_removed: int = 0
     documents_total: int = 0

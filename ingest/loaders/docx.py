@@ -11,6 +11,7 @@ from docx.text.paragraph import Paragraph
 
 from ingest.documents import LoadedDocument, Section
 from ingest.loaders.errors import LoadError
+from ingest.loaders.office import refuse_ole_container
 
 
 def _heading_level(paragraph: Paragraph) -> int | None:
@@ -37,6 +38,7 @@ def _table_text(table: Table) -> str:
 
 
 def load_docx(path: Path) -> LoadedDocument:
+    refuse_ole_container(path, ".docx")
     try:
         document = docx.Document(str(path))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:

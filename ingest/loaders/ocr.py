@@ -1,0 +1,56 @@
+"""Optical character recognition with Tesseract (through pytesseract), for scanned PDF pages and images.
+
+Tesseract runs as a subprocess per page; a file's pages share one time budget so a huge scan cannot stall a run.
+"""
+from __future__ import annotations
+
+import time
+
+import pytesseract
+from PIL import Image
+
+from ingest.defaults import OCR_TIMEOUT_S
+from ingest.loaders.errors import LoadError
+
+OCR_LANGUAGE = "eng"  # Debian's tesseract-ocr-eng
+_MIN_SIDE_PX = 32  # smaller images (icons, rules, bullets) hold no readable text: not worth a Tesseract run
+_INSTALL_HINT = "apt-get install tesseract-ocr tesseract-ocr-eng"
+
+
+class PageReader:
+    """Reads the text of page images for one file, within that file's OCR time budget."""
+
+    def __init__(self, timeout_s: float = OCR_TIMEOUT_S, pages: int | None = None) -> None:
+        self.timeout_s = timeout_s
+        self.pages = pages  # how many pages the file has, for the timeout message
+        self._deadline = time.monotonic() + timeout_s
+
+    def read(self, image: Image.Image, page: int) -> str:
+        """The text Tesseract finds in `image` (page `page` of the file); LoadError with one line on failure."""
+        if min(image.size) < _MIN_SIDE_PX:
+            return ""
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._timed_out(page)
+        if image.mode not in ("1", "L", "RGB"):
+            image = image.convert("RGB")
+        try:
+            text = pytesseract.image_to_string(image, lang=OCR_LANGUAGE, timeout=remaining)
+        except pytesseract.TesseractNotFoundError:
+            raise LoadError(f"OCR needs Tesseract, which is not installed ({_INSTALL_HINT})") from None
+        except pytesseract.TesseractError as exc:
+            message = str(exc.message or exc).strip().splitlines()
+            if any("language" in line.lower() for line in message):
+                raise LoadError(f"OCR failed: Tesseract has no '{OCR_LANGUAGE}' language data ({_INSTALL_HINT})"
+                                ) from None
+            raise LoadError(f"OCR failed on page {page}: {(message or ['Tesseract error'])[-1][:150]}") from None
+        except RuntimeError as exc:  # pytesseract's way of saying the timeout expired
+            if "timeout" in str(exc).lower():
+                raise self._timed_out(page) from None
+            raise
+        return text.strip()
+
+    def _timed_out(self, page: int) -> LoadError:
+        of = f" of {self.pages}" if self.pages else ""
+        return LoadError(f"OCR timed out after {self.timeout_s:.0f} s (at page {page}{of}); split the file or "
+                         "raise the OCR timeout")
