@@ -60,6 +60,23 @@ class FileProblem:
     reason: str
 
 
+def page_ranges(pages: list[int]) -> str:
+    """[1, 2, 3, 5] -> 'pages 1-3, 5'; [4] -> 'page 4'."""
+    runs: list[list[int]] = []
+    for page in sorted(set(pages)):
+        if runs and page == runs[-1][1] + 1:
+            runs[-1][1] = page
+        else:
+            runs.append([page, page])
+    text = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+    return f"page{'s' if len(pages) > 1 else ''} {text}"
+
+
+def ocr_notes(ocr: dict[str, list[int]]) -> list[str]:
+    """One 'file.pdf pages 1-3' line per file whose text came (partly) from OCR, for the CLI and the admin tab."""
+    return [f"{path} {page_ranges(pages)}" for path, pages in sorted(ocr.items())]
+
+
 @dataclass
 class IngestSummary:
     """What one ingest run did."""

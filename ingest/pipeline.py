@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ingest.acl import AclRules
 from ingest.chunking import Chunker, ChunkingOptions
-from ingest.defaults import MAX_FILE_MB
+from ingest.defaults import MAX_FILE_MB, OCR_TIMEOUT_S
 from ingest.documents import Chunk, FileProblem, IngestSummary, LoadedDocument
 from ingest.embedding import DEFAULT_EMBEDDER, Embedder
 from ingest.errors import GroundworkError
@@ -38,6 +38,7 @@ class IngestOptions:
     embedder: str = DEFAULT_EMBEDDER  # model name, local folder, or cached Hugging Face id
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
     max_file_mb: float = MAX_FILE_MB  # larger files are skipped with a reason
+    ocr_timeout_s: float = OCR_TIMEOUT_S  # per file: Tesseract time all its scanned pages may take together
     batch_chunks: int = 64  # chunks embedded together before their files are saved
     show_progress: bool = True  # tqdm bars on stderr
 
@@ -193,13 +194,15 @@ def _process(todo, writer: VectorStoreWriter, embedder: Embedder, options: Inges
                 continue
             try:
                 with snapshot(cand.path, sha) as copy:
-                    document = load_document(copy)
+                    document = load_document(copy, ocr_timeout_s=options.ocr_timeout_s)
             except (LoadError, OSError) as exc:
                 kept = " (previous version kept)" if key in existing else ""
                 reason = exc if isinstance(exc, LoadError) else f"cannot read: {exc.strerror}"
                 summary.failed.append(FileProblem(cand.source, f"{reason}{kept}"))
                 bar.update(1)
                 continue
+            if document.ocr_pages:
+                summary.ocr[cand.source] = document.ocr_pages
             if chunker is None:
                 chunker = Chunker(embedder.tokenizer, options.chunking)
             pending.append(_Pending(cand, key, sha, groups, document, chunker.chunk(document)))
