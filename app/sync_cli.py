@@ -71,9 +71,11 @@ def sync_remove(
     """Stop syncing a folder. Its documents stay in the index unless --purge is given."""
     from ingest.sync import SyncRegistry, purge_folder
 
-    folder = SyncRegistry(index).remove(path)
+    registry = SyncRegistry(index)
+    folder = registry.get(path)
+    removed = purge_folder(index, folder.path) if purge else 0  # first: a busy index leaves the registration
+    registry.remove(folder.path)
     if purge:
-        removed = purge_folder(index, folder.path)
         typer.echo(f"Removed {folder.path} from sync and its {removed} document(s) from {index}.")
     else:
         typer.echo(f"Removed {folder.path} from sync. Its documents stay in {index} (searchable as they were); "
