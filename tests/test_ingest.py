@@ -138,7 +138,7 @@ def test_bad_input_is_reported_one_line_each_and_the_rest_is_indexed(tmp_path: P
     assert "encrypted" in problems["locked.pdf"] and "PDF" in problems["truncated.pdf"]
     assert "empty" in problems["empty.txt"] and "binary" in problems["binary.txt"]
     assert "too large" in problems["huge.txt"] and "outside" in problems["link.md"]
-    assert "unsupported" in problems["image.png"] and "regular file" in problems["pipe.txt"]
+    assert "not a readable image" in problems["image.png"] and "regular file" in problems["pipe.txt"]
     assert all("\n" not in reason for reason in problems.values())
     assert sorted(summary.added) == sorted(["good.md", odd, "latin1-\\xe9t\\xe9.txt"])
     reader = IndexReader(tmp_path / "index")
