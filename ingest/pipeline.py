@@ -40,6 +40,7 @@ class IngestOptions:
     max_file_mb: float = MAX_FILE_MB  # larger files are skipped with a reason
     ocr_timeout_s: float = OCR_TIMEOUT_S  # per file: Tesseract time all its scanned pages may take together
     batch_chunks: int = 64  # chunks embedded together before their files are saved
+    vector_store: str | None = None  # "faiss", "milvus:///path/x.db", "milvus://host:19530"; None: the index's own
     show_progress: bool = True  # tqdm bars on stderr
 
 
@@ -67,7 +68,7 @@ def ingest(paths: list[Path | str], options: IngestOptions = IngestOptions(), em
     summary = IngestSummary()
 
     with IndexLock(index_dir):
-        writer = open_vector_store_writer(index_dir, embedder.name)
+        writer = open_vector_store_writer(index_dir, embedder.name, options.vector_store, options.show_progress)
         try:
             rules = _acl_rules(options, writer)
             found = scan(roots, max_file_bytes=int(options.max_file_mb * 1e6), exclude=[index_dir])
