@@ -61,13 +61,16 @@ def ingest(
     embedder: str = typer.Option("all-MiniLM-L6-v2", "--embedder", help="Embedding model name or folder."),
     max_file_mb: float = typer.Option(MAX_FILE_MB, "--max-file-mb", help="Skip files larger than this."),
     batch_chunks: int = typer.Option(64, "--batch-chunks", help="Chunks embedded and saved together."),
+    vector_store: Optional[str] = typer.Option(
+        None, "--vector-store", help="faiss, milvus:///path/milvus.db (Milvus Lite) or milvus://host:19530 (token in "
+        "GROUNDWORK_MILVUS_TOKEN); remembered by the index. Default: the index's store (FAISS for a new one)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Index documents (PDF, DOCX, HTML, Markdown, text, CSV); only new or changed files are re-embedded."""
     from ingest.pipeline import IngestOptions, ingest as run_ingest
 
     options = IngestOptions(index_dir=index, acl_file=acl, embedder=embedder, max_file_mb=max_file_mb,
-                            batch_chunks=batch_chunks, show_progress=not quiet)
+                            batch_chunks=batch_chunks, vector_store=vector_store, show_progress=not quiet)
     summary = run_ingest(paths, options)
     for problem in summary.failed:
         typer.echo(f"  failed:  {problem.path}: {problem.reason}")
@@ -85,9 +88,9 @@ def ingest(
 @index_cli.command("stats")
 def index_stats(index: Path = typer.Option(SETTINGS.index_dir, "--index", help="Index directory.")) -> None:
     """Documents, chunks, formats, groups and the last run of an index."""
-    from ingest.reader import IndexReader
+    from ingest.vector_store import open_vector_store
 
-    reader = IndexReader(index)
+    reader = open_vector_store(index)
     try:
         stats = reader.stats()
     finally:
