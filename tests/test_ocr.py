@@ -121,3 +121,25 @@ def _png_claiming(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(
         b"IEND", b"")
+
+
+def test_cli_summary_and_index_stats_say_which_pages_were_ocrd(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    make_scanned_pdf(docs / "contract.pdf", ["Supply contract\nSigned in Lyon", "Annex A\nPrices in EUR",
+                                             "Annex B\nDelivery within 30 days"])
+    make_mixed_pdf(docs / "site-rules.pdf", "Site rules\nForklifts need a licence.", BADGE)
+    index = str(tmp_path / "index")
+
+    def groundwork(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=Path(__file__).parents[1],
+                              capture_output=True, text=True, timeout=600)
+
+    result = groundwork("ingest", str(docs), "--index", index, "-q")
+    assert result.returncode == 0, result.stderr
+    assert "  OCR: contract.pdf pages 1-3\n  OCR: site-rules.pdf page 2\n" in result.stdout
+    stats = groundwork("index", "stats", "--index", index)
+    assert "  OCR: contract.pdf pages 1-3" in stats.stdout and "  OCR: site-rules.pdf page 2" in stats.stdout
