@@ -28,8 +28,8 @@ from ingest.errors import GroundworkError
 from ingest.files import atomic_write_json
 from ingest.pipeline import IngestOptions, ingest
 from ingest.scan import display
-from ingest.store import DB_NAME, IndexBusy, IndexLock
-from ingest.vector_store import open_vector_store, open_vector_store_writer
+from ingest.store import DB_NAME, IndexBusy, IndexLock, read_index_meta
+from ingest.vector_store import open_vector_store_writer
 
 REGISTRY_NAME = "sync.json"
 SCHEMA_VERSION = 1
@@ -213,13 +213,7 @@ class SyncOutcome:
 
 def index_embedder(index_dir: Path) -> str:
     """The embedder the index was built with (DEFAULT_EMBEDDER for a new index)."""
-    if not (Path(index_dir) / DB_NAME).exists():
-        return DEFAULT_EMBEDDER
-    store = open_vector_store(index_dir)
-    try:
-        return store.embedder
-    finally:
-        store.close()
+    return read_index_meta(Path(index_dir)).get("embedder", DEFAULT_EMBEDDER)
 
 
 def sync_folder(registry: SyncRegistry, folder: SyncFolder, embedder: Embedder | None = None,
