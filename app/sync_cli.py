@@ -20,10 +20,6 @@ sync_cli = typer.Typer(no_args_is_help=True, help="Keep folders in sync with an 
 INDEX_HELP = "Index directory."
 
 
-def _when(timestamp: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "never"
-
-
 @sync_cli.command("add")
 def sync_add(
     path: Path = typer.Argument(..., help="The folder to keep in sync (on this machine)."),
@@ -44,7 +40,7 @@ def sync_add(
 @sync_cli.command("list")
 def sync_list(index: Path = typer.Option(SETTINGS.index_dir, "--index", help=INDEX_HELP)) -> None:
     """The registered folders: interval, ACL file, last run and next run."""
-    from ingest.sync import SyncRegistry
+    from ingest.sync import SyncRegistry, format_time
 
     folders = SyncRegistry(index).folders()
     if not folders:
@@ -56,10 +52,10 @@ def sync_list(index: Path = typer.Option(SETTINGS.index_dir, "--index", help=IND
         if last is None:
             typer.echo("  last run: never")
         else:
-            typer.echo(f"  last run: {_when(last.started)}: {'ok' if last.ok else 'FAILED'}: {last.message}")
+            typer.echo(f"  last run: {format_time(last.started)}: {'ok' if last.ok else 'FAILED'}: {last.message}")
         if folder.note:
             typer.echo(f"  note: {folder.note}")
-        typer.echo(f"  next run: {'now' if folder.next_run <= time.time() else _when(folder.next_run)}")
+        typer.echo(f"  next run: {'now' if folder.next_run <= time.time() else format_time(folder.next_run)}")
 
 
 @sync_cli.command("remove")

@@ -62,6 +62,11 @@ def format_interval(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def format_time(timestamp: float | None) -> str:
+    """A run's time as shown by `sync list` and the Sync tab (local time), or "never"."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "never"
+
+
 @dataclass(frozen=True)
 class LastRun:
     """The result of a folder's last sync run."""

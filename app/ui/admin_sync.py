@@ -17,7 +17,7 @@ from app.ui.auth import require_admin
 from app.ui.services import UiServices
 from ingest.errors import GroundworkError
 from ingest.store import IndexBusy
-from ingest.sync import DEFAULT_EVERY, SyncFolder, purge_folder
+from ingest.sync import DEFAULT_EVERY, SyncFolder, format_time, purge_folder
 
 COLUMNS = ["Folder", "ACL file", "Every", "Last run", "Result", "Next run"]
 POLL_SECONDS = 1.0
@@ -26,10 +26,6 @@ HELP = ("Folders on the server that are re-ingested on a schedule: new and chang
         "files leave the index, unchanged files are skipped. Each folder may have its own ACL file (TOML rules "
         "re-read at every run); without one it follows the rules stored with the index. A run that finds the index "
         "busy (another ingestion) is retried 30 seconds later. Also from the command line: `groundwork sync`.")
-
-
-def _when(timestamp: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "never"
 
 
 def rows(folders: list[SyncFolder], current: str | None, now: float) -> list[list[str]]:
@@ -43,9 +39,9 @@ def rows(folders: list[SyncFolder], current: str | None, now: float) -> list[lis
         if folder.path == current:
             upcoming = "running now"
         else:
-            upcoming = "due now" if folder.due(now) else _when(folder.next_run)
+            upcoming = "due now" if folder.due(now) else format_time(folder.next_run)
         table.append([folder.path, folder.acl or "(the index's rules)", folder.every,
-                      _when(last.started) if last else "never", result, upcoming])
+                      format_time(last.started) if last else "never", result, upcoming])
     return table
 
 
