@@ -136,9 +136,9 @@ def test_sheet_size_is_capped_and_a_lying_dimension_costs_nothing(tmp_path: Path
     ("locked.xlsx", OLE_MAGIC + bytes(504), r"password-protected \(encrypted\) or legacy binary file, not a .xlsx"),
     ("locked.pptx", OLE_MAGIC + bytes(504), r"password-protected \(encrypted\) or legacy binary file, not a .pptx"),
     ("locked.docx", OLE_MAGIC + bytes(504), r"password-protected \(encrypted\) or legacy binary file, not a .docx"),
-    ("zero.xlsx", b"", "corrupt or truncated XLSX"),
-    ("zero.pptx", b"", "corrupt or truncated PPTX"),
-    ("text.xlsx", b"name,city\nAna,Lyon\n", "corrupt or truncated XLSX"),
+    ("zero.xlsx", b"", "corrupt, truncated or not a .xlsx"),
+    ("zero.pptx", b"", "corrupt, truncated or not a .pptx"),
+    ("text.xlsx", b"name,city\nAna,Lyon\n", "corrupt, truncated or not a .xlsx"),
     ("old.doc", OLE_MAGIC, r"legacy binary Word format \(.doc\): save it as .docx"),
     ("old.xls", OLE_MAGIC, r"legacy binary Excel format \(.xls\): save it as .xlsx"),
     ("old.ppt", OLE_MAGIC, r"legacy binary PowerPoint format \(.ppt\): save it as .pptx"),
@@ -158,7 +158,7 @@ def test_truncated_office_files_fail_with_one_line_reason(tmp_path: Path, make) 
     for cut in (len(good) // 3, len(good) - 40):
         path = tmp_path / f"cut-{cut}{suffix}"
         path.write_bytes(good[:cut])
-        with pytest.raises(LoadError, match="corrupt or truncated") as info:
+        with pytest.raises(LoadError, match="corrupt") as info:
             load_document(path)
         assert "\n" not in str(info.value)
 

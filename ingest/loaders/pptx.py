@@ -1,7 +1,6 @@
 """PPTX loader: one section per slide, headed by its title, with its text boxes, tables and speaker notes."""
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import pptx
@@ -9,8 +8,7 @@ from pptx.enum.shapes import MSO_SHAPE_TYPE
 from pptx.exc import PackageNotFoundError
 
 from ingest.documents import LoadedDocument, Section
-from ingest.loaders.errors import LoadError
-from ingest.loaders.office import refuse_ole_container
+from ingest.loaders.office import open_package
 
 
 def _shape_texts(shapes, skip_id: int | None) -> list[str]:
@@ -32,11 +30,7 @@ def _shape_texts(shapes, skip_id: int | None) -> list[str]:
 
 def load_pptx(path: Path) -> LoadedDocument:
     """Slide number in Section.page; macros in .pptm files are never loaded or run (python-pptx reads XML only)."""
-    refuse_ole_container(path, ".pptx")
-    try:
-        presentation = pptx.Presentation(str(path))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise LoadError(f"corrupt or truncated PPTX file ({type(exc).__name__})") from None
+    presentation = open_package(path, ".pptx", pptx.Presentation, (PackageNotFoundError,))
     sections: list[Section] = []
     for number, slide in enumerate(presentation.slides, start=1):
         title_shape = slide.shapes.title

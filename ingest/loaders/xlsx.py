@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import openpyxl
@@ -10,7 +11,7 @@ from openpyxl.utils.exceptions import InvalidFileException
 
 from ingest.documents import LoadedDocument, Section
 from ingest.loaders.errors import LoadError
-from ingest.loaders.office import refuse_ole_container
+from ingest.loaders.office import open_package
 from ingest.loaders.text import labelled_rows
 
 # Cells read (filled or empty) per workbook. A sheet is streamed, but a small zip can expand to billions of cells:
@@ -32,11 +33,8 @@ def _cell_text(value: object) -> str:
 
 def load_xlsx(path: Path, max_cells: int = MAX_CELLS) -> LoadedDocument:
     """Read cached cell values (formulas are not evaluated, macros in .xlsm files are never loaded or run)."""
-    refuse_ole_container(path, ".xlsx")
-    try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_vba=False, keep_links=False)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as exc:
-        raise LoadError(f"corrupt or truncated XLSX file ({type(exc).__name__})") from None
+    workbook = open_package(path, ".xlsx", partial(openpyxl.load_workbook, read_only=True, data_only=True,
+                                                   keep_vba=False, keep_links=False), (InvalidFileException,))
     sections: list[Section] = []
     cells = 0
     try:
@@ -53,7 +51,7 @@ def load_xlsx(path: Path, max_cells: int = MAX_CELLS) -> LoadedDocument:
             if rows:
                 sections.append(Section(text="\n".join(labelled_rows(rows)), heading=sheet.title))
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
-        raise LoadError(f"corrupt or truncated XLSX file ({type(exc).__name__})") from None
+        raise LoadError(f"corrupt or truncated .xlsx file ({type(exc).__name__})") from None
     finally:
         workbook.close()
     title = workbook.properties.title if workbook.properties is not None else None
