@@ -20,6 +20,7 @@ from ingest.store import IndexBusy
 from ingest.sync import DEFAULT_EVERY, SyncFolder, format_time, purge_folder
 
 COLUMNS = ["Folder", "ACL file", "Every", "Last run", "Result", "Next run"]
+COLUMN_WIDTHS = ["24%", "16%", "6%", "12%", "30%", "12%"]
 POLL_SECONDS = 1.0
 RUN_NOW_WAIT_S = 600.0  # the longest "Run now" shows progress; the run itself goes on and the table shows it later
 HELP = ("Folders on the server that are re-ingested on a schedule: new and changed files are embedded, deleted "
@@ -105,8 +106,8 @@ def run_now(services: UiServices, path: str, request: gr.Request):
         table, _, _ = values(services)
         yield table, gr.update(), f"Syncing {html.escape(before.path)}…"
         time.sleep(POLL_SECONDS)
-    table, choices, _ = values(services)
-    yield table, choices, _result(after)
+    table, _, _ = values(services)
+    yield table, gr.update(), _result(after)  # the folder stays chosen
 
 
 def _result(folder: SyncFolder) -> str:
@@ -144,7 +145,8 @@ def remove(services: UiServices, path: str, purge: bool, request: gr.Request) ->
 def build_sync_tab(services: UiServices, tab: gr.Tab) -> None:
     """The tab's content; filled when the admin opens it (tab.select) and by its Refresh button."""
     gr.Markdown(HELP)
-    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, max_height=420, elem_id="gw-sync")
+    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, max_height=420, column_widths=COLUMN_WIDTHS,
+                         elem_id="gw-sync")
     note = gr.Markdown("", elem_id="gw-sync-note")
     with gr.Row(equal_height=True):
         choice = gr.Dropdown(label="Folder", choices=[], scale=4, elem_id="gw-sync-choice",
