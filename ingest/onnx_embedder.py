@@ -176,7 +176,7 @@ def default_threads() -> int:
 
 class OnnxSentenceEncoder:
     """The part of SentenceTransformer's interface Groundwork uses (tokenizer, max_seq_length, encode, dimension),
-    on an int8 ONNX Runtime session. `encode` sorts texts by token length so each batch pads little."""
+    on an int8 ONNX Runtime session."""
 
     def __init__(self, name: str, source: str, cache_dir: Path | None = None, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -201,30 +201,34 @@ class OnnxSentenceEncoder:
             self._dimension = int(self.encode(["dimension"]).shape[1])
         return self._dimension
 
-    def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True, **_ignored) -> np.ndarray:
-        """Unit vectors (if `normalize_embeddings`) in the order of `texts`; batches of similar token length."""
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length, add_special_tokens=True,
-                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        order = np.argsort([-len(i) for i in ids], kind="stable")
+    def encode(self, texts: list[str], batch_size: int = 1, normalize_embeddings: bool = True,
+               **_ignored) -> np.ndarray:
+        """Unit vectors (if `normalize_embeddings`) in the order of `texts`, each text run on its own.
+
+        One text per run, whatever `batch_size`: int8 dynamic quantization scales activations per batch tensor,
+        padding included, so a batched text's vector would depend on its neighbours (cosine off by up to 0.02,
+        and a stored chunk would not score as its own text does at query time). Alone, no token is padding, which
+        also made it cheaper: 7.4 vs 9.4 CPU s for 300 python-docs passages, 1 thread, against batches of 32.
+        """
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length,
+                                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         out = np.empty((len(texts), 0), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            chosen = order[start:start + batch_size]
-            vectors = self._run([texts[i] for i in chosen])
+        for row, ids in enumerate(encoded):
+            vector = self._run(np.asarray([ids], dtype=np.int64))
             if out.shape[1] == 0:
-                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[chosen] = vectors
+                out = np.empty((len(texts), vector.shape[0]), dtype=np.float32)
+            out[row] = vector
         if normalize_embeddings:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
-    def _run(self, texts: list[str]) -> np.ndarray:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length,
-                               return_tensors="np")
-        feeds = {name: batch[name].astype(np.int64) for name in self._inputs}
-        tokens = self.session.run(None, feeds)[0]
-        mask = batch["attention_mask"].astype(np.float32)[:, :, None]
+    def _run(self, input_ids: np.ndarray) -> np.ndarray:
+        """The pooled vector of one unpadded text (shape (1, length))."""
+        feeds = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids),
+                 "token_type_ids": np.zeros_like(input_ids)}
+        tokens = self.session.run(None, {name: feeds[name] for name in self._inputs})[0][0]
         if self.pooling == "cls":
-            return tokens[:, 0]
+            return tokens[0]
         if self.pooling == "max":
-            return np.where(mask > 0, tokens, -1e9).max(axis=1)
-        return (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+            return tokens.max(axis=0)
+        return tokens.mean(axis=0)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -17,6 +19,7 @@ from ingest.embedding import DEFAULT_EMBEDDER, Embedder
 from ingest.errors import GroundworkError
 from ingest.loaders import LoadError, load_document
 from ingest.permissions import Reached, effective_groups, paths_reaching
+from ingest.run_embedding import RunEmbedder
 from ingest.scan import Candidate, display, scan, sha256_of, snapshot
 from ingest.store import DocumentRecord, IndexLock
 from ingest.vector_store import VectorStoreWriter, open_vector_store_writer
@@ -173,19 +176,31 @@ def _process(todo, writer: VectorStoreWriter, embedder: Embedder, options: Inges
         if on_progress:
             on_progress(bar.n, len(todo), cand.source)
 
-    def flush() -> None:
-        if not pending:
+    run_embedder = RunEmbedder(embedder)
+    in_flight: list[tuple[Future, list[_Pending]]] = []  # the batch being embedded while the next files parse
+
+    def collect() -> None:
+        """Stage the batch in flight (on this thread: the writer's connection stays on it)."""
+        if not in_flight:
             return
-        texts = [c.embedding_text() for p in pending for c in p.chunks]
-        vectors = embedder.encode(texts)
+        future, items = in_flight.pop()
+        vectors = future.result()
         writer.check_dimension(vectors.shape[1])
         offset = 0
-        for item in pending:
+        for item in items:
             n = len(item.chunks)
             writer.stage(item.key, item.sha256, item.document.title, item.chunks, vectors[offset:offset + n])
             offset += n
             finish(item.candidate, item.key, item.sha256, item.groups, item.document.title, n)
+
+    def flush() -> None:
+        if not pending:
+            return
+        batch = list(pending)
         pending.clear()
+        future = run_embedder.submit([c.embedding_text() for p in batch for c in p.chunks])
+        collect()  # the previous batch, while this one embeds
+        in_flight.append((future, batch))
 
     try:
         for cand, key, sha, groups in todo:
@@ -204,13 +219,15 @@ def _process(todo, writer: VectorStoreWriter, embedder: Embedder, options: Inges
                 continue
             if document.ocr_pages:
                 summary.ocr[cand.source] = document.ocr_pages
-            if chunker is None:
-                chunker = Chunker(embedder.tokenizer, options.chunking)
+            if chunker is None:  # its own tokenizer: the embedder's is busy on the worker thread (not thread-safe)
+                chunker = Chunker(deepcopy(embedder.tokenizer), options.chunking)
             pending.append(_Pending(cand, key, sha, groups, document, chunker.chunk(document)))
             if sum(len(p.chunks) for p in pending) >= options.batch_chunks:
                 flush()
         flush()
+        collect()
     finally:
+        run_embedder.close()
         bar.close()
     return done
 
