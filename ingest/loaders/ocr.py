@@ -4,6 +4,8 @@ Tesseract runs as a subprocess per page; a file's pages share one time budget so
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 
 import pytesseract
@@ -15,6 +17,24 @@ from ingest.loaders.errors import LoadError
 OCR_LANGUAGE = "eng"  # Debian's tesseract-ocr-eng
 _MIN_SIDE_PX = 32  # smaller images (icons, rules, bullets) hold no readable text: not worth a Tesseract run
 _INSTALL_HINT = "apt-get install tesseract-ocr tesseract-ocr-eng"
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run Tesseract with one OpenMP thread (unless the user set OMP_THREAD_LIMIT).
+
+    Its OpenMP threads spin while they wait: on a busy machine (the embedder, other work) a page took 26.6 s with
+    its default threads and 4.1 s with one (benchmarks/ocr_pages.py, 2 cores). pytesseract passes os.environ to the
+    subprocess, so the limit is set only around the call: OpenMP in this process (torch) read its settings at load.
+    """
+    if "OMP_THREAD_LIMIT" in os.environ:
+        yield
+        return
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_THREAD_LIMIT", None)
 
 
 class PageReader:
@@ -35,7 +55,8 @@ class PageReader:
         if image.mode not in ("1", "L", "RGB"):
             image = image.convert("RGB")
         try:
-            text = pytesseract.image_to_string(image, lang=OCR_LANGUAGE, timeout=remaining)
+            with _one_thread():
+                text = pytesseract.image_to_string(image, lang=OCR_LANGUAGE, timeout=remaining)
         except pytesseract.TesseractNotFoundError:
             raise LoadError(f"OCR needs Tesseract, which is not installed ({_INSTALL_HINT})") from None
         except pytesseract.TesseractError as exc:
