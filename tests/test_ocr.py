@@ -53,6 +53,9 @@ def test_scanned_page_is_found_by_retrieval_with_its_page_and_the_summary_names_
                                   RetrievalOptions(top_k=1))
     assert passages[0].chunk.source == "site-rules.pdf"
     assert passages[0].chunk.page == 2 and "yellow badge" in passages[0].chunk.text
+    from app.ui import admin_view  # the admin tab's index panel shows the last run's OCR'd pages
+
+    assert "<b>OCR:</b> site-rules.pdf page 2" in admin_view.stats(retriever.reader.stats())
 
 
 def test_images_are_ocrd_and_each_tiff_frame_is_a_page(tmp_path: Path) -> None:
