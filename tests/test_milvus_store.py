@@ -195,3 +195,15 @@ def test_a_bad_or_unreachable_store_is_one_line_quickly(tmp_path: Path, url: str
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
     assert "secret" not in result.stderr
     assert time.perf_counter() - started < 30
+
+
+def test_removing_a_document_in_the_admin_tab_removes_its_vectors_from_milvus(tmp_path: Path, embedder) -> None:
+    from app.ui.library import remove_document
+
+    index = build_corpus(tmp_path, embedder, vector_store=_url(tmp_path))
+    reader = open_vector_store(index)
+    bands = next(d for d in reader.documents() if d.source == "hr/bands.md")
+    assert "Removed hr/bands.md" in remove_document(index, embedder.name, bands.path, tmp_path / "uploads")
+    assert reader.refresh() is True
+    assert "hr/bands.md" not in _sources(reader, embedder, SALARY, {"everyone", "hr"})
+    assert len(_dense_ids(reader, embedder, SALARY, None)) == reader.stats().chunks
