@@ -234,7 +234,7 @@ def sync_folder(registry: SyncRegistry, folder: SyncFolder, embedder: Embedder |
             embedder=embedder.name if embedder is not None else index_embedder(registry.index_dir),
             show_progress=show_progress, store_acl=False), embedder=embedder)
     except IndexBusy as exc:
-        note = f"skipped at {time.strftime('%H:%M:%S', time.localtime(started))}: {exc}; retrying in {BUSY_RETRY_S}s"
+        note = f"not run at {time.strftime('%H:%M:%S', time.localtime(started))}: {exc}; retrying in {BUSY_RETRY_S}s"
         updated = _record(registry, folder, lambda f: replace(f, next_run=time.time() + BUSY_RETRY_S, note=note))
         return SyncOutcome(updated, ran=False, message=note)
     except Exception as exc:  # recorded and shown; the index keeps its last complete state
