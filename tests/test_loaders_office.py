@@ -182,3 +182,12 @@ def test_ingest_reports_each_bad_office_file_in_one_line_and_indexes_the_rest(tm
                        "minutes.doc": "legacy binary Word format (.doc): save it as .docx",
                        "budget.xls": "legacy binary Excel format (.xls): save it as .xlsx"}
     assert all(reason and "\n" not in reason for reason in [*failed.values(), *skipped.values()])
+
+
+def test_admins_may_upload_every_format_ingestion_reads() -> None:
+    from app.ui.library import LibraryError, upload_name
+
+    for name in ("budget.xlsx", "q3.pptx", "scan.tiff", "whiteboard.jpg", "macros.xlsm"):
+        assert upload_name(f"/tmp/{name}") == name
+    with pytest.raises(LibraryError, match="not a supported document"):
+        upload_name("/tmp/minutes.doc")
