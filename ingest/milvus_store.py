@@ -79,6 +79,9 @@ def normalize_store_url(url: str) -> str:
     host = rest.rstrip("/")
     if not _HOST.match(host):
         raise MilvusStoreError(f"bad Milvus address '{url}': {usage}")
+    if host.endswith(".db"):  # milvus://milvus.db: surely a file, not a host named like one
+        raise MilvusStoreError(f"'{url}' names a server; for a Milvus Lite file write milvus://./{host} "
+                               f"or milvus:///absolute/path/{host}")
     return f"{scheme}{host if ':' in host else host + ':19530'}"
 
 
@@ -217,7 +220,7 @@ class MilvusVectors:
         for start in range(0, len(chunk_ids), _BATCH):
             batch = chunk_ids[start:start + _BATCH]
             rows = self.client.query(self.name, filter=f"chunk in {batch} and {_visible(generation)}",
-                                     output_fields=["pk"])
+                                     output_fields=["pk"], limit=len(batch))  # one visible row per chunk
             pks += [int(r["pk"]) for r in rows]
         return pks
 

@@ -184,6 +184,7 @@ def _groundwork(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     ("mysql://db:3306", "error: unknown vector store 'mysql://db:3306'"),
     ("milvus://user:secret@db:19530", "error: no credentials or options in the vector store URL"),
     ("milvus:///tmp/milvus.sqlite", "error: a Milvus Lite file must end in .db"),
+    ("milvus://milvus.db", "error: 'milvus://milvus.db' names a server; for a Milvus Lite file write milvus://./"),
     ("milvus://127.0.0.1:1", "error: cannot reach Milvus at 127.0.0.1:1"),  # nothing listens there
 ])
 def test_a_bad_or_unreachable_store_is_one_line_quickly(tmp_path: Path, url: str, message: str) -> None:
