@@ -18,10 +18,13 @@ from the last complete generation; rows no reader can see are deleted after the 
 content, other groups) retires a chunk's row and inserts it again with the new groups, so the primary key is
 (chunk id, gen_from) packed into one int64.
 
-Permissions: each row carries its document's `groups` (ARRAY) and `acl`, an int64 id of that group set. Searches
-filter with `acl in [ids of the group sets sharing a group with the user]` inside Milvus, so other users'
-documents never take a slot. The equivalent `array_contains_any(groups, [...])` was 25x slower in Milvus Lite
-(no scalar index on arrays: ~1.2 s vs ~50 ms per query at 20k rows; benchmarks/retrieval_scale.py).
+Permissions: each row carries its document's `groups` (ARRAY) and `acl`, an int64 id of that group set, which is
+also the partition key. Searches filter with `acl in [ids of the group sets sharing a group with the user]` inside
+Milvus (no group name ever enters a filter expression), so other users' documents never take a slot and only the
+partitions of those sets are scanned. Measured in Milvus Lite 3.2 (benchmarks/retrieval_scale.py and issue 16's
+notes): `array_contains_any(groups, [...])`, which has no scalar index on arrays, took 0.6 s per query at 10k rows
+and 14 s at 100k, 30-50x the `acl in [...]` filter; the partition key made a 10% ACL query ~5x faster again
+(10 vs 50 ms at 20k rows).
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ TOKEN_ENV = "GROUNDWORK_MILVUS_TOKEN"  # read at connect time only (never stored
 GENERATION_PROPERTY = "groundwork.generation"  # collection property: the last generation written to it
 LIVE = 2 ** 62  # gen_to of rows not retired
 CONNECT_TIMEOUT_S = 10.0
+PARTITIONS = 16  # partitions the group-set id (`acl`, the partition key) is hashed into
 _PK_SHIFT = 24  # pk = chunk id << 24 | gen_from mod 2**24: two rows of one chunk only clash after 16M generations
 _BATCH = 2000  # rows per insert / ids per query
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
@@ -142,13 +146,14 @@ class MilvusVectors:
         schema.add_field("chunk", DataType.INT64)
         schema.add_field("gen_from", DataType.INT64)
         schema.add_field("gen_to", DataType.INT64)
-        schema.add_field("acl", DataType.INT64)
+        schema.add_field("acl", DataType.INT64, is_partition_key=True)  # a query's `acl in [...]` prunes partitions
         schema.add_field("groups", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=256, max_length=256)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
         index = self.client.prepare_index_params()
         index.add_index("vector", index_type="FLAT", metric_type="IP")  # exact, like the FAISS default
         # Strong: a search right after a publish must see its rows (the default, Bounded, may not)
-        self.client.create_collection(self.name, schema=schema, index_params=index, consistency_level="Strong")
+        self.client.create_collection(self.name, schema=schema, index_params=index, consistency_level="Strong",
+                                      num_partitions=PARTITIONS)
         scalar = self.client.prepare_index_params()
         for field in ("chunk", "acl", "gen_to"):
             scalar.add_index(field, index_type="INVERTED")
@@ -213,29 +218,32 @@ class MilvusVectors:
                 for cid, vec, grp in zip(ids[start:start + _BATCH], vectors[start:start + _BATCH],
                                          groups[start:start + _BATCH])])
 
-    def visible_pks(self, chunk_ids: Sequence[int], generation: int) -> list[int]:
-        """Primary keys of the rows of `chunk_ids` that readers of `generation` see."""
-        pks: list[int] = []
+    def visible_rows(self, chunk_ids: Sequence[int], generation: int) -> list[tuple[int, int]]:
+        """(primary key, partition key) of the rows of `chunk_ids` that readers of `generation` see."""
+        rows: list[tuple[int, int]] = []
         chunk_ids = [int(c) for c in chunk_ids]
         for start in range(0, len(chunk_ids), _BATCH):
             batch = chunk_ids[start:start + _BATCH]
-            rows = self.client.query(self.name, filter=f"chunk in {batch} and {_visible(generation)}",
-                                     output_fields=["pk"], limit=len(batch))  # one visible row per chunk
-            pks += [int(r["pk"]) for r in rows]
-        return pks
+            found = self.client.query(self.name, filter=f"chunk in {batch} and {_visible(generation)}",
+                                      output_fields=["pk", "acl"], limit=len(batch))  # one visible row per chunk
+            rows += [(int(r["pk"]), int(r["acl"])) for r in found]
+        return rows
 
-    def retire(self, pks: Sequence[int], generation: int) -> None:
-        """Rows invisible from `generation` on (still seen by readers of earlier generations)."""
-        for start in range(0, len(pks), _BATCH):
-            self.client.upsert(self.name, [{"pk": int(pk), "gen_to": generation} for pk in pks[start:start + _BATCH]],
-                               partial_update=True)
+    def retire(self, rows: Sequence[tuple[int, int]], generation: int) -> None:
+        """Rows (pk, acl) invisible from `generation` on (still seen by readers of earlier generations)."""
+        self._set_gen_to(rows, generation)
+
+    def _set_gen_to(self, rows: Sequence[tuple[int, int]], gen_to: int) -> None:
+        for start in range(0, len(rows), _BATCH):  # a partial upsert names the partition key to find the row
+            self.client.upsert(self.name, [{"pk": pk, "acl": acl, "gen_to": gen_to}
+                                           for pk, acl in rows[start:start + _BATCH]], partial_update=True)
 
     def discard_unpublished(self, generation: int) -> None:
         """Undo what a crashed writer did after `generation`: its new rows deleted, its retirements revoked."""
         self.client.delete(self.name, filter=f"gen_from > {generation}")
         while rows := self.client.query(self.name, filter=f"gen_to > {generation} and gen_to < {LIVE}",
-                                        output_fields=["pk"], limit=_BATCH):
-            self.client.upsert(self.name, [{"pk": int(r["pk"]), "gen_to": LIVE} for r in rows], partial_update=True)
+                                        output_fields=["pk", "acl"], limit=_BATCH):
+            self._set_gen_to([(int(r["pk"]), int(r["acl"])) for r in rows], LIVE)
 
     def collect_garbage(self, generation: int) -> None:
         """After `generation` is committed: delete rows neither it nor the previous generation can see."""
@@ -284,12 +292,12 @@ class MilvusWriter(IndexWriter):
             self.milvus.rebuild(self.conn, previous, dimension, self.show_progress)
         self.milvus.discard_unpublished(previous)
         retiring = [int(i) for i in self._chunk_ids(old_versions + [(d.path, d.sha256) for d in regrouped])]
-        pks = self.milvus.visible_pks(retiring, previous)
+        retired = self.milvus.visible_rows(retiring, previous)
         for doc in changed_content + regrouped:
             ids, vectors = self._staged_vectors(doc.path, doc.sha256)
             if len(ids):
                 self.milvus.insert(ids, vectors, [tuple(doc.groups)] * len(ids), generation)
-        self.milvus.retire(pks, generation)
+        self.milvus.retire(retired, generation)
         self.milvus.set_generation(generation)
 
     def _collect_garbage(self, generation: int) -> None:
