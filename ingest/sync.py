@@ -29,7 +29,7 @@ from ingest.files import atomic_write_json
 from ingest.pipeline import IngestOptions, ingest
 from ingest.scan import display
 from ingest.store import DB_NAME, IndexBusy, IndexLock, read_index_meta
-from ingest.vector_store import open_vector_store_writer
+from ingest.vector_store import open_vector_store, open_vector_store_writer
 
 REGISTRY_NAME = "sync.json"
 SCHEMA_VERSION = 1
@@ -128,6 +128,11 @@ class SyncRegistry:
         index = self.index_dir.resolve()
         if folder == index or folder in index.parents or index in folder.parents:
             raise SyncError(f"{folder}: a synced folder cannot contain or be inside the index {self.index_dir}")
+        for root in _indexed_roots(self.index_dir):
+            if _nested(folder, Path(root)):  # its files would be claimed by two runs with different rules
+                raise SyncError(f"{folder}: overlaps {root}, which is ingested as a folder of its own; sync "
+                                f"{'that folder' if Path(root) in folder.parents else 'this one'} instead, or "
+                                f"ingest into another --index")
         acl_path = None
         if acl is not None and str(acl).strip():
             acl_path = Path(acl).expanduser().resolve()
@@ -135,6 +140,9 @@ class SyncRegistry:
         with self._locked():
             folders = self._read()
             existing = next((f for f in folders if f.path == str(folder)), None)
+            for other in folders:
+                if _nested(folder, Path(other.path)):
+                    raise SyncError(f"{folder}: overlaps the synced folder {other.path}; sync one or the other")
             if existing is not None:
                 entry = replace(existing, acl=str(acl_path) if acl_path else None, every_s=every_s, next_run=0.0)
                 folders = [entry if f.path == entry.path else f for f in folders]
@@ -191,6 +199,22 @@ class SyncRegistry:
     def _write(self, folders: list[SyncFolder]) -> None:
         atomic_write_json(self.path, {"version": SCHEMA_VERSION, "folders": [asdict(f) for f in folders]},
                           indent=2)
+
+
+def _nested(first: Path, second: Path) -> bool:
+    """One folder inside the other (not the same folder)."""
+    return first in second.parents or second in first.parents
+
+
+def _indexed_roots(index_dir: Path) -> set[str]:
+    """The folders the index's documents were ingested from."""
+    if not (Path(index_dir) / DB_NAME).exists():
+        return set()
+    store = open_vector_store(index_dir)
+    try:
+        return {doc.root for doc in store.documents()}
+    finally:
+        store.close()
 
 
 def _key(path: Path | str) -> str:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_docs
+from conftest import build_corpus, write_docs
 from typer.testing import CliRunner
 
 from app.cli import cli
@@ -97,6 +97,22 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "app.cli", "sync", "add", str(tmp_path / "nope"), "--index",
                              str(tmp_path / "index")], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr == f"error: {tmp_path / 'nope'}: no such folder\n"
+
+
+def test_overlapping_folders_are_refused(tmp_path: Path, embedder) -> None:
+    """A file claimed by two runs with different ACL rules would flip between them: nested folders are refused."""
+    corpus = tmp_path / "corpus"
+    index = build_corpus(corpus, embedder, index=tmp_path / "index")  # corpus/docs ingested as a folder of its own
+    registry = SyncRegistry(index)
+    for inside_or_around in (corpus / "docs" / "hr", corpus):
+        with pytest.raises(SyncError, match="overlaps .*docs, which is ingested as a folder of its own"):
+            registry.add(inside_or_around)
+    registry.add(corpus / "docs")  # the same folder: sync takes it over
+    other = write_docs(tmp_path / "other" / "sub", {"a.md": "# A\n\nText.\n"})
+    registry.add(other)
+    with pytest.raises(SyncError, match="overlaps the synced folder"):
+        registry.add(other.parent)
+    assert [f.path for f in registry.folders()] == [str((corpus / "docs").resolve()), str(other.resolve())]
 
 
 def test_scheduler_picks_up_added_changed_and_deleted_files_and_skips_unchanged(tmp_path: Path, embedder) -> None:
