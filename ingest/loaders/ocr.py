@@ -73,5 +73,5 @@ class PageReader:
 
     def _timed_out(self, page: int) -> LoadError:
         of = f" of {self.pages}" if self.pages else ""
-        return LoadError(f"OCR timed out after {self.timeout_s:g} s (at page {page}{of}); split the file or "
-                         "raise the OCR timeout")
+        return LoadError(f"OCR timed out after {self.timeout_s:g} s (at page {page}{of}); split the file or raise "
+                         "--ocr-timeout")
