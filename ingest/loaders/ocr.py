@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 
 import pytesseract
@@ -17,6 +18,7 @@ from ingest.loaders.errors import LoadError
 OCR_LANGUAGE = "eng"  # Debian's tesseract-ocr-eng
 _MIN_SIDE_PX = 32  # smaller images (icons, rules, bullets) hold no readable text: not worth a Tesseract run
 _INSTALL_HINT = "apt-get install tesseract-ocr tesseract-ocr-eng"
+_WORD = re.compile(r"[^\W\d_]{3,}")  # a run of three or more letters
 
 
 @contextlib.contextmanager
@@ -69,7 +71,9 @@ class PageReader:
             if "timeout" in str(exc).lower():
                 raise self._timed_out(page) from None
             raise
-        return text.strip()
+        text = text.strip()
+        # A photo, diagram or logo comes back as a few stray marks: that is no text to index.
+        return text if len(_WORD.findall(text)) >= 2 else ""
 
     def _timed_out(self, page: int) -> LoadError:
         of = f" of {self.pages}" if self.pages else ""
