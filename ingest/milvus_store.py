@@ -25,6 +25,11 @@ partitions of those sets are scanned. Measured in Milvus Lite 3.2 (benchmarks/re
 notes): `array_contains_any(groups, [...])`, which has no scalar index on arrays, took 0.6 s per query at 10k rows
 and 14 s at 100k, 30-50x the `acl in [...]` filter; the partition key made a 10% ACL query ~5x faster again
 (10 vs 50 ms at 20k rows).
+
+Limits: Milvus Lite opens a file in one process (the CLI cannot ingest while `groundwork serve` holds it; the admin
+tab's ingest runs inside serve and can); a server needs Milvus >= 2.6 (partial upserts retire rows); a copied index
+folder shares its collection with the original: give the copy its own by deleting its "milvus_collection" meta key
+(or re-ingest it into a new --index).
 """
 from __future__ import annotations
 
