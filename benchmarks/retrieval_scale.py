@@ -175,7 +175,7 @@ def milvus_rows(n: int, xb: np.ndarray, allowed: np.ndarray, queries: np.ndarray
         import shutil
 
         shutil.rmtree(old) if old.is_dir() else old.unlink()
-    store = MilvusVectors(connect(f"milvus://{db}"), "bench")
+    store = MilvusVectors(connect(f"milvus://{db}"), "bench", folder)
     store.create(xb.shape[1])
     mask = np.zeros(n, dtype=bool)
     mask[allowed] = True

@@ -26,10 +26,11 @@ notes): `array_contains_any(groups, [...])`, which has no scalar index on arrays
 and 14 s at 100k, 30-50x the `acl in [...]` filter; the partition key made a 10% ACL query ~5x faster again
 (10 vs 50 ms at 20k rows).
 
+A copied index folder shares the original's collection until its first ingest, which gives it its own (the
+collection records the folder that wrote it).
+
 Limits: Milvus Lite opens a file in one process (the CLI cannot ingest while `groundwork serve` holds it; the admin
-tab's ingest runs inside serve and can); a server needs Milvus >= 2.6 (partial upserts retire rows); a copied index
-folder shares its collection with the original: give the copy its own by deleting its "milvus_collection" meta key
-(or re-ingest it into a new --index).
+tab's ingest runs inside serve and can); a server needs Milvus >= 2.6 (partial upserts retire rows).
 """
 from __future__ import annotations
 
@@ -45,13 +46,14 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ingest.store import DocumentRecord, Hit, IndexError_, IndexLock, IndexWriter, _ids_and_vectors
+from ingest.store import DocumentRecord, Hit, IndexError_, IndexLock, IndexWriter, _ids_and_vectors, read_index_meta
 from ingest.reader import IndexReader
 
 STORE_KEY = "vector_store"  # meta key: "faiss" (also when absent) or a milvus URL
 COLLECTION_KEY = "milvus_collection"  # meta key: the collection's name, fixed when the index first uses Milvus
 TOKEN_ENV = "GROUNDWORK_MILVUS_TOKEN"  # read at connect time only (never stored): see docs/ARCHITECTURE.md
 GENERATION_PROPERTY = "groundwork.generation"  # collection property: the last generation written to it
+OWNER_PROPERTY = "groundwork.index"  # collection property: the index folder that last wrote it
 LIVE = 2 ** 62  # gen_to of rows not retired
 CONNECT_TIMEOUT_S = 10.0
 PARTITIONS = 16  # partitions the group-set id (`acl`, the partition key) is hashed into
@@ -138,9 +140,10 @@ def _visible(generation: int) -> str:
 class MilvusVectors:
     """One index's collection: create, rebuild from SQLite, insert, retire, garbage-collect, search."""
 
-    def __init__(self, client, name: str) -> None:
+    def __init__(self, client, name: str, owner: Path) -> None:
         self.client = client
         self.name = name
+        self.owner = str(Path(owner).resolve())  # the index folder this collection belongs to
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def create(self, dimension: int) -> None:
@@ -173,7 +176,15 @@ class MilvusVectors:
         return int(properties.get(GENERATION_PROPERTY, "0"))
 
     def set_generation(self, generation: int) -> None:
-        self.client.alter_collection_properties(self.name, properties={GENERATION_PROPERTY: str(generation)})
+        self.client.alter_collection_properties(self.name, properties={GENERATION_PROPERTY: str(generation),
+                                                                       OWNER_PROPERTY: self.owner})
+
+    def owned_by_another_index(self) -> bool:
+        """True when the collection belongs to another index folder that still uses it: this index is a copy."""
+        if not self.client.has_collection(self.name):
+            return False
+        owner = (self.client.describe_collection(self.name).get("properties") or {}).get(OWNER_PROPERTY)
+        return bool(owner) and owner != self.owner and read_index_meta(Path(owner)).get(COLLECTION_KEY) == self.name
 
     def ensure_current(self, conn: sqlite3.Connection, generation: int, dimension: int,
                        lock: IndexLock | None = None, show_progress: bool = True) -> None:
@@ -278,7 +289,10 @@ class MilvusWriter(IndexWriter):
         self.url = url
         self.show_progress = show_progress
         name = _collection_name(self.meta)
-        self.milvus = MilvusVectors(connect(url), name)
+        self.milvus = MilvusVectors(connect(url), name, index_dir)
+        if self.milvus.owned_by_another_index():  # a copied index folder: its own collection, filled from its SQLite
+            name = _collection_name({})
+            self.milvus = MilvusVectors(self.milvus.client, name, index_dir)
         if self.meta.get(STORE_KEY) != url or self.meta.get(COLLECTION_KEY) != name:
             self._set_meta({STORE_KEY: url, COLLECTION_KEY: name})
         # a new store for an existing index, a deleted or stale collection: rebuilt from SQLite, not re-embedded
@@ -329,7 +343,7 @@ class MilvusReader(IndexReader):
         if self.milvus is None:
             if COLLECTION_KEY not in self.meta:
                 raise IndexError_(f"{self.index_dir} names no Milvus collection: ingest it again with --vector-store")
-            self.milvus = MilvusVectors(connect(self.url), self.meta[COLLECTION_KEY])
+            self.milvus = MilvusVectors(connect(self.url), self.meta[COLLECTION_KEY], self.index_dir)
         self._acl_ids = {}
         self.vectors = None
         if self.generation > 0:

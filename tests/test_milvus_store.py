@@ -208,3 +208,18 @@ def test_removing_a_document_in_the_admin_tab_removes_its_vectors_from_milvus(tm
     assert reader.refresh() is True
     assert "hr/bands.md" not in _sources(reader, embedder, SALARY, {"everyone", "hr"})
     assert len(_dense_ids(reader, embedder, SALARY, None)) == reader.stats().chunks
+
+
+def test_a_copied_index_gets_its_own_collection_on_its_first_ingest(tmp_path: Path, embedder) -> None:
+    import shutil
+
+    index = build_corpus(tmp_path, embedder, vector_store=_url(tmp_path))
+    copy = tmp_path / "copy"
+    shutil.copytree(index, copy)
+    (tmp_path / "docs" / "leave.md").unlink()
+    ingest([tmp_path / "docs"], IngestOptions(index_dir=copy, show_progress=False), embedder)
+    assert read_index_meta(copy)[COLLECTION_KEY] != read_index_meta(index)[COLLECTION_KEY]
+    original, copied = open_vector_store(index), open_vector_store(copy)
+    assert "leave.md" in _sources(original, embedder, "annual leave days", {"everyone"})
+    assert "leave.md" not in _sources(copied, embedder, "annual leave days", {"everyone"})
+    assert len(_dense_ids(original, embedder, SALARY, None)) == original.stats().chunks
