@@ -154,8 +154,8 @@ def spawn(pipeline: str, docs: Path, index: Path, args) -> dict:
 
 
 def versions() -> str:
-    names = ["torch", "onnxruntime", "transformers", "sentence-transformers", "faiss-cpu", "langchain-core", "langchain-community",
-             "langchain-text-splitters", "langchain-huggingface", "beautifulsoup4"]
+    names = ["torch", "onnxruntime", "transformers", "sentence-transformers", "faiss-cpu", "langchain-core",
+             "langchain-community", "langchain-text-splitters", "langchain-huggingface", "beautifulsoup4"]
     found = []
     for name in names:
         try:
