@@ -221,6 +221,7 @@ class MilvusVectors:
                 groups = [tuple(json.loads(r[2])) for r in rows]
                 self.insert(ids, vectors, groups, generation)
                 bar.update(len(rows))
+        self.seal()
         self.set_generation(generation)
         self.client.load_collection(self.name)
 
@@ -260,6 +261,11 @@ class MilvusVectors:
         while rows := self.client.query(self.name, filter=f"gen_to > {generation} and gen_to < {LIVE}",
                                         output_fields=["pk", "acl"], limit=_BATCH):
             self._set_gen_to([(int(r["pk"]), int(r["acl"])) for r in rows], LIVE)
+
+    def seal(self) -> None:
+        """Flush what was written into sealed, indexed segments. Without it Milvus Lite searched its unsealed
+        rows at ~1.4 s a query on the 12k python-docs chunks in the process that wrote them (35 ms once sealed)."""
+        self.client.flush(self.name)
 
     def collect_garbage(self, generation: int) -> None:
         """After `generation` is committed: delete rows neither it nor the previous generation can see."""
@@ -317,6 +323,7 @@ class MilvusWriter(IndexWriter):
             if len(ids):
                 self.milvus.insert(ids, vectors, [tuple(doc.groups)] * len(ids), generation)
         self.milvus.retire(retired, generation)
+        self.milvus.seal()
         self.milvus.set_generation(generation)
 
     def _collect_garbage(self, generation: int) -> None:
