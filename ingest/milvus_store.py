@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -106,6 +107,9 @@ def connect(url: str):
 
     if url.startswith("milvus:///"):
         path = Path(url[len("milvus://"):])
+        log = logging.getLogger("milvus_lite.server_manager")  # it logs a traceback before pymilvus raises
+        quiet = log.disabled
+        log.disabled = True
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             return MilvusClient(str(path))
@@ -114,6 +118,8 @@ def connect(url: str):
                 f"cannot open Milvus Lite file {path} ({type(exc).__name__}); Milvus Lite serves one process at a"
                 " time: stop the other one (e.g. `groundwork serve`) or use a Milvus server"
                 " (--vector-store milvus://host:19530)") from None
+        finally:
+            log.disabled = quiet
     scheme, host = url.split("://", 1)
     uri = ("https://" if scheme == "milvus+https" else "http://") + host
     try:

@@ -223,3 +223,22 @@ def test_a_copied_index_gets_its_own_collection_on_its_first_ingest(tmp_path: Pa
     assert "leave.md" in _sources(original, embedder, "annual leave days", {"everyone"})
     assert "leave.md" not in _sources(copied, embedder, "annual leave days", {"everyone"})
     assert len(_dense_ids(original, embedder, SALARY, None)) == original.stats().chunks
+
+
+def test_a_milvus_lite_file_held_by_another_process_is_one_line(tmp_path: Path) -> None:
+    """Milvus Lite opens a file in one process: `groundwork ingest` while `groundwork serve` holds it."""
+    url = _url(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "from ingest.milvus_store import connect; import sys, time; "
+                               f"connect({url!r}); print('holding', flush=True); time.sleep(60)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        write_docs(tmp_path / "docs", {"leave.md": HR_DOCS["leave.md"]})
+        result = _groundwork("ingest", str(tmp_path / "docs"), "--index", str(tmp_path / "index"), "-q",
+                             "--vector-store", url)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: cannot open Milvus Lite file {tmp_path}/milvus.db")
+    assert "one process at a time" in result.stderr and result.stderr.count("\n") == 1, result.stderr
