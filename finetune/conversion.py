@@ -13,23 +13,18 @@ is taken as valid — and two processes converting at once do the work only once
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ingest.errors import GroundworkError
 from ingest.files import fsync_dir  # finetune.export imports it from here
+from ingest.model_cache import MARKER_NAME, build_atomically, fsync_tree, read_marker  # re-exported for finetune
 
 logger = logging.getLogger(__name__)
 
-MARKER_NAME = "groundwork-conversion.json"
 FORMAT_VERSION = 1
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 
@@ -74,16 +69,6 @@ def file_sha256(path: Path, *, chunk_size: int = 1 << 20) -> str:
 # ---------------------------------------------------------------------------------------------- marker
 
 
-def read_marker(folder: Path) -> dict | None:
-    """The conversion marker of a folder, or None if it is missing or unreadable."""
-    try:
-        with open(folder / MARKER_NAME, encoding="utf-8") as handle:
-            marker = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
-
-
 def is_valid_cache(folder: Path, gguf_sha256: str) -> bool:
     """True if `folder` holds a finished conversion of the GGUF file with this sha256."""
     marker = read_marker(folder)
@@ -120,42 +105,6 @@ def _export(gguf_path: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def _current_umask() -> int:
-    """The process umask, read without changing it (os.umask would, briefly, for every thread)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def _publish_permissions(folder: Path) -> None:
-    """mkdtemp makes 0700 folders (and some writers 0600 files); give the cache the usual umask modes."""
-    mask = _current_umask()
-    os.chmod(folder, 0o777 & ~mask)
-    for path in folder.rglob("*"):
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
-
-
-def fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    fsync_dir(folder)
-
-
-def _write_marker(folder: Path, marker: dict) -> None:
-    path = folder / MARKER_NAME
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(marker, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def ensure_converted(gguf_path: Path, target: Path, *, lock_timeout: float = 1800.0) -> ConversionResult:
     """Convert `gguf_path` into the safetensors folder `target` unless a valid conversion is already there.
 
@@ -187,62 +136,8 @@ def ensure_converted(gguf_path: Path, target: Path, *, lock_timeout: float = 180
         "transformers_version": _transformers_version(),
     }
     converted = build_atomically(target, build, marker, lambda folder: is_valid_cache(folder, sha),
-                                 lock_timeout=lock_timeout)
+                                 lock_timeout=lock_timeout, error=ConversionError)
     return ConversionResult(target, sha, converted, time.perf_counter() - started)
-
-
-def build_atomically(
-    target: Path,
-    build: Callable[[Path], None],
-    marker: dict,
-    is_valid: Callable[[Path], bool],
-    *,
-    lock_timeout: float = 1800.0,
-) -> bool:
-    """Make `target` a valid folder, building it with `build(temp_dir)` unless `is_valid(target)` already.
-
-    The build happens in a temporary folder next to `target`, under a file lock; the marker is written
-    last, everything is fsynced, and the folder is renamed into place. Returns True if this call built it.
-    """
-    from filelock import FileLock, Timeout
-
-    if is_valid(target):
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(target.parent / f".{target.name}.lock"))
-    try:
-        lock.acquire(timeout=lock_timeout)
-    except Timeout as exc:
-        raise ConversionError(f"{target}: another process holds the lock for too long") from exc
-    try:
-        if is_valid(target):  # another process built it while we waited
-            return False
-        _sweep_leftovers(target)
-        temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            build(temporary)
-            _write_marker(temporary, {**marker, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            _publish_permissions(temporary)
-            fsync_tree(temporary)
-            if target.exists():  # stale or broken: move aside first, so the rename below is atomic
-                stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-                os.replace(target, stale / "folder")
-                shutil.rmtree(stale, ignore_errors=True)
-            os.replace(temporary, target)
-            fsync_dir(target.parent)
-        finally:
-            if temporary.exists():
-                shutil.rmtree(temporary, ignore_errors=True)
-    finally:
-        lock.release()
-    return True
-
-
-def _sweep_leftovers(target: Path) -> None:
-    """Remove temporary folders of conversions that crashed (we hold the lock, so none is in progress)."""
-    for prefix in (f".{target.name}.tmp-", f".{target.name}.old-"):
-        for leftover in target.parent.glob(prefix + "*"):
-            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _transformers_version() -> str:

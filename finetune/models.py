@@ -46,16 +46,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from finetune.conversion import ConversionError, build_atomically, ensure_converted, file_sha256, read_marker
 from ingest.errors import GroundworkError
+from ingest.model_cache import DEFAULT_CACHE_DIR, ENV_CACHE_DIR, default_cache_dir  # re-exported (app.config)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-ENV_CACHE_DIR = "GROUNDWORK_CACHE"
-DEFAULT_CACHE_DIR = Path("groundwork-data/models")  # relative to the working directory, whatever GROUNDWORK_DATA
 
 # Used only when a tokenizer has no chat template of its own (a base, non-chat model). Needs no special tokens.
 FALLBACK_CHAT_TEMPLATE = (
@@ -138,16 +137,6 @@ REGISTRY: dict[str, ModelSpec] = {
         ),
     )
 }
-
-
-def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """`$GROUNDWORK_CACHE` (unset or empty: `groundwork-data/models`, relative to the working directory).
-
-    The one reader of GROUNDWORK_CACHE: `app.config.Settings.from_env` resolves `models_dir` here, and
-    `load_model`/`get_model` fall back to it when given no `cache_dir`. `environ` defaults to os.environ.
-    """
-    env = os.environ if environ is None else environ
-    return Path(env.get(ENV_CACHE_DIR) or DEFAULT_CACHE_DIR)
 
 
 def packaged_gguf_path(spec: ModelSpec) -> Path:

@@ -10,7 +10,7 @@ class Section:
 
     text: str
     heading: str | None = None  # heading path, e.g. "Leave policy > Annual leave"
-    page: int | None = None  # 1-based page number (PDF only)
+    page: int | None = None  # 1-based page number: PDF page, slide, or frame of a multi-page image
     anchor: str | None = None  # HTML id of the heading or its section, for links
 
 
@@ -20,6 +20,7 @@ class LoadedDocument:
 
     sections: list[Section]
     title: str | None = None
+    ocr_pages: list[int] = field(default_factory=list)  # pages whose text came from OCR (no text layer)
 
     def full_text(self) -> str:
         return SECTION_SEPARATOR.join(s.text for s in self.sections)
@@ -59,6 +60,23 @@ class FileProblem:
     reason: str
 
 
+def page_ranges(pages: list[int]) -> str:
+    """[1, 2, 3, 5] -> 'pages 1-3, 5'; [4] -> 'page 4'."""
+    runs: list[list[int]] = []
+    for page in sorted(set(pages)):
+        if runs and page == runs[-1][1] + 1:
+            runs[-1][1] = page
+        else:
+            runs.append([page, page])
+    text = ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+    return f"page{'s' if len(pages) > 1 else ''} {text}"
+
+
+def ocr_notes(ocr: dict[str, list[int]]) -> list[str]:
+    """One 'file.pdf pages 1-3' line per file whose text came (partly) from OCR, for the CLI and the admin tab."""
+    return [f"{path} {page_ranges(pages)}" for path, pages in sorted(ocr.items())]
+
+
 @dataclass
 class IngestSummary:
     """What one ingest run did."""
@@ -71,6 +89,7 @@ class IngestSummary:
     skipped: list[FileProblem] = field(default_factory=list)
     acl_changed: int = 0
     acl_tightened: list[FileProblem] = field(default_factory=list)  # stricter groups: same content under another path
+    ocr: dict[str, list[int]] = field(default_factory=dict)  # file -> pages whose text came from OCR
     chunks_added: int = 0
     chunks_removed: int = 0
     documents_total: int = 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -11,12 +13,13 @@ from tqdm import tqdm
 
 from ingest.acl import AclRules
 from ingest.chunking import Chunker, ChunkingOptions
-from ingest.defaults import MAX_FILE_MB
+from ingest.defaults import MAX_FILE_MB, OCR_TIMEOUT_S
 from ingest.documents import Chunk, FileProblem, IngestSummary, LoadedDocument
 from ingest.embedding import DEFAULT_EMBEDDER, Embedder
 from ingest.errors import GroundworkError
 from ingest.loaders import LoadError, load_document
 from ingest.permissions import Reached, effective_groups, paths_reaching
+from ingest.run_embedding import RunEmbedder
 from ingest.scan import Candidate, display, scan, sha256_of, snapshot
 from ingest.store import DocumentRecord, IndexLock
 from ingest.vector_store import VectorStoreWriter, open_vector_store_writer
@@ -34,10 +37,13 @@ class IngestOptions:
 
     index_dir: Path = Path("groundwork-data/index")  # where the index lives (created if missing)
     acl_file: Path | None = None  # ACL rules; None keeps the rules stored with the index (default: everyone)
+    store_acl: bool = True  # save acl_file's rules as the index's rules (False: a synced folder's own rules)
     embedder: str = DEFAULT_EMBEDDER  # model name, local folder, or cached Hugging Face id
     chunking: ChunkingOptions = field(default_factory=ChunkingOptions)
     max_file_mb: float = MAX_FILE_MB  # larger files are skipped with a reason
+    ocr_timeout_s: float = OCR_TIMEOUT_S  # per file: Tesseract time all its scanned pages may take together
     batch_chunks: int = 64  # chunks embedded together before their files are saved
+    vector_store: str | None = None  # "faiss", "milvus:///path/x.db", "milvus://host:19530"; None: the index's own
     show_progress: bool = True  # tqdm bars on stderr
 
 
@@ -65,7 +71,7 @@ def ingest(paths: list[Path | str], options: IngestOptions = IngestOptions(), em
     summary = IngestSummary()
 
     with IndexLock(index_dir):
-        writer = open_vector_store_writer(index_dir, embedder.name)
+        writer = open_vector_store_writer(index_dir, embedder.name, options.vector_store, options.show_progress)
         try:
             rules = _acl_rules(options, writer)
             found = scan(roots, max_file_bytes=int(options.max_file_mb * 1e6), exclude=[index_dir])
@@ -103,7 +109,7 @@ def ingest(paths: list[Path | str], options: IngestOptions = IngestOptions(), em
 
             summary.seconds = time.perf_counter() - started
             extra = {"last_run": json.dumps(_summary_for_storage(summary))}
-            if options.acl_file is not None:
+            if options.acl_file is not None and options.store_acl:
                 extra["acl_rules"] = rules.source_text
             if upserts or removals:
                 writer.publish(upserts, removals, extra)
@@ -170,19 +176,31 @@ def _process(todo, writer: VectorStoreWriter, embedder: Embedder, options: Inges
         if on_progress:
             on_progress(bar.n, len(todo), cand.source)
 
-    def flush() -> None:
-        if not pending:
+    run_embedder = RunEmbedder(embedder)
+    in_flight: list[tuple[Future, list[_Pending]]] = []  # the batch being embedded while the next files parse
+
+    def collect() -> None:
+        """Stage the batch in flight (on this thread: the writer's connection stays on it)."""
+        if not in_flight:
             return
-        texts = [c.embedding_text() for p in pending for c in p.chunks]
-        vectors = embedder.encode(texts)
+        future, items = in_flight.pop()
+        vectors = future.result()
         writer.check_dimension(vectors.shape[1])
         offset = 0
-        for item in pending:
+        for item in items:
             n = len(item.chunks)
             writer.stage(item.key, item.sha256, item.document.title, item.chunks, vectors[offset:offset + n])
             offset += n
             finish(item.candidate, item.key, item.sha256, item.groups, item.document.title, n)
+
+    def flush() -> None:
+        if not pending:
+            return
+        batch = list(pending)
         pending.clear()
+        future = run_embedder.submit([c.embedding_text() for p in batch for c in p.chunks])
+        collect()  # the previous batch, while this one embeds
+        in_flight.append((future, batch))
 
     try:
         for cand, key, sha, groups in todo:
@@ -192,20 +210,24 @@ def _process(todo, writer: VectorStoreWriter, embedder: Embedder, options: Inges
                 continue
             try:
                 with snapshot(cand.path, sha) as copy:
-                    document = load_document(copy)
+                    document = load_document(copy, ocr_timeout_s=options.ocr_timeout_s)
             except (LoadError, OSError) as exc:
                 kept = " (previous version kept)" if key in existing else ""
                 reason = exc if isinstance(exc, LoadError) else f"cannot read: {exc.strerror}"
                 summary.failed.append(FileProblem(cand.source, f"{reason}{kept}"))
                 bar.update(1)
                 continue
-            if chunker is None:
-                chunker = Chunker(embedder.tokenizer, options.chunking)
+            if document.ocr_pages:
+                summary.ocr[cand.source] = document.ocr_pages
+            if chunker is None:  # its own tokenizer: the embedder's is busy on the worker thread (not thread-safe)
+                chunker = Chunker(deepcopy(embedder.tokenizer), options.chunking)
             pending.append(_Pending(cand, key, sha, groups, document, chunker.chunk(document)))
             if sum(len(p.chunks) for p in pending) >= options.batch_chunks:
                 flush()
         flush()
+        collect()
     finally:
+        run_embedder.close()
         bar.close()
     return done
 

@@ -68,14 +68,19 @@ class IndexReader:
             self.generation = int(meta.get("generation", "0"))
             self.embedder = meta["embedder"]
             self.dimension = int(meta.get("dimension", "0"))
-            if self.generation == 0:
-                self.vectors = _empty_faiss(max(self.dimension, 1))
-            else:
-                self.vectors = load_or_rebuild_vectors(self.index_dir, self.conn, self.generation, self.dimension)
+            self._load_vectors()
         finally:
             self.conn.execute("COMMIT")
         self._allowed_cache.clear()
         self._selector_cache.clear()
+
+    def _load_vectors(self) -> None:
+        """Make this generation's vectors searchable (inside _load's snapshot). ingest/milvus_store.py overrides
+        this, search() and vectors_for(); everything else a reader does is SQLite, shared by both stores."""
+        if self.generation == 0:
+            self.vectors = _empty_faiss(max(self.dimension, 1))
+        else:
+            self.vectors = load_or_rebuild_vectors(self.index_dir, self.conn, self.generation, self.dimension)
 
     def refresh(self) -> bool:
         """Switch to the newest committed generation; return True if it changed."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.documents import FileProblem
-from ingest.loaders import SUPPORTED_EXTENSIONS, LoadError
+from ingest.loaders import SUPPORTED_EXTENSIONS, LoadError, unsupported_reason
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _consider(file: Path, root: Path, relative: str, result: ScanResult, max_fil
         result.skipped.append(FileProblem(shown, reason))
 
     if file.suffix.lower() not in SUPPORTED_EXTENSIONS:
-        skip(f"unsupported file type '{file.suffix or '(none)'}'")
+        skip(unsupported_reason(file.suffix))
         return
     if file.is_symlink():
         target = file.resolve()

@@ -142,13 +142,22 @@ def _read_meta(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT key, value FROM meta").fetchall())
 
 
-def read_acl_rules(index_dir: Path) -> str | None:
-    """The ACL rules (TOML text) stored with the index at `index_dir` by the last ingestion, or None."""
+def read_index_meta(index_dir: Path) -> dict[str, str]:
+    """The metadata (key -> value) of the index at `index_dir`; empty when there is no index there."""
+    if not (Path(index_dir) / DB_NAME).exists():
+        return {}
     conn = _connect(Path(index_dir))
     try:
-        return _read_meta(conn).get("acl_rules") or None
+        return _read_meta(conn)
+    except sqlite3.OperationalError:  # a database without the meta table: not an index (yet)
+        return {}
     finally:
         conn.close()
+
+
+def read_acl_rules(index_dir: Path) -> str | None:
+    """The ACL rules (TOML text) stored with the index at `index_dir` by the last ingestion, or None."""
+    return read_index_meta(index_dir).get("acl_rules") or None
 
 
 def _document_from_row(row: Sequence) -> DocumentRecord:
@@ -257,16 +266,11 @@ class IndexWriter:
         old_versions = [(p, current[p].sha256) for p in removals if p in current]
         old_versions += [(d.path, current[d.path].sha256) for d in changed_content if d.path in current]
 
+        regrouped = [d for d in upserts if d.path in current and current[d.path].sha256 == d.sha256
+                     and set(current[d.path].groups) != set(d.groups)]
+
         new_generation = self.generation + 1
-        index = self._load_vectors()
-        drop_ids = self._chunk_ids(old_versions)
-        if len(drop_ids):
-            index.remove_ids(drop_ids)
-        for doc in changed_content:
-            ids, vectors = self._staged_vectors(doc.path, doc.sha256)
-            if len(ids):
-                index.add_with_ids(vectors, ids)
-        self._write_vectors(index, new_generation)
+        self._publish_vectors(new_generation, old_versions, changed_content, regrouped)
 
         with self._transaction():
             for path in removals:
@@ -289,10 +293,7 @@ class IndexWriter:
             self._set_meta({"generation": str(new_generation), "updated_at": str(time.time()), **extra_meta},
                            in_transaction=True)
         self.meta = _read_meta(self.conn)
-        for old in self.index_dir.glob("vectors.*.faiss"):  # keep the previous one for readers mid-switch
-            gen = old.name.split(".")[1]
-            if gen.isdigit() and int(gen) < new_generation - 1:
-                old.unlink(missing_ok=True)
+        self._collect_garbage(new_generation)
         return new_generation
 
     def set_meta(self, values: dict[str, str]) -> None:
@@ -300,6 +301,30 @@ class IndexWriter:
 
     def close(self) -> None:
         self.conn.close()
+
+    # --- the vector side (FAISS here; ingest/milvus_store.py overrides these three) ---------------------------
+    def _publish_vectors(self, generation: int, old_versions: list[tuple[str, str]],
+                         changed_content: list[DocumentRecord], regrouped: list[DocumentRecord]) -> None:
+        """Write the vectors of `generation` before the SQLite transaction that makes it current: without the
+        chunks of `old_versions` (path, sha256), with the staged chunks of `changed_content`. `regrouped` (same
+        content, other groups) needs nothing here: FAISS holds no groups, the ACL lives in SQLite."""
+        index = self._load_vectors()
+        drop_ids = self._chunk_ids(old_versions)
+        if len(drop_ids):
+            index.remove_ids(drop_ids)
+        for doc in changed_content:
+            ids, vectors = self._staged_vectors(doc.path, doc.sha256)
+            if len(ids):
+                index.add_with_ids(vectors, ids)
+        self._write_vectors(index, generation)
+
+    def _collect_garbage(self, generation: int) -> None:
+        """After `generation` is committed: drop vectors no reader needs (the previous generation's are kept for
+        readers mid-switch)."""
+        for old in self.index_dir.glob("vectors.*.faiss"):
+            gen = old.name.split(".")[1]
+            if gen.isdigit() and int(gen) < generation - 1:
+                old.unlink(missing_ok=True)
 
     # --- helpers --------------------------------------------------------------------------------
     def _set_meta(self, values: dict[str, str], in_transaction: bool = False) -> None:

@@ -54,10 +54,14 @@ class VectorStore(Protocol):
 
 
 def open_vector_store(index_dir) -> VectorStore:
-    """Open the index for reading: the one place a backend is chosen (FAISS + SQLite on local disk, the default)."""
+    """Open the index for reading: the one place a backend is chosen, from the store the index remembers (FAISS +
+    SQLite on local disk by default; Milvus when ingested with --vector-store milvus://...)."""
+    from ingest.milvus_store import STORE_KEY, MilvusReader, is_milvus
     from ingest.reader import IndexReader
+    from ingest.store import read_index_meta
 
-    return IndexReader(index_dir)
+    url = read_index_meta(Path(index_dir)).get(STORE_KEY, "faiss")
+    return MilvusReader(index_dir, url) if is_milvus(url) else IndexReader(index_dir)
 
 
 @runtime_checkable
@@ -93,9 +97,22 @@ class VectorStoreWriter(Protocol):
         """Release the store's connection."""
 
 
-def open_vector_store_writer(index_dir: Path, embedder_name: str) -> VectorStoreWriter:
-    """Open the index for changing (created if missing): the one place a writer backend is chosen (FAISS +
-    SQLite on local disk, the default). EmbedderMismatch if the index was built with another embedder."""
-    from ingest.store import IndexWriter
+def open_vector_store_writer(index_dir: Path, embedder_name: str, vector_store: str | None = None,
+                             show_progress: bool = True) -> VectorStoreWriter:
+    """Open the index for changing (created if missing): the one place a writer backend is chosen.
 
-    return IndexWriter(index_dir, embedder_name)
+    `vector_store` ("faiss", "milvus:///path/x.db", "milvus://host:19530"; see ingest/milvus_store.py) is
+    remembered by the index; None keeps the index's store (FAISS for a new index). Naming another store for an
+    existing index moves its vectors there from SQLite (no re-embedding). EmbedderMismatch if the index was built
+    with another embedder; MilvusStoreError for a bad URL or an unreachable Milvus."""
+    from ingest.milvus_store import STORE_KEY, MilvusWriter, is_milvus, normalize_store_url
+    from ingest.store import IndexWriter, read_index_meta
+
+    stored = read_index_meta(Path(index_dir)).get(STORE_KEY, "faiss")
+    url = stored if vector_store is None else normalize_store_url(vector_store)
+    if is_milvus(url):
+        return MilvusWriter(Path(index_dir), embedder_name, url, show_progress)
+    writer = IndexWriter(Path(index_dir), embedder_name)
+    if stored != "faiss":  # back from Milvus: the FAISS file is rebuilt from SQLite when it is missing or stale
+        writer.set_meta({STORE_KEY: "faiss"})
+    return writer

@@ -60,8 +60,9 @@ def write_docs(folder: Path, docs: dict[str, str]) -> Path:
 
 
 def build_corpus(root: Path, embedder, docs: dict[str, str] = HR_DOCS, acl: str = HR_ACL,
-                 index: Path | None = None) -> Path:
-    """`docs` written to root/docs, `acl` to root/acl.toml, both ingested into `index` (root/index by default).
+                 index: Path | None = None, vector_store: str | None = None) -> Path:
+    """`docs` written to root/docs, `acl` to root/acl.toml, both ingested into `index` (root/index by default), in
+    `vector_store` (a --vector-store URL, e.g. the `vector_store` fixture's; None: FAISS).
 
     Returns the index folder. Pass `{**HR_DOCS, ...}` to add or replace documents of the shared corpus."""
     from ingest.pipeline import IngestOptions, ingest
@@ -69,8 +70,23 @@ def build_corpus(root: Path, embedder, docs: dict[str, str] = HR_DOCS, acl: str 
     index = index or root / "index"
     write_docs(root / "docs", docs)
     (root / "acl.toml").write_text(acl, encoding="utf-8")
-    ingest([root / "docs"], IngestOptions(index_dir=index, acl_file=root / "acl.toml", show_progress=False), embedder)
+    ingest([root / "docs"], IngestOptions(index_dir=index, acl_file=root / "acl.toml", show_progress=False,
+                                          vector_store=vector_store), embedder)
     return index
+
+
+VECTOR_STORES = ("faiss", "milvus")  # the two implementations of ingest/vector_store.py's seam
+
+
+def store_url(kind: str, folder: Path) -> str:
+    """The --vector-store URL of `kind` with its files under `folder` (Milvus Lite: one file per test)."""
+    return "faiss" if kind == "faiss" else f"milvus://{folder}/milvus.db"
+
+
+@pytest.fixture(params=VECTOR_STORES)
+def vector_store(request, tmp_path: Path) -> str:
+    """A test taking this runs twice: on FAISS and on Milvus Lite (a fresh Milvus Lite file under tmp_path)."""
+    return store_url(request.param, tmp_path)
 
 
 def make_pdf(path: Path, pages: list[str], password: str | None = None) -> Path:

@@ -62,10 +62,12 @@ def test_demo_corpus_ingest_stats_and_a_10x_faster_unchanged_rerun(tmp_path: Pat
 def test_summary_lists_each_skipped_file_with_its_reason(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "logo.png").write_bytes(b"\x89PNG")
+    (docs / "logo.svg").write_bytes(b"<svg/>")
+    (docs / "minutes.doc").write_bytes(b"\xd0\xcf\x11\xe0")
     (docs / "empty.md").write_bytes(b"")
     result = groundwork("ingest", str(docs), "--index", str(tmp_path / "index"), "-q")
     assert result.returncode == 0, result.stderr
     assert "  skipped: empty.md: empty file (0 bytes)" in result.stdout
-    assert "  skipped: logo.png: unsupported file type '.png'" in result.stdout
+    assert "  skipped: logo.svg: unsupported file type '.svg'" in result.stdout
+    assert "  skipped: minutes.doc: legacy binary Word format (.doc): save it as .docx" in result.stdout
     assert "0 added" in result.stdout

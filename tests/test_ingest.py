@@ -12,6 +12,7 @@ from conftest import make_docx, make_pdf, write_docs
 from ingest.pipeline import IngestError, IngestOptions, ingest
 from ingest.reader import IndexReader
 from ingest.store import EmbedderMismatch, IndexWriter
+from ingest.vector_store import open_vector_store
 
 
 def _corpus(root: Path) -> Path:
@@ -81,10 +82,11 @@ def test_rerun_skips_unchanged_updates_changed_and_removes_deleted(tmp_path: Pat
     assert reader.vectors.ntotal == reader.stats().chunks
 
 
-def test_acl_filter_is_inside_the_search_and_restricted_text_never_returned(tmp_path: Path, embedder) -> None:
+def test_acl_filter_is_inside_the_search_and_restricted_text_never_returned(tmp_path: Path, embedder,
+                                                                           vector_store: str) -> None:
     docs = _corpus(tmp_path / "docs")
-    ingest([docs], _options(tmp_path), embedder)
-    reader = IndexReader(tmp_path / "index")
+    ingest([docs], _options(tmp_path, vector_store=vector_store), embedder)
+    reader = open_vector_store(tmp_path / "index")
     question = "What does the engineering band E4 pay?"
     assert _search_sources(reader, embedder, question, {"hr"}, k=1) == ["hr/salaries.md"]
     everyone = _search_sources(reader, embedder, question, {"everyone"}, k=5)
@@ -95,18 +97,19 @@ def test_acl_filter_is_inside_the_search_and_restricted_text_never_returned(tmp_
     assert reader.chunks([int(hr_chunk)], groups={"everyone"}) == []
 
 
-def test_changing_the_acl_file_updates_groups_without_reembedding(tmp_path: Path, embedder) -> None:
+def test_changing_the_acl_file_updates_groups_without_reembedding(tmp_path: Path, embedder, vector_store: str) -> None:
     docs = _corpus(tmp_path / "docs")
-    ingest([docs], _options(tmp_path), embedder)
+    ingest([docs], _options(tmp_path, vector_store=vector_store), embedder)
     (tmp_path / "acl.toml").write_text(ACL + '\n[[rules]]\nglob = "it/*"\ngroups = ["it"]\n')
     embedder.texts_embedded = 0
     summary = ingest([docs], _options(tmp_path), embedder)
     assert summary.acl_changed == 1 and embedder.texts_embedded == 0
-    reader = IndexReader(tmp_path / "index")
+    reader = open_vector_store(tmp_path / "index")
     assert "it/vpn.html" not in _search_sources(reader, embedder, "vpn client", {"everyone"}, k=6)
+    assert "it/vpn.html" in _search_sources(reader, embedder, "vpn client", {"it"}, k=6)
     # A later run without --acl keeps the stored rules instead of opening everything to everyone.
     ingest([docs], IngestOptions(index_dir=tmp_path / "index", show_progress=False), embedder)
-    assert IndexReader(tmp_path / "index").stats().by_group == {"everyone": 5, "hr": 1, "it": 1}
+    assert open_vector_store(tmp_path / "index").stats().by_group == {"everyone": 5, "hr": 1, "it": 1}
 
 
 def test_bad_input_is_reported_one_line_each_and_the_rest_is_indexed(tmp_path: Path, embedder) -> None:
@@ -138,7 +141,7 @@ def test_bad_input_is_reported_one_line_each_and_the_rest_is_indexed(tmp_path: P
     assert "encrypted" in problems["locked.pdf"] and "PDF" in problems["truncated.pdf"]
     assert "empty" in problems["empty.txt"] and "binary" in problems["binary.txt"]
     assert "too large" in problems["huge.txt"] and "outside" in problems["link.md"]
-    assert "unsupported" in problems["image.png"] and "regular file" in problems["pipe.txt"]
+    assert "not a readable image" in problems["image.png"] and "regular file" in problems["pipe.txt"]
     assert all("\n" not in reason for reason in problems.values())
     assert sorted(summary.added) == sorted(["good.md", odd, "latin1-\\xe9t\\xe9.txt"])
     reader = IndexReader(tmp_path / "index")

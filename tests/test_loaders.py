@@ -100,7 +100,7 @@ def test_csv_rows_read_as_labelled_values(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name, content, reason", [
     ("zero.txt", b"", "no text"),
     ("blob.txt", bytes(range(256)) * 64, "binary content"),
-    ("fake.docx", b"this is not a zip file", "not a DOCX"),
+    ("fake.docx", b"this is not a zip file", "not a .docx file"),
     ("blank.md", b"   \n\n  \n", "no text"),
 ])
 def test_bad_files_fail_with_one_line_reason(tmp_path: Path, name: str, content: bytes, reason: str) -> None:

@@ -1,4 +1,5 @@
-"""Hybrid retrieval: ACL applied inside both searches, fusion, the relevance threshold."""
+"""Hybrid retrieval: ACL applied inside both searches, fusion, the relevance threshold; on both vector stores
+(FAISS and Milvus Lite: conftest's `vector_store` fixture)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ import pytest
 
 from ingest.retrieval import RetrievalOptions, Retriever
 from ingest.pipeline import IngestOptions, ingest
-from ingest.reader import IndexReader
+from ingest.vector_store import open_vector_store
 
 ACL = """
 default = ["everyone"]
@@ -21,7 +22,7 @@ groups = ["it"]
 
 
 @pytest.fixture
-def retriever(tmp_path: Path, embedder) -> Retriever:
+def retriever(tmp_path: Path, embedder, vector_store: str) -> Retriever:
     docs = tmp_path / "docs"
     (docs / "hr").mkdir(parents=True)
     (docs / "it").mkdir()
@@ -31,9 +32,9 @@ def retriever(tmp_path: Path, embedder) -> Retriever:
     (docs / "hr" / "bands.md").write_text("# Salary bands\n\nZebracorn band E4 pays 78,000 EUR a year.")
     (docs / "it" / "only-it.md").write_text("# Firewall\n\nThe firewall admin password rotates every Monday.")
     (tmp_path / "acl.toml").write_text(ACL)
-    ingest([docs], IngestOptions(index_dir=tmp_path / "index", acl_file=tmp_path / "acl.toml", show_progress=False),
-           embedder)
-    return Retriever(IndexReader(tmp_path / "index"), embedder)
+    ingest([docs], IngestOptions(index_dir=tmp_path / "index", acl_file=tmp_path / "acl.toml", show_progress=False,
+                                 vector_store=vector_store), embedder)
+    return Retriever(open_vector_store(tmp_path / "index"), embedder)
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
@@ -75,28 +76,40 @@ def test_new_generation_is_picked_up_after_a_reingest(retriever: Retriever, tmp_
 
 
 def test_searches_keep_working_during_a_reingest_and_then_switch_to_it(retriever: Retriever, tmp_path: Path, embedder) -> None:
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    def ask(i: int) -> str:
+    def ask() -> str:
         return retriever.retrieve("where can staff park", {"everyone"}, RetrievalOptions(top_k=1))[0].chunk.source
 
+    done = threading.Event()
+
+    def ask_until_done() -> list[str]:  # asks all through the re-ingest, its publish included
+        answers = []
+        while not done.is_set() or not answers:
+            answers.append(ask())
+        return answers
+
     with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [pool.submit(ask, i) for i in range(40)]
+        futures = [pool.submit(ask_until_done) for _ in range(4)]
         (tmp_path / "docs" / "public-9.md").write_text("# Canteen\n\nThe canteen serves ramen on Fridays.")
         ingest([tmp_path / "docs"], IngestOptions(index_dir=tmp_path / "index", show_progress=False), embedder)
-        assert {f.result() for f in futures} == {"public-0.md"}
-    assert retriever.reader.generation == 2
+        done.set()
+        assert {a for f in futures for a in f.result()} == {"public-0.md"}
+    assert ask() == "public-0.md" and retriever.reader.generation == 2
 
 
-def test_a_chunk_that_starts_mid_section_is_marked_as_continuing_it(tmp_path: Path, embedder) -> None:
+def test_a_chunk_that_starts_mid_section_is_marked_as_continuing_it(tmp_path: Path, embedder,
+                                                                   vector_store: str) -> None:
     """Selection must not take a continuation chunk's first sentence for the opening under its heading."""
     from conftest import build_corpus
 
     long_section = " ".join(f"Sentence number {i} of the long deadline section explains one more rule."
                             for i in range(60))
     index = build_corpus(tmp_path, embedder, {"policy.md": f"# Policy\n\n## Deadlines\n\n{long_section}\n\n"
-                                                            "## Meals\n\nThe meal allowance is 60 USD per day.\n"})
-    reader = IndexReader(index)
+                                                            "## Meals\n\nThe meal allowance is 60 USD per day.\n"},
+                         vector_store=vector_store)
+    reader = open_vector_store(index)
     try:
         chunks = reader.chunks(reader.chunk_ids("policy.md"))
     finally:

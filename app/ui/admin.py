@@ -20,6 +20,7 @@ from app.ui.admin_canary import build_canary_tab
 from app.ui.admin_monitoring import build_monitoring_tab
 from app.ui.admin_review import build_review_tab
 from app.ui.admin_routes import build_routes_tab
+from app.ui.admin_sync import build_sync_tab
 from app.ui.auth import current_user, require_admin
 from app.ui.library import SUPPORTED
 from app.ui.render import GUARD_NAMES
@@ -300,6 +301,9 @@ def build_admin_tab(services: UiServices) -> AdminTab:
 
     with gr.Tab("Monitoring", id="admin-monitoring") as monitoring_tab:  # plots and drift (admin_monitoring.py)
         build_monitoring_tab(services, monitoring_tab)
+
+    with gr.Tab("Sync", id="admin-sync") as sync_tab:  # folders re-ingested on a schedule (admin_sync.py)
+        build_sync_tab(services, sync_tab)
 
     # --- audit log ----------------------------------------------------------------------------------------
     with gr.Tab("Audit log", id="admin-audit"):

@@ -39,7 +39,9 @@ def _reported(*errors: type[Exception]):
 def ingest_paths(services: UiServices, folder: str = "") -> list[Path]:
     """What "re-run ingestion" covers: every folder the index was built from, the upload folder, and `folder`."""
     services.engine.reader.refresh()
-    paths = library.known_roots(services.engine.reader)
+    with _reported(GroundworkError):  # synced folders run in the Sync tab, each with its own ACL file if it has one
+        synced = {Path(f.path) for f in services.sync.registry.folders()}
+    paths = [p for p in library.known_roots(services.engine.reader) if p.resolve() not in synced]
     services.docs_dir.mkdir(parents=True, exist_ok=True)
     paths.append(services.docs_dir.resolve())
     if folder.strip():
@@ -48,6 +50,8 @@ def ingest_paths(services: UiServices, folder: str = "") -> list[Path]:
             raise AdminError(f"{folder}: give the folder's full path on the server")
         if not extra.exists():
             raise AdminError(f"{extra}: no such file or folder on the server")
+        if extra.resolve() in synced:
+            raise AdminError(f"{extra} is a synced folder: use Run now in the Sync tab")
         paths.append(extra.resolve())
     unique: list[Path] = []
     for path in paths:

@@ -8,6 +8,7 @@ from typing import Iterable
 
 from app.ui.ingest_job import JobState
 from app.ui.render import text
+from ingest.documents import ocr_notes
 from ingest.reader import IndexStats
 from ingest.store import DocumentRecord
 
@@ -32,6 +33,8 @@ def stats(stats: IndexStats) -> str:
         lines.append(f"<b>Last run:</b> {run['added']} added, {run['updated']} updated, {run['unchanged']} unchanged,"
                      f" {run['removed']} removed, {len(run['failed'])} failed, {len(run['skipped'])} skipped in "
                      f"{run['seconds']:.1f} s")
+        if run.get("ocr"):
+            lines.append(f"<b>OCR:</b> {text('; '.join(ocr_notes(run['ocr'])))}")
     return f'<div class="gw-stats" id="gw-index-stats">{grid}</div><div class="gw-kv">{"<br>".join(lines)}</div>'
 
 
@@ -95,6 +98,7 @@ def progress(job: JobState, present=None) -> str:
     items += [f'<li><b>{text(p.path)}</b>: {text(p.reason)} (skipped)</li>' for p in summary.skipped
               if keep(p.path)]
     items += [f'<li><b>{text(p.path)}</b>: {text(p.reason)} (permissions)</li>' for p in summary.acl_tightened]
+    items += [f'<li><b>OCR:</b> {text(note)}</li>' for note in ocr_notes(summary.ocr)]
     listing = f'<ul class="gw-problems">{"".join(items)}</ul>' if items else ""
     return (f'<div class="gw-progress"><div style="width: 100%"></div></div>'
             f'<div class="gw-summary" id="gw-ingest-status" data-state="done" style="margin-top: 8px">'

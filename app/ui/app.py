@@ -202,7 +202,11 @@ def serve(options: ServeOptions, on_ready: Callable[[str], None] | None = None) 
         _warm_up(engine)
     if on_ready is not None:
         on_ready(url)
-    _serve_until_interrupted(app)
+    services.sync.start()  # folders registered with `groundwork sync add` (or the Sync tab), on their schedule
+    try:
+        _serve_until_interrupted(app)
+    finally:
+        services.sync.stop()
 
 
 def _warm_up(engine: Engine) -> None:

@@ -9,13 +9,14 @@ from pathlib import Path, PurePosixPath
 
 from ingest.acl import AclRules
 from ingest.files import atomic_write
+from ingest.loaders import LOADERS
 from ingest.errors import GroundworkError
 from ingest.reader import IndexReader
 from ingest.scan import display
 from ingest.store import DB_NAME, IndexLock, read_acl_rules
 from ingest.vector_store import open_vector_store_writer
 
-SUPPORTED = (".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".csv")
+SUPPORTED = tuple(LOADERS)  # what an admin may upload: every format ingestion reads
 NAME_CHARS = 120  # longest file or folder name (characters; and at most 240 bytes in UTF-8)
 _NAME_PUNCTUATION = " ._()-"
 NAME_RULE = "letters (any language), digits, spaces and . _ ( ) -"

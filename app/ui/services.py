@@ -14,6 +14,7 @@ from app.ui.settings import GuardrailsFile
 from app.users import UserStore
 from finetune.adapters import AdapterRegistry, AdapterVersion
 from ingest.embedding import Embedder
+from ingest.sync_scheduler import SyncScheduler
 
 BASE_MODEL = "none"  # the adapter choice that means "the base model, no adapter"
 AUTOMATIC = "(routes)"  # the choice that leaves it to the routing gate (app.production.routes); never an adapter name
@@ -34,12 +35,14 @@ class UiServices:
     embedder_factory: Callable[[], Embedder]  # the ingestion's own embedder
     conversations: Conversations  # questions asked in conversations: history, feedback, the audit log
     runner: IngestRunner = field(init=False)
+    sync: SyncScheduler = field(init=False)  # folders synced into the index (started by `groundwork serve`)
     _applied: GuardrailConfig | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.runner = IngestRunner(self.index_dir, self.embedder_factory,
                                    on_finished=lambda _: self.engine.reader.refresh())  # switch right away
+        self.sync = SyncScheduler(self.index_dir, self.embedder_factory, on_published=self.engine.reader.refresh)
         self.sync_guardrails()
 
     def sync_guardrails(self) -> GuardrailConfig:

@@ -1,7 +1,6 @@
 """DOCX loader: paragraphs and tables in document order, split at Heading styles."""
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import docx
@@ -10,7 +9,7 @@ from docx.table import Table
 from docx.text.paragraph import Paragraph
 
 from ingest.documents import LoadedDocument, Section
-from ingest.loaders.errors import LoadError
+from ingest.loaders.office import open_package
 
 
 def _heading_level(paragraph: Paragraph) -> int | None:
@@ -37,10 +36,7 @@ def _table_text(table: Table) -> str:
 
 
 def load_docx(path: Path) -> LoadedDocument:
-    try:
-        document = docx.Document(str(path))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise LoadError(f"corrupt or not a DOCX file ({type(exc).__name__})") from None
+    document = open_package(path, ".docx", docx.Document, (PackageNotFoundError,))
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
     blocks: list[str] = []

@@ -1,4 +1,4 @@
-"""Plain text, Markdown and CSV loaders, and the text decoding they share."""
+"""Plain text, Markdown and CSV loaders, the text decoding they share, and the labelled-row rendering of tables."""
 from __future__ import annotations
 
 import csv
@@ -84,6 +84,14 @@ def load_csv(path: Path) -> LoadedDocument:
     rows = [row for row in csv.reader(io.StringIO(text), dialect) if any(cell.strip() for cell in row)]
     if not rows:
         raise LoadError("no rows in the CSV file")
+    return LoadedDocument(sections=[Section(text="\n".join(labelled_rows(rows)), heading=None)], title=None)
+
+
+def labelled_rows(rows: list[list[str]]) -> list[str]:
+    """Table rows as 'column: value; ...' lines, the first row naming the columns (CSV files, spreadsheet sheets).
+
+    `rows` holds only rows with at least one non-blank cell.
+    """
     header = [h.strip() for h in rows[0]]
     lines = []
     for row in rows[1:]:
@@ -91,6 +99,6 @@ def load_csv(path: Path) -> LoadedDocument:
         pairs = [f"{header[i] if i < len(header) and header[i] else f'column {i + 1}'}: {v}"
                  for i, v in enumerate(cells) if v]
         lines.append("; ".join(pairs))
-    if not lines:  # a header-only file still says something
-        lines = ["; ".join(header)]
-    return LoadedDocument(sections=[Section(text="\n".join(lines), heading=None)], title=None)
+    if not lines:  # a header-only table still says something
+        lines = ["; ".join(h for h in header if h)]
+    return lines

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from acl_adversary import (ACME, QUESTIONS_PER_DOCUMENT, CachingEmbedder, DemoUser, LeakCheck, Target, attacks,
                            demo_users, plain, readable_text, targets)
+from conftest import VECTOR_STORES, store_url
 from fakes import FakeGenerator, LeakyRetriever
 
 from app.engine import AnswerOptions, Engine, EngineConfig
@@ -26,7 +27,7 @@ from app.users import UserStore
 from eval.runner import EvalConfig, run_eval
 from ingest.acl import AclRules
 from ingest.pipeline import IngestOptions, ingest
-from ingest.reader import IndexReader
+from ingest.vector_store import VectorStore, open_vector_store
 
 FREE = AnswerOptions(decoding="free")  # the fake then answers from passage [1], cited, whenever anything is found
 NO_INJECTION_GUARD = AnswerOptions(decoding="free", disabled_guards=frozenset({"injection"}))
@@ -39,9 +40,10 @@ class Acme:
     users_file: Path
     users: list[DemoUser]
     targets: list[Target]
-    reader: IndexReader
+    reader: VectorStore
     embedder: CachingEmbedder
     checks: dict[tuple[str, str], LeakCheck]  # (source, user) -> what that outsider must not see of it
+    store: str = "faiss"  # the vector store kind the index was built in (conftest.VECTOR_STORES)
 
     def engine(self, generator=None, **config) -> Engine:
         return Engine(EngineConfig(index_dir=self.index, adapters_dir=self.root / "adapters", **config),
@@ -52,22 +54,24 @@ class Acme:
         return [(t, u) for t in self.targets for u in t.outsiders]
 
 
-@pytest.fixture(scope="module")
-def acme(tmp_path_factory, _shared_embedder) -> Acme:
-    """The acme demo as `make demo` sets it up: its documents and ACL ingested, its demo accounts."""
+@pytest.fixture(scope="module", params=VECTOR_STORES)
+def acme(request, tmp_path_factory, _shared_embedder) -> Acme:
+    """The acme demo as `make demo` sets it up: its documents and ACL ingested, its demo accounts; once in each
+    vector store (FAISS, Milvus Lite), so every engine-level attack runs on both."""
     root = tmp_path_factory.mktemp("acme-adversarial")
     index = root / "index"
-    ingest([ACME / "docs"], IngestOptions(index_dir=index, acl_file=ACME / "acl.toml", show_progress=False),
-           _shared_embedder)
+    ingest([ACME / "docs"], IngestOptions(index_dir=index, acl_file=ACME / "acl.toml", show_progress=False,
+                                          vector_store=store_url(request.param, root)), _shared_embedder)
     users = demo_users()
     store = UserStore(root / "users.json")
     for u in users:
         store.add(u.name, u.password, role=u.role, groups=list(u.groups))
-    reader = IndexReader(index)
+    reader = open_vector_store(index)
     found = targets(reader, users)
     readable = {u.groups: readable_text(reader, u.groups) for u in users}
     checks = {(t.source, u.name): LeakCheck(t, readable[u.groups]) for t in found for u in t.outsiders}
-    yield Acme(root, index, root / "users.json", users, found, reader, CachingEmbedder(_shared_embedder), checks)
+    yield Acme(root, index, root / "users.json", users, found, reader, CachingEmbedder(_shared_embedder), checks,
+               request.param)
     reader.close()
 
 
@@ -189,8 +193,12 @@ def test_naming_the_file_or_claiming_rights_gets_nothing_through_the_engine(acme
 @pytest.fixture(scope="module")
 def site(acme):
     """The acme demo served as `make demo` serves it, with the extractive fake instead of the model (free
-    decoding: it answers from passage [1], cited, whenever anything is found, so every answer has sources)."""
+    decoding: it answers from passage [1], cited, whenever anything is found, so every answer has sources).
+    FAISS only: the page runs the same engine, whose attacks above also run on Milvus."""
     import shutil
+
+    if acme.store != "faiss":
+        pytest.skip("the web page is store-independent: its engine is attacked on Milvus by the tests above")
 
     from app.guardrails import GuardrailConfig
     from app.ui import build_app, launch_app, make_services
@@ -403,10 +411,9 @@ def test_no_outsider_sees_a_restricted_document_in_the_browser(acme, site) -> No
 def test_a_tightened_acl_applies_to_the_next_question_of_a_warm_engine(acme, tmp_path) -> None:
     """Stale permissions: an engine that has already answered (its allowed-ids, FAISS selector and BM25 mask
     caches warm for the user's groups) must apply an ACL tightened by a re-ingest from the next question on."""
-    import shutil
-
-    index = tmp_path / "index"
-    shutil.copytree(acme.index, index)
+    index = tmp_path / "index"  # a fresh index in the same store (a copied Milvus index would share its collection)
+    ingest([ACME / "docs"], IngestOptions(index_dir=index, acl_file=ACME / "acl.toml", show_progress=False,
+                                          vector_store=store_url(acme.store, tmp_path)), acme.embedder)
     engine = Engine(EngineConfig(index_dir=index, adapters_dir=tmp_path / "adapters"), embedder=acme.embedder,
                     generator=FakeGenerator())
     everyone = next(u for u in acme.users if u.groups == ("everyone",))

@@ -13,6 +13,7 @@ from pathlib import Path
 from ingest.retrieval import Retriever
 from ingest.pipeline import IngestOptions, ingest
 from ingest.reader import IndexReader
+from ingest.vector_store import open_vector_store
 
 ACL = """
 default = ["everyone"]
@@ -39,28 +40,31 @@ def _docs(root: Path) -> Path:
     return root
 
 
-def _ingest(tmp_path: Path, embedder, *roots: Path):
+def _ingest(tmp_path: Path, embedder, *roots: Path, store: str | None = None):
+    """Ingest `roots`; `store` (conftest's `vector_store`: every test runs on FAISS and Milvus Lite) is given to the
+    first run only: later runs keep the store the index remembers."""
     acl = tmp_path / "acl.toml"
     acl.write_text(ACL)
-    options = IngestOptions(index_dir=tmp_path / "index", acl_file=acl, show_progress=False)
+    options = IngestOptions(index_dir=tmp_path / "index", acl_file=acl, show_progress=False, vector_store=store)
     return ingest(list(roots), options, embedder)
 
 
 def _employee_sees_secret(tmp_path: Path, embedder, groups=EMPLOYEE) -> list[str]:
     """Sources of every passage holding the secret that `groups` retrieve (the engine's own retrieval)."""
-    retriever = Retriever(IndexReader(tmp_path / "index"), embedder)
+    retriever = Retriever(open_vector_store(tmp_path / "index"), embedder)
     return [p.chunk.source for p in retriever.retrieve(QUESTION, set(groups)) if "410,000" in p.chunk.text]
 
 
 def _groups_of(tmp_path: Path) -> dict[str, tuple[str, ...]]:
-    reader = IndexReader(tmp_path / "index")
+    reader = open_vector_store(tmp_path / "index")
     return {d.source: d.groups for d in reader.documents()}
 
 
-def test_symlink_to_a_restricted_file_is_as_restricted_as_its_target(tmp_path: Path, embedder) -> None:
+def test_symlink_to_a_restricted_file_is_as_restricted_as_its_target(tmp_path: Path, embedder,
+                                                                    vector_store: str) -> None:
     docs = _docs(tmp_path / "docs")
     os.symlink("../hr/confidential/exec-pay.md", docs / "public" / "handbook.md")
-    summary = _ingest(tmp_path, embedder, docs)
+    summary = _ingest(tmp_path, embedder, docs, store=vector_store)
     assert _employee_sees_secret(tmp_path, embedder) == []
     assert _groups_of(tmp_path)["public/handbook.md"] == ("hr",)
     assert set(_employee_sees_secret(tmp_path, embedder, {"everyone", "hr"})) >= {"hr/confidential/exec-pay.md"}
@@ -69,9 +73,9 @@ def test_symlink_to_a_restricted_file_is_as_restricted_as_its_target(tmp_path: P
         "public/handbook.md"]
 
 
-def test_planting_the_link_later_and_reingesting_does_not_leak(tmp_path: Path, embedder) -> None:
+def test_planting_the_link_later_and_reingesting_does_not_leak(tmp_path: Path, embedder, vector_store: str) -> None:
     docs = _docs(tmp_path / "docs")
-    _ingest(tmp_path, embedder, docs)
+    _ingest(tmp_path, embedder, docs, store=vector_store)
     (docs / "public" / "handbook.md").write_text("# Handbook\n\nWelcome to Acme.\n")
     _ingest(tmp_path, embedder, docs)
     (docs / "public" / "handbook.md").unlink()
@@ -80,31 +84,32 @@ def test_planting_the_link_later_and_reingesting_does_not_leak(tmp_path: Path, e
     assert _employee_sees_secret(tmp_path, embedder) == []
 
 
-def test_a_chain_of_links_takes_the_strictest_hop(tmp_path: Path, embedder) -> None:
+def test_a_chain_of_links_takes_the_strictest_hop(tmp_path: Path, embedder, vector_store: str) -> None:
     docs = _docs(tmp_path / "docs")
     (docs / "finance").mkdir()
     (docs / "finance" / "board.md").write_text("# Board pack\n\nThe board meets quarterly in Lyon.\n")
     # public/a.md -> finance/b.md (a link, finance-only path) -> public/canteen.md: the finance hop restricts a.md
     os.symlink("../public/canteen.md", docs / "finance" / "b.md")
     os.symlink("../finance/b.md", docs / "public" / "a.md")
-    _ingest(tmp_path, embedder, docs)
+    _ingest(tmp_path, embedder, docs, store=vector_store)
     assert _groups_of(tmp_path)["public/a.md"] == ("finance",)
 
 
-def test_a_link_into_a_hidden_folder_keeps_that_folders_rule(tmp_path: Path, embedder) -> None:
+def test_a_link_into_a_hidden_folder_keeps_that_folders_rule(tmp_path: Path, embedder, vector_store: str) -> None:
     """Hidden folders are never scanned, but a path into one still reaches the content and its rule applies."""
     docs = _docs(tmp_path / "docs")
     (docs / "hr" / "confidential" / "exec-pay.md").unlink()
     (docs / ".private").mkdir()
     (docs / ".private" / "exec-pay.md").write_text(SECRET)
     os.symlink("../.private/exec-pay.md", docs / "public" / "handbook.md")
-    _ingest(tmp_path, embedder, docs)
+    _ingest(tmp_path, embedder, docs, store=vector_store)
     assert _employee_sees_secret(tmp_path, embedder) == []
     assert _groups_of(tmp_path)["public/handbook.md"] == ("hr",)
 
 
 def test_a_file_swapped_for_a_link_after_hashing_is_not_indexed_with_its_old_groups(tmp_path: Path, embedder,
-                                                                                   monkeypatch) -> None:
+                                                                                   monkeypatch,
+                                                                                   vector_store: str) -> None:
     """The race: permissions are decided on the hash, so the parser must read exactly the hashed bytes."""
     import ingest.pipeline
 
@@ -120,24 +125,25 @@ def test_a_file_swapped_for_a_link_after_hashing_is_not_indexed_with_its_old_gro
         return decided
 
     monkeypatch.setattr(ingest.pipeline, "effective_groups", decide_then_swap)
-    summary = _ingest(tmp_path, embedder, docs)
+    summary = _ingest(tmp_path, embedder, docs, store=vector_store)
     assert _employee_sees_secret(tmp_path, embedder) == []
     assert {p.path: p.reason for p in summary.failed}["public/handbook.md"].startswith("the file changed while")
 
 
-def test_hard_link_to_a_restricted_file_is_restricted(tmp_path: Path, embedder) -> None:
+def test_hard_link_to_a_restricted_file_is_restricted(tmp_path: Path, embedder, vector_store: str) -> None:
     docs = _docs(tmp_path / "docs")
     os.link(docs / "hr" / "confidential" / "exec-pay.md", docs / "public" / "handbook.md")
-    _ingest(tmp_path, embedder, docs)
+    _ingest(tmp_path, embedder, docs, store=vector_store)
     assert _employee_sees_secret(tmp_path, embedder) == []
     assert _groups_of(tmp_path)["public/handbook.md"] == ("hr",)
 
 
 def test_a_copy_of_a_restricted_file_is_restricted_and_loosens_once_the_original_is_gone(tmp_path: Path,
-                                                                                         embedder) -> None:
+                                                                                         embedder,
+                                                                                         vector_store: str) -> None:
     docs = _docs(tmp_path / "docs")
     shutil.copy(docs / "hr" / "confidential" / "exec-pay.md", docs / "public" / "handbook.md")
-    summary = _ingest(tmp_path, embedder, docs)
+    summary = _ingest(tmp_path, embedder, docs, store=vector_store)
     assert _employee_sees_secret(tmp_path, embedder) == []
     assert "public/handbook.md" in {p.path for p in summary.acl_tightened}
     # The restricted original is deleted: the copy is now the only path, so its own rule applies again.
@@ -147,13 +153,14 @@ def test_a_copy_of_a_restricted_file_is_restricted_and_loosens_once_the_original
     assert summary.acl_changed == 1 and summary.acl_tightened == []
 
 
-def test_a_copy_in_another_ingested_folder_tightens_the_one_already_indexed(tmp_path: Path, embedder) -> None:
+def test_a_copy_in_another_ingested_folder_tightens_the_one_already_indexed(tmp_path: Path, embedder,
+                                                                           vector_store: str) -> None:
     """Two roots ingested in separate runs: whichever order, the public copy ends up restricted."""
     public = tmp_path / "wiki"
     (public / "public").mkdir(parents=True)
     (public / "public" / "handbook.md").write_text(SECRET)
     docs = _docs(tmp_path / "docs")
-    _ingest(tmp_path, embedder, public)
+    _ingest(tmp_path, embedder, public, store=vector_store)
     assert _employee_sees_secret(tmp_path, embedder) == ["public/handbook.md"]  # nothing restricts it yet
     summary = _ingest(tmp_path, embedder, docs)
     assert _employee_sees_secret(tmp_path, embedder) == []
