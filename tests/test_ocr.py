@@ -146,3 +146,17 @@ def test_cli_summary_and_index_stats_say_which_pages_were_ocrd(tmp_path: Path) -
     assert "  OCR: contract.pdf pages 1-3\n  OCR: site-rules.pdf page 2\n" in result.stdout
     stats = groundwork("index", "stats", "--index", index)
     assert "  OCR: contract.pdf pages 1-3" in stats.stdout and "  OCR: site-rules.pdf page 2" in stats.stdout
+
+
+def test_a_sentence_the_scan_wraps_over_lines_is_one_sentence_to_answer_with(tmp_path: Path) -> None:
+    """A scan keeps its printed line breaks; an answer must still quote the whole sentence, not its first line."""
+    from ingest.answer_spans import passage_units
+
+    pdf = make_scanned_pdf(tmp_path / "memo.pdf", ["Facilities memo\n\nParking permits for the Lyon office are renewed\n"
+                                                  "every January at the reception desk.\nBicycle storage is in the "
+                                                  "basement, badge access\nonly, open from six to ten."])
+    text = load_document(pdf).sections[0].text
+    sentences = [u.text for u in passage_units(text) if u.kind == "sentence"]
+    assert "Parking permits for the Lyon office are renewed every January at the reception desk." in sentences
+    assert any(s.startswith("Bicycle storage") and s.endswith("from six to ten.") for s in sentences)
+    assert "Facilities memo" in text.splitlines()  # a heading line keeps its own line

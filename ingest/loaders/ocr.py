@@ -39,6 +39,21 @@ def _one_thread():
         os.environ.pop("OMP_THREAD_LIMIT", None)
 
 
+_CONTINUED = re.compile(r"(?<=[^.!?:;\n])[ \t]*\n(?:[ \t]*\n)*[ \t]*(?=[a-z(])")  # a break, then lower case
+_HYPHENATED = re.compile(r"(?<=[a-z])-[ \t]*\n[ \t]*(?=[a-z])")
+
+
+def reflow(text: str) -> str:
+    """Join the lines Tesseract broke inside a sentence: a line that does not end a sentence, followed (even
+    across a blank line) by one that starts in lower case, continues it ("exam-" + "ple" is "example").
+
+    A scan keeps its printed line breaks, and a line break ends a sentence for answer selection
+    (ingest/answer_spans.py), so without this an answer would quote half a sentence. Lines that start with a
+    capital or a list marker (headings, list items, table rows) keep their breaks.
+    """
+    return _CONTINUED.sub(" ", _HYPHENATED.sub("", text))
+
+
 class PageReader:
     """Reads the text of page images for one file, within that file's OCR time budget."""
 
@@ -71,7 +86,7 @@ class PageReader:
             if "timeout" in str(exc).lower():
                 raise self._timed_out(page) from None
             raise
-        text = text.strip()
+        text = reflow(text.strip())
         # A photo, diagram or logo comes back as a few stray marks: that is no text to index.
         return text if len(_WORD.findall(text)) >= 2 else ""
 
