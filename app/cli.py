@@ -96,6 +96,8 @@ def ingest(
 def index_stats(index: Path = typer.Option(SETTINGS.index_dir, "--index", help="Index directory.")) -> None:
     """Documents, chunks, formats, groups and the last run of an index."""
     from ingest.documents import ocr_notes
+    from ingest.milvus_store import STORE_KEY
+    from ingest.store import read_index_meta
     from ingest.vector_store import open_vector_store
 
     reader = open_vector_store(index)
@@ -108,6 +110,7 @@ def index_stats(index: Path = typer.Option(SETTINGS.index_dir, "--index", help="
     typer.echo(f"Documents:  {stats.documents}")
     typer.echo(f"Chunks:     {stats.chunks}")
     typer.echo(f"Embedder:   {stats.embedder} ({stats.dimension} dims)")
+    typer.echo(f"Vectors:    {read_index_meta(index).get(STORE_KEY) or 'faiss'}")
     typer.echo("Formats:    " + ", ".join(f"{k} {v}" for k, v in stats.by_type.items()))
     typer.echo("Groups:     " + ", ".join(f"{k} {v}" for k, v in stats.by_group.items()))
     typer.echo(f"On disk:    {stats.disk_bytes / 1e6:.1f} MB, generation {stats.generation}, updated {updated}")

@@ -57,6 +57,7 @@ def test_demo_corpus_ingest_stats_and_a_10x_faster_unchanged_rerun(tmp_path: Pat
     assert "Documents:  26" in stats.stdout
     assert "Groups:     everyone 21, finance 2, hr 3" in stats.stdout
     assert "Formats:    csv 3, docx 3, html 5, md 8, pdf 4, txt 3" in stats.stdout
+    assert "Vectors:    faiss" in stats.stdout
 
 
 def test_summary_lists_each_skipped_file_with_its_reason(tmp_path: Path) -> None:

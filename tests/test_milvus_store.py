@@ -242,3 +242,15 @@ def test_a_milvus_lite_file_held_by_another_process_is_one_line(tmp_path: Path) 
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: cannot open Milvus Lite file {tmp_path}/milvus.db")
     assert "one process at a time" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_the_cli_ingests_into_milvus_lite_and_index_stats_names_the_store_without_a_flag(tmp_path: Path) -> None:
+    write_docs(tmp_path / "docs", {"leave.md": HR_DOCS["leave.md"]})
+    index = str(tmp_path / "index")
+    result = _groundwork("ingest", str(tmp_path / "docs"), "--index", index, "-q",
+                         "--vector-store", f"milvus://{tmp_path / 'vectors.db'}")  # tmp_path is absolute: milvus:///...
+    assert result.returncode == 0, result.stderr
+    stats = _groundwork("index", "stats", "--index", index)
+    assert stats.returncode == 0, stats.stderr
+    assert f"Vectors:    milvus://{tmp_path / 'vectors.db'}" in stats.stdout
+    assert "Documents:  1" in stats.stdout
