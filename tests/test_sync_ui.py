@@ -84,7 +84,10 @@ def test_admin_adds_runs_and_removes_a_synced_folder_and_the_chat_answers_from_i
         with pytest.raises(Exception, match=says):
             admin.predict(*args, api_name="/admin_sync_add")
 
-    table, _, note = admin.predict(str(folder), str(acl), "2h", api_name="/admin_sync_add")
+    table, _, note = admin.predict("", api_name="/admin_sync_run")  # nothing chosen: said in the note, table kept
+    assert "Choose a folder" in note and table["data"] in ([], [["", "", "", "", "", ""]])
+    table, chosen, note = admin.predict(str(folder), str(acl), "2h", api_name="/admin_sync_add")
+    assert chosen["value"] == str(folder.resolve())  # the new folder is chosen: Run now acts on it
     assert f"Added {folder.resolve()}" in note and table["data"][0][:3] == [str(folder.resolve()), str(acl.resolve()),
                                                                           "2h"]
     table, _, note = admin.predict(str(folder), api_name="/admin_sync_run")

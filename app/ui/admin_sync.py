@@ -79,19 +79,31 @@ def add(services: UiServices, path: str, acl: str, every: str, request: gr.Reque
         raise gr.Error(str(exc)) from None
     services.sync.run_now(folder.path)  # wakes the scheduler: the first run starts within seconds
     table, choices, _ = values(services)
+    choices["value"] = folder.path  # chosen, so that Run now and Stop syncing act on it
     return table, choices, f"{'Updated' if existed else 'Added'} {folder.path} (every {folder.every}); its first " \
                            f"run starts now."
+
+
+def _not_done(services: UiServices, message: str) -> tuple:
+    """The tab as it is, with `message` in its note: a refusal the admin can fix (no folder chosen, a folder
+    removed meanwhile, a busy index) is said there, not by replacing the table and the list with errors."""
+    table, _, _ = values(services)
+    return table, gr.update(), message
 
 
 def run_now(services: UiServices, path: str, request: gr.Request):
     """Make the folder due, then show the table until its run is over (the scheduler runs it)."""
     require_admin(services.users, request)
     scheduler = services.sync
+    if not (path or "").strip():
+        yield _not_done(services, "Choose a folder in the list first.")
+        return
     try:
-        before = scheduler.registry.get(path or "")
+        before = scheduler.registry.get(path)
         scheduler.run_now(before.path)
     except GroundworkError as exc:
-        raise gr.Error(str(exc)) from None
+        yield _not_done(services, str(exc))
+        return
     if not scheduler.running:  # no background thread here (e.g. an embedded app): run it in this handler
         scheduler.tick()
     deadline = time.time() + RUN_NOW_WAIT_S
@@ -124,14 +136,16 @@ def remove(services: UiServices, path: str, purge: bool, request: gr.Request) ->
     nothing: the admin can try again)."""
     require_admin(services.users, request)
     registry = services.sync.registry
+    if not (path or "").strip():
+        return _not_done(services, "Choose a folder in the list first.")
     try:
-        folder = registry.get(path or "")
+        folder = registry.get(path)
         removed = purge_folder(registry.index_dir, folder.path) if purge else None
         registry.remove(folder.path)
     except IndexBusy as exc:
-        raise gr.Error(f"Not removed: {exc}") from None
+        return _not_done(services, f"Not removed: {exc}")
     except GroundworkError as exc:
-        raise gr.Error(str(exc)) from None
+        return _not_done(services, str(exc))
     if removed is not None:
         services.engine.reader.refresh()
         message = f"Stopped syncing {folder.path} and removed its {removed} document(s) from the index."
