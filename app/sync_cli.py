@@ -87,6 +87,7 @@ def sync_run(
 ) -> None:
     """Run the folders that are due now (e.g. from cron), every folder (--all) or one folder. Exits with 1 if a
     run failed or the index was busy."""
+    from ingest.documents import ocr_notes
     from ingest.sync import SyncError, SyncRegistry, due_folders, sync_folder
 
     registry = SyncRegistry(index)
@@ -102,6 +103,8 @@ def sync_run(
         outcome = sync_folder(registry, folder, show_progress=not quiet)
         for problem in outcome.failed:
             typer.echo(f"  failed:  {problem}")
+        for note in ocr_notes(outcome.ocr):
+            typer.echo(f"  OCR: {note}")
         status = "ok" if outcome.ok else "skipped" if not outcome.ran else "FAILED"
         typer.echo(f"{folder.path}: {status}: {outcome.message}")
         troubles += not outcome.ok

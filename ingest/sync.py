@@ -238,6 +238,7 @@ class SyncOutcome:
     message: str = ""
     changed: bool = False  # a new generation was published (documents added, updated or removed)
     failed: list[str] = field(default_factory=list)  # "file: reason" for each file that could not be loaded
+    ocr: dict[str, list[int]] = field(default_factory=dict)  # file -> the pages read by OCR in this run
 
 
 def index_embedder(index_dir: Path) -> str:
@@ -270,7 +271,7 @@ def sync_folder(registry: SyncRegistry, folder: SyncFolder, embedder: Embedder |
     updated = _record(registry, folder, lambda f: replace(f, last_run=last, next_run=started + f.every_s, note=""))
     changed = bool(summary.added or summary.updated or summary.removed or summary.acl_changed)
     return SyncOutcome(updated, ran=True, ok=True, message=last.message, changed=changed,
-                       failed=[f"{p.path}: {p.reason}" for p in summary.failed])
+                       failed=[f"{p.path}: {p.reason}" for p in summary.failed], ocr=summary.ocr)
 
 
 def _record(registry: SyncRegistry, folder: SyncFolder, change: Callable[[SyncFolder], SyncFolder]) -> SyncFolder:

@@ -236,3 +236,17 @@ def test_folders_with_different_acl_files_keep_their_own_permissions_in_any_orde
             assert outcome.ok and outcome.folder.path == folders[name]
             check()
     assert read_acl_rules(index) is None  # a folder's rules stay its own: not saved as the index's rules
+
+
+def test_sync_run_says_which_pages_were_read_by_ocr(tmp_path: Path) -> None:
+    from scans import make_scanned_pdf
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    make_scanned_pdf(folder / "memo.pdf", ["Parking permits are renewed every January\nat the reception desk."])
+    index = str(tmp_path / "index")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["sync", "add", str(folder), "--index", index]).exit_code == 0
+    result = runner.invoke(cli, ["sync", "run", "-q", "--index", index])
+    assert result.exit_code == 0, result.output
+    assert "  OCR: memo.pdf page 1" in result.output and "1 added" in result.output
