@@ -113,3 +113,13 @@ def test_admin_adds_runs_and_removes_a_synced_folder_and_the_chat_answers_from_i
     _, _, note = admin.predict(str(folder), True, api_name="/admin_sync_remove")
     assert "removed its 2 document(s)" in note
     assert not any(d.root == str(folder.resolve()) for d in site.services.engine.reader.documents())
+
+
+def test_admin_ingestion_and_folder_sync_share_one_embedder(site) -> None:
+    """The server loads the ingestion model once, whichever of the two runs first."""
+    import dataclasses
+
+    made = []
+    services = dataclasses.replace(site.services, embedder_factory=lambda: made.append(object()) or made[-1])
+    assert services.runner.embedder_factory() is services.sync.embedder_factory()
+    assert len(made) == 1

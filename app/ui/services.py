@@ -1,6 +1,7 @@
 """What the web UI works with, shared by every session of one server process."""
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,12 @@ class UiServices:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
-        self.runner = IngestRunner(self.index_dir, self.embedder_factory,
+        # One ingestion embedder for the admin's runs and the synced folders (both hold the index lock, so they
+        # never embed at once; Embedder.encode is locked anyway): the model loads once, at the first of them.
+        ingestion_embedder = functools.cache(self.embedder_factory)
+        self.runner = IngestRunner(self.index_dir, ingestion_embedder,
                                    on_finished=lambda _: self.engine.reader.refresh())  # switch right away
-        self.sync = SyncScheduler(self.index_dir, self.embedder_factory, on_published=self.engine.reader.refresh)
+        self.sync = SyncScheduler(self.index_dir, ingestion_embedder, on_published=self.engine.reader.refresh)
         self.sync_guardrails()
 
     def sync_guardrails(self) -> GuardrailConfig:
