@@ -11,6 +11,8 @@ whole candidate:
 - the document's structure: how close the heading (or FAQ question) it sits under is to the question (by
   embedding and by shared words), whether it is the first sentence under that heading, how many of the
   question's words its passage holds, and whether it is a list intro ending in ":";
+- what the question asks for: a quantity ("how long", "the minimum", "the heaviest") wants a sentence with a
+  number, best the one it opens with; a contact ("who do I contact") wants an address, phone or extension;
 - the passage's retrieval rank and score;
 - its length;
 - optionally the model: the mean log-probability of "[n] <candidate>" as the reply to the engine's quote prompt
@@ -26,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -40,8 +43,26 @@ WEIGHTS_FILE = Path(__file__).with_name("selection_weights.json")  # fitted by e
 
 FEATURES = ("sim", "sim_first", "heading_sim", "first_under_heading", "offset", "rank", "retrieval",
             "overlap", "two", "three", "words", "opens_passage", "top_opening", "heading_overlap",
-            "passage_overlap", "list_intro")
+            "passage_overlap", "list_intro", "quantity", "quantity_first", "no_quantity", "contact")
 MODEL_FEATURE = "model"  # mean token log-probability under the model, centred over the scored candidates
+
+
+# What kind of answer the question wants, and whether a candidate holds one. "How long do I have to submit…",
+# "What's the minimum length…", "the heaviest parcel…" want a quantity: the sentence with the number ("within 30
+# days", "at least 14 characters", "30 kg") answers them, while its neighbours that share the question's words do
+# not. "Who do I contact…" wants an address, a phone number or an extension.
+_WANTS_QUANTITY = re.compile(
+    r"\b(?:how (?:many|much|long|often|old|big|far|fast|heavy|large|small|soon|early|late|high|low)|what time|"
+    r"(?:what|which) (?:year|date|day|version|port)|minimum|maximum|least|most|heaviest|lightest|largest|smallest|"
+    r"longest|shortest|highest|lowest|deadline|amount|percentage|rate|limit|size|length|price|cost|fee|"
+    r"allowance|budget|salary|number of|up to what|within how|after how|before how)\b", re.I)
+_WANTS_CONTACT = re.compile(r"\b(?:who|whom|contact|e-?mail|phone|call|extension|reach)\b", re.I)
+_CONTACT = re.compile(r"@|\bext(?:ension|\.)?\s*\d|\+?\d[\d ().-]{6,}\d")
+
+
+def answer_types(question: str) -> tuple[bool, bool]:
+    """(wants a quantity, wants a way to contact someone)."""
+    return bool(_WANTS_QUANTITY.search(question)), bool(_WANTS_CONTACT.search(question))
 
 
 def _words(text: str) -> set[str]:
@@ -60,6 +81,7 @@ def features(question: str, passages: Sequence[SelectionPassage], found: Sequenc
     asked = _words(question)
     top = max(p.score for p in passages) or 1.0
     covered = [coverage(asked, p) for p in passages]
+    wants_quantity, wants_contact = answer_types(question)
     rows = []
     for c in found:
         units = [table[index[t]] for t in c.sentences]
@@ -83,6 +105,10 @@ def features(question: str, passages: Sequence[SelectionPassage], found: Sequenc
             len(asked & _words(c.heading)) / len(asked) if asked and c.heading else 0.0,
             covered[c.n - 1],
             1.0 if c.text.rstrip(_CLOSERS).endswith(":") else 0.0,  # "The key dates are:" (the answer follows)
+            1.0 if wants_quantity and any(ch.isdigit() for ch in c.text) else 0.0,
+            1.0 if wants_quantity and any(ch.isdigit() for ch in c.sentences[0]) else 0.0,  # the answer opens with it
+            1.0 if wants_quantity and not any(ch.isdigit() for ch in c.text) else 0.0,
+            1.0 if wants_contact and _CONTACT.search(c.text) else 0.0,
         ))
     return np.asarray(rows, dtype=np.float32)
 

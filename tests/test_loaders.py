@@ -18,6 +18,38 @@ def test_pdf_keeps_text_per_page_with_page_numbers(tmp_path: Path) -> None:
     assert "180 EUR" in document.sections[1].text
 
 
+def test_pdf_sections_follow_its_headings_across_pages(tmp_path: Path) -> None:
+    # Headings are set larger than the body text, as word processors print them; a section that runs onto the next
+    # page keeps its heading, so every chunk of the PDF says which section it comes from.
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    path = tmp_path / "expenses.pdf"
+    c = canvas.Canvas(str(path), pagesize=A4, invariant=1)
+    pages = [[("Helvetica-Bold", 20, "Expense Policy"), ("Helvetica", 11, "Effective 1 January 2026."),
+              ("Helvetica-Bold", 14, "3. How do I submit an expense claim?"),
+              ("Helvetica", 11, "All expenses are claimed in Spendly. Create one report per trip.")],
+             [("Helvetica", 11, "Claims must be submitted within 30 days of the expense."),
+              ("Helvetica-Bold", 14, "4. When do I need a receipt?"),
+              ("Helvetica", 11, "A receipt is required for every expense of EUR 25 or more.")]]
+    for page in pages:
+        y = 800
+        for font, size, line in page:
+            c.setFont(font, size)
+            c.drawString(50, y, line)
+            y -= 24
+        c.showPage()
+    c.save()
+    sections = load_document(path).sections
+    assert [(s.page, s.heading) for s in sections] == [
+        (1, "Expense Policy"),
+        (1, "Expense Policy > How do I submit an expense claim?"),
+        (2, "Expense Policy > How do I submit an expense claim?"),
+        (2, "Expense Policy > When do I need a receipt?")]
+    assert sections[2].text == "Claims must be submitted within 30 days of the expense."
+    assert not any("When do I need a receipt?" in s.text for s in sections), "a heading is not body text"
+
+
 def test_encrypted_pdf_is_reported_not_read(tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "secret.pdf", ["Board minutes"], password="s3cret")
     with pytest.raises(LoadError, match="encrypted PDF"):

@@ -72,6 +72,23 @@ def test_the_answer_under_the_matching_heading_wins_over_the_most_similar_senten
     assert chosen.best.text.startswith("Claims must reach Finance within 30 days")
 
 
+def test_a_question_asking_for_a_quantity_is_answered_by_the_sentence_with_the_number(embedder) -> None:
+    # The opening sentences under the matching heading share the question's words ("submit", "expenses",
+    # "Spendly"); only the fourth says how long, and a span of the first three cannot reach it.
+    text = ("How do I submit an expense claim?\n"
+            "All expenses are submitted in Spendly, on the web or through the Spendly mobile app. Create one report "
+            "per trip. Attach a receipt to each expense line. Claims are due 30 days after the purchase. Late claims "
+            "are rejected.\n")
+    passages = [SelectionPassage(text, "Policy", 0.55)]
+    chosen = select("How long do I have to submit my expenses in Spendly?", passages, _embed(embedder),
+                    selection_weights())
+    assert not chosen.refuse
+    assert chosen.best.text.startswith("Claims are due 30 days after the purchase.")
+    # asked how, not how long: the section's opening sentence answers
+    chosen = select("How do I submit my expenses in Spendly?", passages, _embed(embedder), selection_weights())
+    assert chosen.best.text.startswith("All expenses are submitted in Spendly")
+
+
 def test_refusal_is_calibrated_an_unrelated_question_is_refused_and_a_related_one_is_not(embedder) -> None:
     passages = [SelectionPassage(FAQ, "FAQ", 0.65)]
     embed = _embed(embedder)

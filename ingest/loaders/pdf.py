@@ -1,7 +1,10 @@
-"""PDF loader: the text of each page, with its page number; pages without a text layer are OCR'd."""
+"""PDF loader: the text of each page, with its page number, cut into sections at its headings; pages without a
+text layer are OCR'd."""
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
 from pathlib import Path
 
 from pypdf import PdfReader
@@ -28,15 +31,18 @@ def load_pdf(path: Path, ocr_timeout_s: float = OCR_TIMEOUT_S) -> LoadedDocument
             raise LoadError("encrypted PDF: a password is needed to read it")
         pages = reader.pages
         ocr = PageReader(ocr_timeout_s, pages=len(pages))
-        sections = []
+        texts: list[tuple[int, str]] = []
+        sizes: Counter = Counter()  # characters per font size: the most common one is the body text's
+        lines: list[tuple[str, float]] = []  # each text-layer line with the smallest font size in it
         for number, page in enumerate(pages, start=1):
-            text = (page.extract_text() or "").strip()
+            text = (_page_text(page, sizes, lines) or "").strip()
             if not text:
                 text = _ocr_page(page, number, ocr)
                 if text:
                     ocr_pages.append(number)
             if text:
-                sections.append(Section(text=text, page=number))
+                texts.append((number, text))
+        sections = _sections(texts, _headings(lines, sizes))
     except FileNotDecryptedError:
         raise LoadError("encrypted PDF: a password is needed to read it") from None
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -49,6 +55,71 @@ def load_pdf(path: Path, ocr_timeout_s: float = OCR_TIMEOUT_S) -> LoadedDocument
     except Exception:  # metadata of a damaged file is optional
         pass
     return LoadedDocument(sections=sections, title=str(title) if title else None, ocr_pages=ocr_pages)
+
+
+_NUMBERED = re.compile(r"^\d{1,2}(?:\.\d{1,2})*\.?\s+(?=\S)")  # "3. ", "4.2 " before a heading's words
+HEADING_SCALE = 1.15  # a heading's font is at least this much larger than the body text's
+HEADING_WORDS = 20
+
+
+def _page_text(page, sizes: Counter, lines: list[tuple[str, float]]) -> str:
+    """The page's text layer, noting the font size of every piece of text (pypdf's text visitor)."""
+    current: list[tuple[str, float]] = []
+
+    def visit(text: str, cm, tm, font, size) -> None:
+        scale = abs(float(tm[3])) * abs(float(cm[3])) if tm and cm and tm[3] and cm[3] else 1.0
+        effective = round(float(size or 0) * scale, 1)
+        for i, part in enumerate(text.split("\n")):
+            if i:
+                _end_line(current, lines)
+            if part.strip():
+                current.append((part, effective))
+                sizes[effective] += len(part.strip())
+
+    text = page.extract_text(visitor_text=visit)
+    _end_line(current, lines)
+    return text
+
+
+def _end_line(current: list[tuple[str, float]], lines: list[tuple[str, float]]) -> None:
+    if current:
+        lines.append((" ".join("".join(p for p, _ in current).split()), min(size for _, size in current)))
+        current.clear()
+
+
+def _headings(lines: list[tuple[str, float]], sizes: Counter) -> dict[str, float]:
+    """Lines set wholly in a font larger than the body text's, short enough to be headings: text -> font size."""
+    if not sizes:
+        return {}
+    body = sizes.most_common(1)[0][0]
+    return {text: size for text, size in lines
+            if size >= body * HEADING_SCALE and 0 < len(text.split()) <= HEADING_WORDS}
+
+
+def _sections(pages: list[tuple[int, str]], headings: dict[str, float]) -> list[Section]:
+    """Each page's text cut at its heading lines; a section runs on across pages under the last heading, and a
+    heading's path holds the larger headings above it ("Expense Policy > How do I submit an expense claim?"), as
+    the Markdown, HTML and DOCX loaders give, so the chunks of a PDF say which section they come from."""
+    sections: list[Section] = []
+    stack: list[tuple[float, str]] = []
+    for number, text in pages:
+        body: list[str] = []
+
+        def flush() -> None:
+            joined = "\n".join(body).strip()
+            if joined:
+                sections.append(Section(text=joined, heading=" > ".join(t for _, t in stack) or None, page=number))
+            body.clear()
+
+        for line in text.splitlines():
+            size = headings.get(" ".join(line.split()))
+            if size is None:
+                body.append(line)
+                continue
+            flush()
+            stack = [(s, t) for s, t in stack if s > size] + [(size, _NUMBERED.sub("", " ".join(line.split())))]
+        flush()
+    return sections
 
 
 def _ocr_page(page, number: int, ocr: PageReader) -> str:
