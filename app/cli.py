@@ -322,6 +322,10 @@ from app.sync_cli import sync_cli  # noqa: E402
 
 cli.add_typer(sync_cli, name="sync")
 
+from app.llm_cli import llm_cli  # noqa: E402
+
+cli.add_typer(llm_cli, name="llm")
+
 
 def _add_plugin_commands() -> None:
     """Subcommands registered by packages under the `groundwork.commands` entry-point group (typer apps, added
