@@ -27,6 +27,8 @@ class GeneratorCapabilities:
     logits_processors: bool = True  # runs our logits processors: quote decoding and the refusal threshold
     logprobs: bool = True  # exposes token probabilities: refusal calibration, and `score` (answer selection)
     adapters: bool = True  # a LoRA adapter can be chosen per request
+    choices: bool = False  # constrains an answer to a list of texts (server-side structured outputs): quote
+    #                         decoding without logits processors (app.openai_generator)
 
 
 # The in-process transformers backend can do everything. A generator without a `capabilities` attribute is
@@ -216,6 +218,14 @@ def load_transformers_generator(model: str, quantize: bool, adapter: Path | None
 
 # name -> loader(model, quantize, adapter folder or None) -> Generator. A remote (e.g. OpenAI-compatible)
 # backend adds its class and one entry here, declaring what it cannot do in its `capabilities`.
+def load_openai_generator(model: str, quantize: bool, adapter: Path | None, *, url: str) -> Generator:
+    """An OpenAI-compatible server (EngineConfig.llm_url; the engine passes `url`): app.openai_generator."""
+    from app.openai_generator import OpenAIGenerator
+
+    return OpenAIGenerator(url, model, adapter)
+
+
 GENERATOR_BACKENDS: dict[str, Callable[[str, bool, Path | None], Generator]] = {
     "transformers": load_transformers_generator,
+    "openai": load_openai_generator,
 }
