@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
+from app.config import ENV_LLM_API_KEY as ENV_API_KEY
 from app.generator import GenerationOptions, GeneratorCapabilities
 from ingest.errors import GroundworkError
 
-ENV_API_KEY = "GROUNDWORK_LLM_API_KEY"
 CONNECT_TIMEOUT_S = 5.0  # a server that does not accept the connection in this long is down
 READ_TIMEOUT_S = 300.0  # the longest wait for the next piece (a CPU server's first LoRA request took 14 s)
 RETRIES = 1  # connection errors and 5xx answers are retried once, before the first token
