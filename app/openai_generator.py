@@ -173,10 +173,15 @@ class OpenAIGenerator:
 
     # --- generation -----------------------------------------------------------------------------------------
     def _sampling(self, options: GenerationOptions) -> tuple[dict, dict]:
-        """The request's sampling fields and the server-specific extra body."""
+        """The request's sampling fields and the server-specific extra body.
+
+        vLLM's repetition_penalty also penalizes every prompt token, i.e. the words of the passages a quote must
+        copy (app.generator.logits_processors spares them in-process): it is sent for free answers, where a small
+        model loops without it, and not for quotes, which a choice list keeps from looping.
+        """
         fields = {"max_tokens": options.max_new_tokens, "temperature": options.temperature}
         extra: dict = {}
-        if self.vllm and options.repetition_penalty != 1.0:
+        if self.vllm and options.repetition_penalty != 1.0 and not (options.quotes and self.capabilities.choices):
             extra["repetition_penalty"] = options.repetition_penalty
         return fields, extra
 
