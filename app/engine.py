@@ -424,6 +424,10 @@ class GroundedAnswer:
         if generator is not None and capabilities_of(generator).logprobs and hasattr(generator, "score"):
             messages = build_messages(turn.question, shown, "quote")
             score = lambda texts: generator.score(messages, texts)  # noqa: E731
+        elif generator is not None:  # the weights use the model's score, the backend cannot give it: say so
+            turn.flags.append(GuardrailEvent("decoding", "generate", "degraded",
+                                             "this generator backend gives no token log-probabilities: the quote "
+                                             "was selected without the model's score"))
         threshold = turn.options.selection_threshold
         if threshold is None:
             threshold = turn.engine.config.selection_threshold

