@@ -45,9 +45,12 @@ def llm_serve(
         with server:
             for reason in server.skipped:
                 typer.echo(f"  not served: {reason}")
+            for warning in server.warnings:
+                typer.echo(f"  warning: {warning}")
             for label in server.adapters:
                 typer.echo(f"  adapter {label}" + (" (merged)" if merged else " (LoRA)"))
-            typer.echo(f"vLLM is serving {model} at {server.url}  (log: {server.log_file}; Ctrl-C to stop)")
+            served = f"{next(iter(server.adapters))} (merged into {model})" if merged else model
+            typer.echo(f"vLLM is serving {served} at {server.url}  (log: {server.log_file}; Ctrl-C to stop)")
             typer.echo(f"Answer through it: groundwork ask --llm-url {server.url}  (also serve, eval)")
             while server.running:
                 time.sleep(1.0)

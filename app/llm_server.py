@@ -24,6 +24,7 @@ slow (see the README's "Serving at scale"), a merged model runs at the base mode
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import signal
@@ -120,29 +121,33 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of the group is still running (zombies left for init to reap do not count)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+def process_table() -> list[tuple[int, str, int, int]]:
+    """(pid, state, parent pid, process group) of every process, from Linux's /proc; [] elsewhere."""
+    table = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # after "(command name)": state, ppid, pgrp
+            table.append((int(stat.parent.name), fields[0], int(fields[1]), int(fields[2])))
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while being read
+    return table
+
+
+def group_processes(pgid: int) -> list[int]:
+    """The running processes of a process group (zombies left for init to reap do not count)."""
+    if not Path("/proc").is_dir():
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
-            return False
-        return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()  # after "(command name)": state, ppid, pgrp
-        except OSError:
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+            return []
+        return [pgid]
+    return [pid for pid, state, _, group in process_table() if group == pgid and state != "Z"]
 
 
 @dataclass
 class LLMServer:
-    """A vLLM server process: `with LLMServer(...) as server:` starts it and waits until it answers, leaving
-    stops it (SIGTERM to its process group, SIGKILL after `stop_grace_s`)."""
+    """A vLLM server process: `with LLMServer(...) as server:` starts it and waits until it answers; leaving the
+    block stops it (SIGTERM to its process group, SIGKILL after `stop_grace_s`)."""
 
     model: str = DEFAULT_MODEL  # registry name, Hugging Face folder or Hub id
     port: int = 8000
@@ -161,6 +166,7 @@ class LLMServer:
     extra_args: list[str] = field(default_factory=list)  # passed to vLLM as they are
     adapters: dict[str, Path] = field(default_factory=dict, init=False)  # label -> folder, as served
     skipped: list[str] = field(default_factory=list, init=False)  # adapters not served, one reason each
+    warnings: list[str] = field(default_factory=list, init=False)  # e.g. a merged export that changed the output
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     # --- what is served --------------------------------------------------------------------------
@@ -188,15 +194,19 @@ class LLMServer:
         """The adapter merged into its base, exported once per version (`groundwork adapters export --merged`)."""
         from finetune.export import export_adapter
 
-        folder = Path(self.cache_dir or default_cache_dir()) / MERGED_DIR / version.ref.replace("@", "-")
+        # a registry version never changes once added: its folder identifies the weights
+        key = hashlib.sha256(str(version.path.resolve()).encode()).hexdigest()[:12]
+        folder = Path(self.cache_dir or default_cache_dir()) / MERGED_DIR / f"{version.name}-{version.version}-{key}"
         if not (folder / "config.json").is_file():
             report = export_adapter(version, folder, merged=True, dtype=self.dtype)
             if report.greedy_identical is False:
-                self.skipped.append(f"{version.ref}: merged model's greedy output differs from base + adapter")
+                self.warnings.append(f"{version.ref}: the merged model's greedy output differs from base + adapter "
+                                     f"on {report.prompts_checked} check prompts")
         return folder
 
     def command(self) -> list[str]:
         """The vLLM command line (resolves the model folder and the registry; converts a GGUF on first use)."""
+        self.skipped, self.warnings = [], []
         folder, aliases = model_folder(self.model, self.cache_dir)
         promoted = self._promoted(aliases)
         served = [self.served_name or self.model]
@@ -291,7 +301,7 @@ class LLMServer:
         deadline = time.monotonic() + self.stop_grace_s
         while time.monotonic() < deadline:
             process.poll()  # reap the leader, or it stays in the group as a zombie
-            if not _group_alive(process.pid):
+            if not group_processes(process.pid):
                 break
             time.sleep(0.2)
         else:

@@ -70,7 +70,7 @@ def make_test_adapters(out: Path, registry_dir: Path) -> dict[str, Path]:
                             init_lora_weights=False, task_type="CAUSAL_LM")
         peft_model = get_peft_model(base, config)
         folder = out / name
-        peft_model.save_pretrained(str(folder))
+        peft_model.save_pretrained(str(folder), save_embedding_layers=False)
         version = registry.add(name, folder, {"base": {"model": DEFAULT_MODEL}, "test": {"seed": seed}})
         registry.promote(version.ref)
         folders[version.ref] = folder

@@ -55,9 +55,10 @@ def test_the_command_serves_promoted_adapters_that_fit_the_model_under_their_lab
     from app.llm_server import LLMServer
     from finetune.adapters import AdapterRegistry
 
-    root = _registry_with(tmp_path, {"quote": {"r": 8, "base_model_name_or_path": "smollm2-135m-instruct"},
-                                     "wide": {"r": 32, "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"},
-                                     "other": {"r": 8, "base_model_name_or_path": "Qwen/Qwen2.5-7B-Instruct"},
+    base = "base_model_name_or_path"
+    root = _registry_with(tmp_path, {"quote": {"r": 8, base: "smollm2-135m-instruct"},
+                                     "wide": {"r": 32, base: "HuggingFaceTB/SmolLM2-135M-Instruct"},
+                                     "other": {"r": 8, base: "Qwen/Qwen2.5-7B-Instruct"},
                                      "draft": {"r": 8}})
     registry = AdapterRegistry(root)
     for ref in ("quote@v1", "wide@v1", "other@v1"):  # draft stays unpromoted
@@ -117,33 +118,9 @@ def test_an_adapter_promoted_after_start_is_loaded_without_a_restart(vllm_server
     assert "late@v1" not in {m.id for m in client.models.list().data}
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _running_in_group(pgid: int) -> list[int]:
-    running = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            running.append(int(stat.parent.name))
-    return running
-
-
 @pytest.mark.slow
 def test_llm_serve_prints_its_url_serves_the_adapters_and_stops_on_sigterm(vllm_server, tmp_path):
-    from app.llm_server import port_is_free
+    from app.llm_server import group_processes, port_is_free, process_table
 
     python = llm_python_or_skip()
     port = free_port()
@@ -156,7 +133,7 @@ def test_llm_serve_prints_its_url_serves_the_adapters_and_stops_on_sigterm(vllm_
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 600
-        while not any("vLLM is serving" in line for line in seen):
+        while not any("Answer through it" in line for line in seen):  # the last line printed once it answers
             assert cli.poll() is None, "".join(seen)
             assert time.monotonic() < deadline, "".join(seen)
             try:
@@ -168,12 +145,12 @@ def test_llm_serve_prints_its_url_serves_the_adapters_and_stops_on_sigterm(vllm_
         assert "  adapter test-a@v1 (LoRA)\n" in seen and "  adapter test-b@v1 (LoRA)\n" in seen
         models = {m.id for m in _openai(url).models.list().data}
         assert models == {"smollm2-135m-instruct", "test-a@v1", "test-b@v1"}
-        (server_pid,) = _children(cli.pid)
+        (server_pid,) = [pid for pid, _, parent, _ in process_table() if parent == cli.pid]
 
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(timeout=60) == 0
         time.sleep(0.5)
-        assert _running_in_group(server_pid) == []  # vLLM's engine and worker processes too
+        assert group_processes(server_pid) == []  # vLLM's engine and worker processes too
         assert port_is_free("127.0.0.1", port)
         assert "vLLM server stopped" in "".join(seen) + "".join(list(lines.queue))
     finally:
