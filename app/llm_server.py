@@ -217,8 +217,9 @@ class LLMServer:
             folder, served, promoted = self._merged_model(chosen), [chosen.ref], []
             self.adapters = {chosen.ref: chosen.path}
         args = [str(self.python or find_llm_python()), "-m", "vllm.entrypoints.openai.api_server",
-                "--model", str(folder), "--served-model-name", *served, "--host", self.host, "--port", str(self.port),
-                "--dtype", self.dtype, "--max-model-len", str(context_length(folder, self.max_model_len))]
+                "--model", str(folder.resolve()), "--served-model-name", *served, "--host", self.host,
+                "--port", str(self.port), "--dtype", self.dtype,
+                "--max-model-len", str(context_length(folder, self.max_model_len))]
         if self.adapters_dir is not None and not self.merged and AdapterRegistry(self.adapters_dir).names():
             # LoRA on even with nothing promoted yet: a version promoted later is loaded at run time
             self.adapters = {version.ref: version.path for version in promoted}
@@ -227,7 +228,8 @@ class LLMServer:
             args += ["--enable-lora", "--max-lora-rank", str(lora_rank(every)),
                      "--max-loras", str(max(1, len(promoted)))]
             if promoted:
-                args += ["--lora-modules", *(f"{label}={path}" for label, path in self.adapters.items())]
+                modules = [f"{label}={path.resolve()}" for label, path in self.adapters.items()]
+                args += ["--lora-modules", *modules]
         return args + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:

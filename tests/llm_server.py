@@ -52,7 +52,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def make_test_adapters(out: Path, registry_dir: Path) -> dict[str, Path]:
+def make_test_adapters(out: Path, registry_dir: Path, names: tuple[str, ...] = tuple(ADAPTER_SEEDS)) -> dict[str, Path]:
     """Two rank-8 LoRA adapters of the packaged model (q/v projections, random weights, one seed each), saved as
     peft folders under `out` and promoted in the registry at `registry_dir`. Returns label -> peft folder."""
     import torch
@@ -63,7 +63,8 @@ def make_test_adapters(out: Path, registry_dir: Path) -> dict[str, Path]:
 
     registry = AdapterRegistry(registry_dir)
     folders = {}
-    for name, seed in ADAPTER_SEEDS.items():
+    for name in names:
+        seed = ADAPTER_SEEDS[name]
         base = load_model(DEFAULT_MODEL, quantize=False, device="cpu").model  # fresh: get_peft_model changes it
         torch.manual_seed(seed)
         config = LoraConfig(r=ADAPTER_RANK, lora_alpha=2 * ADAPTER_RANK, target_modules=["q_proj", "v_proj"],

@@ -29,7 +29,7 @@ def _openai(url: str):
 
 def _answer(client, model: str, question: str = "Name three colours.") -> str:
     reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
-                                           max_tokens=24, temperature=0)
+                                           max_tokens=8, temperature=0)
     return reply.choices[0].message.content
 
 
@@ -70,11 +70,31 @@ def test_the_command_serves_promoted_adapters_that_fit_the_model_under_their_lab
     assert Path(args[args.index("--model") + 1], "config.json").is_file()  # the converted safetensors folder
     modules = args[args.index("--lora-modules") + 1:]
     assert sorted(m.split("=")[0] for m in modules) == ["quote@v1", "wide@v1"]
-    assert [str(registry.get("quote@v1").path)] == [m.split("=", 1)[1] for m in modules if m.startswith("quote")]
+    quote = [m.split("=", 1)[1] for m in modules if m.startswith("quote")]
+    assert quote == [str(registry.get("quote@v1").path.resolve())]
     assert args[args.index("--max-lora-rank") + 1] == "32"  # fits the widest adapter
     assert [reason.split(":")[0] for reason in server.skipped] == ["other@v1"]  # trained on another model
     env = server.environment()
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+@pytest.mark.slow
+def test_merged_serves_the_promoted_adapter_merged_into_the_base_under_its_label(tmp_path):
+    """--merged (per-request LoRA is slow on vLLM-CPU): the adapter is merged once, served under its label alone."""
+    from app.llm_server import LLMServer
+    from llm_server import make_test_adapters
+
+    make_test_adapters(tmp_path / "peft", tmp_path / "adapters", names=("test-a",))
+    server = LLMServer(adapters_dir=tmp_path / "adapters", merged=True, python=Path(sys.executable))
+    args = server.command()
+    merged = Path(args[args.index("--model") + 1])
+    assert args[args.index("--served-model-name") + 1:][:2] == ["test-a@v1", "--host"]
+    assert "--enable-lora" not in args and list(server.adapters) == ["test-a@v1"]
+    assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
+    assert server.warnings == []  # the merged model's greedy output equals base + adapter's
+    stamp = (merged / "model.safetensors").stat().st_mtime_ns
+    server.command()
+    assert (merged / "model.safetensors").stat().st_mtime_ns == stamp  # exported once per version
 
 
 def test_without_the_vllm_environment_llm_serve_says_to_run_make_llm(tmp_path):
