@@ -75,7 +75,8 @@ def test_answers_stream_in_pieces_and_tokens_are_counted_by_the_server(vllm_serv
     served = {m.id: m for m in generator.client.models.list()}
     assert generator.context_tokens == served[vllm_server.model].max_model_len
     caps = generator.capabilities
-    assert caps.streaming and caps.choices and caps.logprobs and not caps.logits_processors
+    assert caps.streaming and caps.choices and not caps.logits_processors
+    assert not caps.logprobs  # prompt_logprobs are opt-in (GROUNDWORK_LLM_PROMPT_LOGPROBS, app/openai_generator.py)
     with pytest.raises(LLMServerError, match=r"has no model no-such-model; it serves: .*test-a@v1"):
         OpenAIGenerator(vllm_server.url, "no-such-model")
 
