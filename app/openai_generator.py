@@ -72,8 +72,9 @@ class OpenAIGenerator:
         served = self._models()
         self.vllm = any(getattr(m, "owned_by", None) == "vllm" for m in served)
         self.model = self._served_name(model, adapter, served)
-        base = next((m for m in served if m.id == self.model or getattr(m, "parent", None) is None), None)
-        self.context_tokens = int(getattr(base, "max_model_len", None) or DEFAULT_CONTEXT_TOKENS)
+        lengths = {m.id: getattr(m, "max_model_len", None) for m in served}  # vLLM says; an adapter's is its base's
+        self.context_tokens = int(lengths.get(self.model) or min(filter(None, lengths.values()), default=0)
+                                  or DEFAULT_CONTEXT_TOKENS)
         scores = self.vllm and os.environ.get(ENV_PROMPT_LOGPROBS, "").strip().lower() in ("1", "true", "yes")
         self.capabilities = GeneratorCapabilities(streaming=True, logits_processors=False, logprobs=scores,
                                                   adapters=True, choices=self.vllm)
@@ -89,9 +90,7 @@ class OpenAIGenerator:
             return request()
         except openai.APIConnectionError:  # includes timeouts
             raise LLMServerError(f"the LLM server at {self.url} is not answering ({what})") from None
-        except openai.AuthenticationError:
-            raise LLMServerError(f"the LLM server at {self.url} refused the API key: set {ENV_API_KEY}") from None
-        except openai.PermissionDeniedError:
+        except (openai.AuthenticationError, openai.PermissionDeniedError):
             raise LLMServerError(f"the LLM server at {self.url} refused the API key: set {ENV_API_KEY}") from None
         except openai.NotFoundError as exc:
             raise LLMServerError(f"the LLM server at {self.url} has no model {getattr(self, 'model', '')}: "
