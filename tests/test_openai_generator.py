@@ -29,7 +29,7 @@ ALICE = User("alice", "employee", ("everyone",))
 QUESTION = "How many days do I have to submit an expense claim?"
 CONSTRAINED = AnswerOptions(decoding="constrained")
 SHORT_FREE = AnswerOptions(decoding="free", require_support=False,
-                           generation=GenerationOptions(max_new_tokens=12))
+                           generation=GenerationOptions(max_new_tokens=4))  # the adapter label is the point
 COLOURS = [{"role": "user", "content": "Name three colours."}]
 
 
@@ -83,9 +83,9 @@ def test_answers_stream_in_pieces_and_tokens_are_counted_by_the_server(vllm_serv
 
 @pytest.mark.slow
 def test_an_adapter_per_request_changes_the_answer(vllm_server) -> None:
-    base = _text(_generator(vllm_server), COLOURS)
-    with_a = _text(_generator(vllm_server, "test-a@v1"), COLOURS)
-    with_b = _text(_generator(vllm_server, "test-b@v1"), COLOURS)
+    base = _text(_generator(vllm_server), COLOURS, max_new_tokens=8)
+    with_a = _text(_generator(vllm_server, "test-a@v1"), COLOURS, max_new_tokens=8)
+    with_b = _text(_generator(vllm_server, "test-b@v1"), COLOURS, max_new_tokens=8)
     assert len({base, with_a, with_b}) == 3, (base, with_a, with_b)
 
 
