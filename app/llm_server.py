@@ -147,7 +147,7 @@ def group_processes(pgid: int) -> list[int]:
 @dataclass
 class LLMServer:
     """A vLLM server process: `with LLMServer(...) as server:` starts it and waits until it answers; leaving the
-    block stops it (SIGTERM to its process group, SIGKILL after `stop_grace_s`)."""
+    block stops it (SIGTERM, then SIGKILL to its process group after `stop_grace_s`)."""
 
     model: str = DEFAULT_MODEL  # registry name, Hugging Face folder or Hub id
     port: int = 8000
@@ -294,12 +294,14 @@ class LLMServer:
         return self._process is not None and self._process.poll() is None
 
     def stop(self) -> None:
-        """SIGTERM to the server's process group (vLLM's engine and worker processes too), SIGKILL to what is left
-        after the grace period; safe to call twice."""
+        """SIGTERM to the server, which shuts its engine and worker processes down; SIGKILL to what is left of its
+        process group after the grace period; safe to call twice. (SIGTERM to the whole group at once kills the
+        engine under the API server, which then logs an EngineDeadError traceback.)"""
         process, self._process = self._process, None
         if process is None:
             return
-        _signal_group(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.stop_grace_s
         while time.monotonic() < deadline:
             process.poll()  # reap the leader, or it stays in the group as a zombie
