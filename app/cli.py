@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from app.config import Settings
+from app.config import LLM_URL_HELP, Settings
 from finetune.models import DEFAULT_MODEL
 from ingest.defaults import MAX_FILE_MB, OCR_TIMEOUT_S, TOP_K
 
@@ -141,6 +141,7 @@ def ask(
     decoding: str = typer.Option("quote", "--decoding", help=DECODING_HELP),
     refusal_threshold: Optional[float] = typer.Option(None, "--refusal-threshold", help=REFUSAL_THRESHOLD_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the whole answer as one JSON object."),
+    llm_url: Optional[str] = typer.Option(SETTINGS.llm_url, "--llm-url", help=LLM_URL_HELP),
 ) -> None:
     """Answer a question from the indexed documents, with cited sources (recorded in the audit log)."""
     import json
@@ -154,7 +155,7 @@ def ask(
     who = UserStore(users_file).get(user) if user else ANONYMOUS
     guardrails = read_guardrails(SETTINGS.guardrails_file)
     engine = Engine(EngineConfig(index_dir=index, model=model, quantize=not no_quantize, adapter=adapter,
-                                 adapters_dir=adapters, guardrails=guardrails))
+                                 adapters_dir=adapters, guardrails=guardrails, llm_url=llm_url or None))
     if decoding not in DECODINGS:
         raise typer.BadParameter(f"--decoding must be one of {', '.join(DECODINGS)}, not {decoding!r}")
     options = AnswerOptions(retrieval=RetrievalOptions(top_k=top_k), decoding=decoding,
@@ -282,6 +283,7 @@ def serve(
     threads: int = typer.Option(1, "--threads", help="Torch threads per answer (1 suits a small shared CPU)."),
     decoding: str = typer.Option("quote", "--decoding", help=DECODING_HELP),
     refusal_threshold: Optional[float] = typer.Option(None, "--refusal-threshold", help=REFUSAL_THRESHOLD_HELP),
+    llm_url: Optional[str] = typer.Option(SETTINGS.llm_url, "--llm-url", help=LLM_URL_HELP),
 ) -> None:
     """Start the web app (employees chat, admins manage documents, users, adapters and guardrails) and, on the same
     port, the OpenAI-compatible API at /v1 (tokens: `groundwork users token NAME`) and Prometheus metrics at /metrics
@@ -295,7 +297,8 @@ def serve(
     options = ServeOptions(host=host, port=port, index_dir=index, users_file=users_file,
                            guardrails_file=SETTINGS.guardrails_file, adapters_dir=adapters, docs_dir=uploads,
                            acl_file=SETTINGS.acl_file, model=model, quantize=not no_quantize,
-                           decoding=decoding, selection_threshold=refusal_threshold, torch_threads=threads)
+                           decoding=decoding, selection_threshold=refusal_threshold, torch_threads=threads,
+                           llm_url=llm_url or None)
     typer.echo(f"Starting: loading the index and {model} (its first start converts it once)...")
     run_server(options, on_ready=lambda url: typer.echo(f"Groundwork is running at {url}  (Ctrl-C to stop)"))
 
@@ -321,6 +324,10 @@ cli.add_typer(routes_cli, name="routes")
 from app.sync_cli import sync_cli  # noqa: E402
 
 cli.add_typer(sync_cli, name="sync")
+
+from app.llm_cli import llm_cli  # noqa: E402
+
+cli.add_typer(llm_cli, name="llm")
 
 
 def _add_plugin_commands() -> None:

@@ -16,6 +16,11 @@ ENV_DATA = "GROUNDWORK_DATA"  # the data folder; everything below defaults to a 
 ENV_INDEX = "GROUNDWORK_INDEX"  # the index directory
 ENV_ADAPTERS = "GROUNDWORK_ADAPTERS"  # the adapter registry
 ENV_CACHE = ENV_CACHE_DIR  # converted base models; resolved by finetune.models.default_cache_dir, its one reader
+ENV_LLM_URL = "GROUNDWORK_LLM_URL"  # an OpenAI-compatible server that runs the model (else it runs in-process)
+ENV_LLM_API_KEY = "GROUNDWORK_LLM_API_KEY"  # its API key: read by app.openai_generator, never a command-line option
+LLM_URL_HELP = ("An OpenAI-compatible server that runs the model (vLLM, TGI, llama.cpp, Ollama), e.g. "
+                "http://127.0.0.1:8000/v1 (`groundwork llm serve`); its API key from $GROUNDWORK_LLM_API_KEY. "
+                "Default: $GROUNDWORK_LLM_URL; unset, the model runs in-process.")  # --llm-url of every command
 DEFAULT_DATA_DIR = Path("groundwork-data")
 
 
@@ -34,6 +39,7 @@ class Settings:
     eval_dir: Path = DEFAULT_DATA_DIR / "eval"  # evaluation runs and reports
     conversations_db: Path = DEFAULT_DATA_DIR / "conversations.sqlite"  # chat history and feedback, per user
     audit_db: Path = DEFAULT_DATA_DIR / "audit.sqlite"  # the append-only audit log of every question
+    llm_url: str | None = None  # the model's OpenAI-compatible server (http://host:8000/v1); None = in-process
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -51,4 +57,5 @@ class Settings:
             eval_dir=data / "eval",
             conversations_db=data / "conversations.sqlite",
             audit_db=data / "audit.sqlite",
+            llm_url=env.get(ENV_LLM_URL) or None,
         )

@@ -111,6 +111,8 @@ class EngineConfig:
     adapters_dir: Path = Path("groundwork-data/adapters")  # the adapter registry
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
     generator: str = "transformers"  # the generator backend, a key of app.generator.GENERATOR_BACKENDS
+    llm_url: str | None = None  # an OpenAI-compatible server (http://host:8000/v1) runs the model: the "openai"
+    #                             backend, whatever `generator` says; None = `generator`, in-process
     decoding: str = "quote"  # how answers are written unless a question says otherwise (DECODINGS)
     selection_threshold: float | None = None  # quote: refuse below this P(right) unless a question says otherwise;
     #                                           None = the fitted weights' own (a deployment's trade, see README)
@@ -151,16 +153,18 @@ class Engine:
         """
         if self._fixed_generator is not None:
             return self._fixed_generator, None, {}
+        backend = "openai" if self.config.llm_url else self.config.generator
         try:
-            load = GENERATOR_BACKENDS[self.config.generator]
+            load = GENERATOR_BACKENDS[backend]
         except KeyError:
-            raise ValueError(f"unknown generator backend {self.config.generator!r}: one of "
+            raise ValueError(f"unknown generator backend {backend!r}: one of "
                              f"{', '.join(GENERATOR_BACKENDS)}") from None
+        remote = {"url": self.config.llm_url} if self.config.llm_url else {}
         folder, label, decoding = self.adapter_decoding(adapter)
         key = str(folder) if folder is not None else None
         with self._generators_lock:
             if key not in self._generators:
-                self._generators[key] = load(self.config.model, self.config.quantize, folder)
+                self._generators[key] = load(self.config.model, self.config.quantize, folder, **remote)
             return self._generators[key], label, decoding
 
     def adapter_decoding(self, adapter: str | None) -> tuple[Path | None, str | None, dict]:
@@ -322,9 +326,10 @@ class GroundedAnswer:
 
     Quote selection scores candidates with the model when the backend exposes log-probabilities and ranks them
     on the other features alone when it does not. Constrained decoding needs a backend whose capabilities include
-    logits processors; with one that has none (e.g. a remote API), the engine degrades explicitly: it prompts for
-    free (cited) answers instead, skips the adapter's calibrated refusal threshold, and records a "decoding" flag
-    saying so; the citation check still withdraws what the passages do not support.
+    logits processors (in-process) or choices (a server's structured outputs: the answer is one of the plan's
+    candidate quotes or the refusal); with neither (e.g. a plain remote API), the engine degrades explicitly: it
+    prompts for free (cited) answers instead, skips the adapter's calibrated refusal threshold, and records a
+    "decoding" flag saying so; the citation check still withdraws what the passages do not support.
     """
 
     retrieves = True
@@ -342,7 +347,10 @@ class GroundedAnswer:
         generator = turn.generator() if weights is None or weights.uses_model else None
         card = turn.card
         capabilities = capabilities_of(generator) if generator is not None else FULL_CAPABILITIES
-        if decoding == "constrained" and not capabilities.logits_processors:
+        # Quotes are constrained by logits processors in-process, by the server's choice list (structured outputs)
+        # on a server backend (app.openai_generator), or not at all: then free, flagged.
+        constrains = capabilities.logits_processors or capabilities.choices
+        if decoding == "constrained" and not constrains:
             decoding = "free"
             flags.append(GuardrailEvent("decoding", "generate", "degraded",
                                         "this generator backend cannot constrain decoding: answered in free form "
@@ -350,7 +358,7 @@ class GroundedAnswer:
         style = "free" if decoding == "free" else "quote"
         generation = options.generation
         if (generation.refusal_threshold is None and card.get("refusal_threshold")
-                and capabilities.logits_processors):
+                and (capabilities.logits_processors or (decoding == "constrained" and constrains))):
             generation = replace(generation, refusal=NOT_FOUND, refusal_threshold=card["refusal_threshold"])
         shown = [PromptPassage(p.chunk.text, passage_label(p.chunk.source, p.chunk.heading, p.chunk.page))
                  for p in passages]
@@ -416,6 +424,10 @@ class GroundedAnswer:
         if generator is not None and capabilities_of(generator).logprobs and hasattr(generator, "score"):
             messages = build_messages(turn.question, shown, "quote")
             score = lambda texts: generator.score(messages, texts)  # noqa: E731
+        elif generator is not None:  # the weights use the model's score, the backend cannot give it: say so
+            turn.flags.append(GuardrailEvent("decoding", "generate", "degraded",
+                                             "this generator backend gives no token log-probabilities: the quote "
+                                             "was selected without the model's score"))
         threshold = turn.options.selection_threshold
         if threshold is None:
             threshold = turn.engine.config.selection_threshold

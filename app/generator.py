@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
+from app.batching import BATCH_THREAD, BatchedGeneration, Row
+
 
 @dataclass(frozen=True)
 class GenerationOptions:
@@ -27,6 +29,8 @@ class GeneratorCapabilities:
     logits_processors: bool = True  # runs our logits processors: quote decoding and the refusal threshold
     logprobs: bool = True  # exposes token probabilities: refusal calibration, and `score` (answer selection)
     adapters: bool = True  # a LoRA adapter can be chosen per request
+    choices: bool = False  # constrains an answer to a list of texts (server-side structured outputs): quote
+    #                         decoding without logits processors (app.openai_generator)
 
 
 # The in-process transformers backend can do everything. A generator without a `capabilities` attribute is
@@ -53,7 +57,7 @@ class Generator(Protocol):
     #     """Each reply's mean token log-probability as the answer to `messages`."""
 
 
-GENERATION_THREAD = "groundwork-generate"
+GENERATION_THREAD = BATCH_THREAD
 
 
 def logits_processors(options: GenerationOptions, tokenizer, prompt_length: int):
@@ -79,29 +83,20 @@ def logits_processors(options: GenerationOptions, tokenizer, prompt_length: int)
     return processors
 
 
-class _StopWhen:
-    """A stopping criterion: end generation once the event is set."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
 class TransformersGenerator:
-    """A causal LM from finetune.models, one generation at a time per instance (the default backend)."""
+    """A causal LM from finetune.models; concurrent streams are batched (app/batching.py: each advances one token
+    per forward pass, a new one joins at the next step), up to `max_batch` answers at once (the default backend)."""
 
     capabilities = FULL_CAPABILITIES
 
-    def __init__(self, loaded) -> None:
+    def __init__(self, loaded, max_batch: int = 8) -> None:
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         config = loaded.model.config
         self.context_tokens = int(getattr(config, "max_position_embeddings", 2048) or 2048)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held around every forward pass: the batch's steps and score()
+        self._batch = BatchedGeneration(loaded.model, _eos_token_ids(loaded.model, self.tokenizer), self._lock,
+                                        max_rows=max_batch)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -110,45 +105,25 @@ class TransformersGenerator:
         import torch
         from transformers import TextIteratorStreamer
 
-        inputs = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                    return_dict=True).to(self.loaded.model.device)
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                    return_dict=True)["input_ids"][0].tolist()
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        kwargs = dict(**inputs, streamer=streamer, max_new_tokens=options.max_new_tokens,
-                      pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=1.0,  # ours, below
-                      logits_processor=logits_processors(options, self.tokenizer, inputs["input_ids"].shape[1]))
-        if options.temperature > 0:
-            kwargs.update(do_sample=True, temperature=options.temperature)
-        else:
-            kwargs.update(do_sample=False)
-        from transformers import StoppingCriteriaList
-
-        abandoned = threading.Event()
-        kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(abandoned)])
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    self.loaded.model.generate(**kwargs)
-            except BaseException as exc:  # surfaced in the caller's thread below
-                errors.append(exc)
-                streamer.end()
-
-        with self._lock:
-            worker = threading.Thread(target=run, daemon=True, name=GENERATION_THREAD)
-            worker.start()
-            try:
-                for piece in streamer:
-                    if piece:
-                        yield piece
-            finally:
-                # A reader that stops early (a closed browser tab) must not leave the model generating
-                # behind the lock's back, alongside the next answer.
-                abandoned.set()
-                worker.join()
-        if errors:
-            raise errors[0]
-
+        streamer.put(torch.tensor([prompt]))  # skipped: it only tells the streamer where the answer starts
+        row = Row(tokens=prompt, max_new_tokens=options.max_new_tokens, temperature=options.temperature,
+                  processors=logits_processors(options, self.tokenizer, len(prompt)), streamer=streamer)
+        self._batch.submit(row)
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            # A reader that stops early (a closed browser tab) must not leave its row generating: the loop drops
+            # it at its next step; wait for that, so that nothing runs on behalf of a gone reader.
+            row.abandoned.set()
+            row.finished.wait()
+            self._batch.wait_idle()
+        if row.error is not None:
+            raise row.error
 
     def score(self, messages: list[dict[str, str]], replies: list[str]) -> list[float]:
         """Each reply's mean token log-probability as the model's answer to `messages`.
@@ -179,6 +154,14 @@ class TransformersGenerator:
             logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
             totals = (logprobs * real).sum(dim=1) / real.sum(dim=1)
         return [float(t) for t in totals]
+
+
+def _eos_token_ids(model, tokenizer) -> set[int]:
+    """The tokens that end an answer: the model's generation config's (as generate() stops), else the tokenizer's."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is None:
+        configured = tokenizer.eos_token_id
+    return set(configured if isinstance(configured, (list, tuple)) else [configured]) - {None}
 
 
 class RefusalThreshold:
@@ -216,6 +199,14 @@ def load_transformers_generator(model: str, quantize: bool, adapter: Path | None
 
 # name -> loader(model, quantize, adapter folder or None) -> Generator. A remote (e.g. OpenAI-compatible)
 # backend adds its class and one entry here, declaring what it cannot do in its `capabilities`.
+def load_openai_generator(model: str, quantize: bool, adapter: Path | None, *, url: str) -> Generator:
+    """An OpenAI-compatible server (EngineConfig.llm_url; the engine passes `url`): app.openai_generator."""
+    from app.openai_generator import OpenAIGenerator
+
+    return OpenAIGenerator(url, model, adapter)
+
+
 GENERATOR_BACKENDS: dict[str, Callable[[str, bool, Path | None], Generator]] = {
     "transformers": load_transformers_generator,
+    "openai": load_openai_generator,
 }

@@ -145,6 +145,33 @@ def plan_quotes(question: str, passages: list[str], embed, candidates: int = 4, 
                      **limits)
 
 
+def quote_choices(plan: QuotePlan, refusal: str | None) -> list[str]:
+    """The plan's answers as a finite list, for servers that constrain output to a choice (structured outputs).
+
+    Each candidate start gives "[n] <its sentence>" up to "[n] <it and the next max_sentences - 1>" (questions
+    lead to their answer and do not count): the quotes QuoteConstraint lets the model write with its default
+    limits (one segment), except that a line end does not stop the quote here. Then the refusal.
+    """
+    choices: list[str] = []
+    for n, passage in enumerate(plan.passages, start=1):
+        text, starts, _ = normalise(passage)
+        spans = [(a, text[a:b].strip()) for a, b in zip(starts, starts[1:] + [len(text)])]
+        allowed = None if plan.starts is None else set(plan.starts[n - 1])
+        for i, (start, _) in enumerate(spans):
+            if allowed is not None and start not in allowed:
+                continue
+            quote, counted = [], 0
+            for _, sentence in spans[i:]:  # questions lead to their answer and do not count as a sentence
+                quote.append(sentence)
+                if not sentence.endswith("?"):
+                    counted += 1
+                    choices.append(f"[{n}] {' '.join(quote)}")
+                    if counted >= plan.max_sentences:
+                        break
+    choices = list(dict.fromkeys(choices))
+    return choices + ([refusal] if refusal else [])
+
+
 _SEGMENT = re.compile(r"(\[\d+\])")
 
 

@@ -3,6 +3,7 @@ while an admin re-runs ingestion from the admin tab's endpoint.
 
     python benchmarks/serve_load.py [--quick] [--users 2,4,8] [--questions-per-user 4] [--max-seconds 300]
                                     [--ingest-users 4] [--attack N] [--workdir DIR]
+                                    [--backends inprocess,vllm] [--decoding free,constrained] [--llm-url URL]
 
 The script builds its own site in a temporary folder (an index of examples/acme/docs made with `groundwork
 ingest`, accounts made with `groundwork users add`, an empty adapter registry so the base model answers) and
@@ -30,6 +31,17 @@ failures; what is measured is what the attack still costs everyone else.
 --overhead [CALLS] times, in process and without a server, what each answer pays for monitoring and routing:
 the metrics hook of Conversations.ask (Metrics.question_started + observe), one /metrics scrape, and
 Router.choose with no routes file, with group routes, and with an intent route (which embeds the question).
+
+--backends and --decoding (issue 17, many users at once): the same users, questions and site against each
+backend in turn, one `groundwork serve --decoding D` per (backend, decoding): `inprocess` runs the model inside the
+server (its concurrent answers batched, app/batching.py), `vllm` passes `--llm-url` to an OpenAI-compatible server:
+--llm-url URL of a running one, else the script starts vLLM itself with app/llm_server.py (LLMServer on
+--llm-port, the packaged model, no adapters; its Python from $GROUNDWORK_LLM_PYTHON or .venv-llm, `make llm`) and
+stops it at the end. `quote` (the default decoding) never calls the model with the packaged weights; `free` and
+`constrained` make it write every answer. A summary table then puts the backends side by side per decoding and
+user count, with the ratio to today's in-process figures before batching (8 users: p50 45 s, p95 91 s, 5.3
+answers/min) and the issue's targets (8 users p50 <= 10 s, p95 <= 20 s, 0 errors; first token <= 1.0 s at 1 user).
+The re-ingestion and --attack runs happen only for the first (backend, decoding).
 
 --quick asks 1 question per user (a burst of N simultaneous questions; N=2, 4, 8, then 4 + re-ingestion).
 An answer is up to 200 tokens, about 25-30 s on one idle core, and the model writes one answer at a time, so
@@ -93,16 +105,18 @@ def groundwork(*args: str, cwd: Path = ROOT) -> float:
 class Server:
     """`groundwork serve` as a subprocess in its own process group; always stop() it."""
 
-    def __init__(self, site: Path, port: int, threads: int) -> None:
+    def __init__(self, site: Path, port: int, threads: int, decoding: str = "quote", llm_url: str | None = None,
+                 ) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        self.log_path = site / "serve.log"
+        self.log_path = site / f"serve-{'vllm' if llm_url else 'inprocess'}-{decoding}.log"
+        backend = ["--llm-url", llm_url] if llm_url else []
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         exe = shutil.which("groundwork", path=str(Path(sys.executable).parent)) or "groundwork"
         # cwd is the repository so that the converted model cache in groundwork-data/models is reused (read only)
         self.process = subprocess.Popen(
             [exe, "serve", "--index", str(site / "index"), "--users", str(site / "users.json"),
              "--adapters", str(site / "adapters"), "--uploads", str(site / "uploads"), "--port", str(port),
-             "--threads", str(threads)],
+             "--threads", str(threads), "--decoding", decoding, *backend],
             cwd=ROOT, env={**os.environ, **ENV}, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 600.0) -> None:
@@ -268,6 +282,8 @@ class Run:
     rss_peak_mb: float
     cpu: float  # the server's CPU seconds during the run
     ingest: dict = field(default_factory=dict)
+    backend: str = "inprocess"  # inprocess | vllm
+    decoding: str = "quote"
 
     @property
     def ok(self) -> list[Result]:
@@ -426,6 +442,38 @@ def row(run: Run, base: Run) -> str:
             f"{run.rss_start_mb:.0f} → {run.rss_peak_mb:.0f} |")
 
 
+# Today's in-process figures before batching (issue 17: 8 users, the model writing every answer, one at a time):
+# what the side-by-side table's ratios are against.
+BEFORE_8_USERS = {"p50": 45.0, "p95": 91.0, "per_minute": 5.3}
+TARGETS = {"p50": 10.0, "p95": 20.0, "first_token_1_user": 1.0}  # 8 users, 0 errors; first token at 1 user
+
+
+def side_by_side(runs: list[Run]) -> None:
+    """Per decoding and user count, each backend: p50/p95, first token, answers/min, errors, × today's figures."""
+    print("\nBackends side by side (× today = this p50 / 45 s, answers/min / 5.3: today's in-process figures at 8 "
+          "users; targets at 8 users: p50 <= 10 s, p95 <= 20 s, 0 errors; first token <= 1.0 s at 1 user):\n")
+    print("| decoding | users | backend | p50 s | p95 s | first token p50 s | answers/min | errors | "
+          "p50 × today | answers/min × today | targets |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    plain = [r for r in runs if not r.ingest]
+    for decoding in dict.fromkeys(r.decoding for r in plain):
+        for users in sorted({r.users for r in plain if r.decoding == decoding}):
+            for run in [r for r in plain if r.decoding == decoding and r.users == users]:
+                lat = [r.latency for r in run.ok]
+                first = [r.first_token for r in run.ok if r.first_token is not None]
+                p95 = percentile(lat, 0.95) if lat else float("nan")
+                first_p50 = statistics.median(first) if first else float("nan")
+                met = "-"
+                if users == 8:
+                    met = "met" if (run.p50 <= TARGETS["p50"] and p95 <= TARGETS["p95"] and not run.errors) \
+                        else "missed"
+                elif users == 1:
+                    met = "met" if first_p50 <= TARGETS["first_token_1_user"] and not run.errors else "missed"
+                print(f"| {decoding} | {users} | {run.backend} | {run.p50:.1f} | {p95:.1f} | {first_p50:.2f} | "
+                      f"{run.per_minute:.1f} | {len(run.errors)} | {run.p50 / BEFORE_8_USERS['p50']:.2f} | "
+                      f"{run.per_minute / BEFORE_8_USERS['per_minute']:.2f} | {met} |")
+
+
 # --- --overhead: what monitoring and routing add to each answer, in process ----------------------------------------
 
 def _timed(fn, repeat: int) -> tuple[float, float]:
@@ -505,6 +553,64 @@ def overhead(repeat: int) -> None:
         print(f"| {name:<46} | {median:9.3f} | {p99:6.3f} |")
 
 
+# --- one server per (backend, decoding) ----------------------------------------------------------------------------
+
+def start_server(site: Path, threads: int, decoding: str, llm_url: str | None, warm_question: str, setup: dict,
+                 key: str) -> tuple[Server, MemoryPoller]:
+    """`groundwork serve` on a free port, ready and warmed up by one question (times into `setup`)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.perf_counter()
+    server = Server(site, port, threads, decoding, llm_url)
+    memory = MemoryPoller(server.process.pid)
+    server.wait_ready()
+    setup[f"{key}: server ready"] = time.perf_counter() - started
+    started = time.perf_counter()
+    warm = login(server.url, EMPLOYEES[0][0])
+    warm_result = ask(warm, -1, warm_question)
+    warm.close()
+    if not warm_result.ok:
+        log = server.log_tail()
+        memory.stop()
+        server.stop()
+        sys.exit(f"the warm-up question failed ({key}): {warm_result.error}\n{log}")
+    setup[f"{key}: warm-up question"] = time.perf_counter() - started
+    print("setup: " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items()), file=sys.stderr, flush=True)
+    return server, memory
+
+
+def measure(server: Server, memory: MemoryPoller, args, counts: list[int], questions: list[str], per_user: int,
+            max_seconds: float, site: Path, backend: str, decoding: str, extras: bool) -> list[Run]:
+    """The runs of one server: each user count (and with --attack), then the re-ingestion run if `extras`."""
+    runs: list[Run] = []
+    tag = f"{backend} {decoding}"
+    for n in counts:
+        run = run_load(server.url, n, questions, per_user, max_seconds, memory, str(n))
+        runs.append(run)
+        print(f"[{tag}] {n} users: {len(run.ok)} answers, {len(run.errors)} errors in {run.wall:.0f} s",
+              file=sys.stderr, flush=True)
+        if args.attack and extras:
+            attacked = run_load(server.url, n, questions, per_user, max_seconds, memory,
+                                f"{n} + attack {args.attack}", attack=args.attack)
+            runs.append(attacked)
+            print(f"{attacked.label}: {len(attacked.ok)} answers, {len(attacked.errors)} errors in "
+                  f"{attacked.wall:.0f} s; attack answers {attacked.ingest['attack']['statuses']}",
+                  file=sys.stderr, flush=True)
+    if args.ingest_users and extras:
+        changed = touch_documents(site / "docs")
+        run = run_load(server.url, args.ingest_users, questions, per_user, max_seconds, memory,
+                       f"{args.ingest_users} + re-ingest", during=reingest_as_admin(server.url))
+        run.ingest["changed"] = changed
+        runs.append(run)
+        print(f"{run.label}: {len(run.ok)} answers, {len(run.errors)} errors in {run.wall:.0f} s; "
+              f"ingestion {run.ingest.get('state')} in {run.ingest.get('seconds', 0):.0f} s",
+              file=sys.stderr, flush=True)
+    for run in runs:
+        run.backend, run.decoding = backend, decoding
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", default="2,4,8", help="Comma-separated numbers of simultaneous users.")
@@ -518,6 +624,14 @@ def main() -> None:
                              "present (the index is then only updated).")
     parser.add_argument("--attack", type=int, default=0,
                         help="Run each user count again while this many clients guess passwords at /login.")
+    parser.add_argument("--backends", default="inprocess",
+                        help="Comma-separated: inprocess (the model in the server), vllm (--llm-url).")
+    parser.add_argument("--decoding", default="quote",
+                        help="Comma-separated decodings, one server each: quote (no model call with the packaged "
+                             "weights), free, constrained.")
+    parser.add_argument("--llm-url", default=None,
+                        help="The vllm backend's OpenAI-compatible server; default: start one (app/llm_server.py).")
+    parser.add_argument("--llm-port", type=int, default=8041, help="Port of the vLLM server this script starts.")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--overhead", type=int, nargs="?", const=2000, default=0, metavar="CALLS",
                         help="Only time what metrics and routing add per answer, in process (no server), and exit.")
@@ -535,7 +649,11 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     temp = None if args.workdir else tempfile.TemporaryDirectory(prefix="serve-load-")
     site = args.workdir.resolve() if args.workdir else Path(temp.name)
-    server = memory = None
+    server = memory = llm = None
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    decodings = [d.strip() for d in args.decoding.split(",") if d.strip()]
+    rss_ready: dict[str, float] = {}
+    peaks: dict[str, float] = {}
     try:
         site.mkdir(parents=True, exist_ok=True)
         (site / "adapters").mkdir(exist_ok=True)
@@ -550,52 +668,33 @@ def main() -> None:
         groundwork("users", "add", ADMIN[0], "--groups", ADMIN[1], "--role", "admin", "--password",
                    password(ADMIN[0]), "--users", str(site / "users.json"), "--replace")
         setup["users"] = time.perf_counter() - started
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        started = time.perf_counter()
-        server = Server(site, port, args.threads)
-        memory = MemoryPoller(server.process.pid)
-        server.wait_ready()
-        setup["server ready"] = time.perf_counter() - started
-        rss_ready = memory.now() / 1024
-        started = time.perf_counter()
-        warm = login(server.url, EMPLOYEES[0][0])
-        warm_result = ask(warm, -1, questions[0])
-        warm.close()
-        if not warm_result.ok:
-            sys.exit(f"the warm-up question failed: {warm_result.error}\n{server.log_tail()}")
-        setup["warm-up question"] = time.perf_counter() - started
-        print("setup: " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items()), file=sys.stderr, flush=True)
+        if "vllm" in backends and not args.llm_url:
+            from app.llm_server import LLMServer
 
+            started = time.perf_counter()
+            llm = LLMServer(port=args.llm_port, log_file=site / "vllm.log").start()
+            setup["vllm ready"] = time.perf_counter() - started
+        llm_url = args.llm_url or (llm.url if llm else None)
         runs: list[Run] = []
-        for n in counts:
-            run = run_load(server.url, n, questions, per_user, max_seconds, memory, str(n))
-            runs.append(run)
-            print(f"{n} users: {len(run.ok)} answers, {len(run.errors)} errors in {run.wall:.0f} s",
-                  file=sys.stderr, flush=True)
-            if args.attack:
-                attacked = run_load(server.url, n, questions, per_user, max_seconds, memory,
-                                    f"{n} + attack {args.attack}", attack=args.attack)
-                runs.append(attacked)
-                print(f"{attacked.label}: {len(attacked.ok)} answers, {len(attacked.errors)} errors in "
-                      f"{attacked.wall:.0f} s; attack answers {attacked.ingest['attack']['statuses']}",
-                      file=sys.stderr, flush=True)
-        if args.ingest_users:
-            changed = touch_documents(site / "docs")
-            run = run_load(server.url, args.ingest_users, questions, per_user, max_seconds, memory,
-                           f"{args.ingest_users} + re-ingest", during=reingest_as_admin(server.url))
-            run.ingest["changed"] = changed
-            runs.append(run)
-            print(f"{run.label}: {len(run.ok)} answers, {len(run.errors)} errors in {run.wall:.0f} s; "
-                  f"ingestion {run.ingest.get('state')} in {run.ingest.get('seconds', 0):.0f} s",
-                  file=sys.stderr, flush=True)
-        hwm = memory.status("VmHWM") / 1024
+        for backend in backends:
+            for decoding in decodings:
+                key = f"{backend} {decoding}"
+                server, memory = start_server(site, args.threads, decoding, llm_url if backend == "vllm" else None,
+                                              questions[0], setup, key)
+                rss_ready[key] = memory.now() / 1024
+                runs += measure(server, memory, args, counts, questions, per_user, max_seconds, site,
+                                backend, decoding, extras=not runs)
+                peaks[key] = memory.status("VmHWM") / 1024
+                memory.stop()
+                server.stop()
+                server = memory = None
     finally:
         if memory is not None:
             memory.stop()
         if server is not None:
             server.stop()
+        if llm is not None:
+            llm.stop()
         if temp is not None:
             temp.cleanup()
 
@@ -607,16 +706,23 @@ def main() -> None:
     print(f"# {per_user} questions per user (none started after {max_seconds:.0f} s), closed loop, examples/acme "
           f"index; setup: " + ", ".join(f"{k} {v:.1f} s" for k, v in setup.items())
           + f"; total {time.perf_counter() - began:.0f} s")
-    print("\n| users | answers (not found) | errors | wall s | answers/min | × N=2 | p50 s | p95 s | × N=2 | "
-          "min-max s | first token p50 s | p95 s | server CPU s per answer (share of wall) | "
-          "server RSS MB (start → peak) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    base = next((r for r in runs if r.users == 2 and not r.ingest), runs[0])
+    if llm_url:
+        print(f"# vllm: {'the server at ' + args.llm_url if args.llm_url else 'started by this script: ' + llm_url}"
+              f" (its own processes: not in the server CPU and RSS columns)")
     attack_rows = [(runs[i - 1], r) for i, r in enumerate(runs) if "attack" in r.ingest]  # each after its quiet run
-    for run in runs:
-        print(row(run, base))
-    print(f"\nServer RSS {rss_ready:.0f} MB when ready, peak (VmHWM) {hwm:.0f} MB at the end. "
-          f"Ratios are against the {base.label}-user run.")
+    for key in rss_ready:
+        group = [r for r in runs if f"{r.backend} {r.decoding}" == key]
+        base = next((r for r in group if r.users == 2 and not r.ingest), group[0])
+        print(f"\n{key}:\n\n| users | answers (not found) | errors | wall s | answers/min | × N=2 | p50 s | p95 s | "
+              "× N=2 | min-max s | first token p50 s | p95 s | server CPU s per answer (share of wall) | "
+              "server RSS MB (start → peak) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for run in group:
+            print(row(run, base))
+        print(f"\nServer RSS {rss_ready[key]:.0f} MB when ready, peak (VmHWM) {peaks[key]:.0f} MB at the end. "
+              f"Ratios are against the {base.label}-user run.")
+    if len(rss_ready) > 1 or llm_url:
+        side_by_side(runs)
     if attack_rows:
         print("\n| users | p50 s without attack | p50 s with | ratio | p95 s without | p95 s with | first token p50 s "
               "without | with | errors without | with | attack: clients, guesses answered (by HTTP status) |")

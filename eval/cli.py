@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from app.config import Settings
+from app.config import LLM_URL_HELP, Settings
 from finetune.models import DEFAULT_MODEL
 from ingest.defaults import TOP_K
 
@@ -58,6 +58,7 @@ def run(
         "--users", help="Users file for the QA set's `user` names (default: as `groundwork ask`).")] = None,
     model: Annotated[str, typer.Option("--model", help="Base model name, HF id or folder.")] = DEFAULT_MODEL,
     no_quantize: Annotated[bool, typer.Option("--no-quantize", help="Load the model in bf16, not 4-bit.")] = False,
+    llm_url: Annotated[str | None, typer.Option("--llm-url", help=LLM_URL_HELP)] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Passages given to the model.")] = TOP_K,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")] = 200,
     decoding: Annotated[str, typer.Option(
@@ -118,7 +119,8 @@ def run(
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // max(1, workers)))
     config = EvalConfig(qa_file=qa, index_dir=index, out_dir=out, mode=mode, adapter=adapter, adapters_dir=adapters,
                         model=model,
-                        quantize=not no_quantize, split=split, users_file=users_file, top_k=top_k,
+                        quantize=not no_quantize, llm_url=llm_url or settings.llm_url, split=split,
+                        users_file=users_file, top_k=top_k,
                         max_new_tokens=max_new_tokens, decoding=decoding, refusal_threshold=refusal_threshold,
                         workers=workers, limit=limit, name=name, progress=not quiet, rescore=rescore,
                         guardrails=guardrails, rewrite=rewrite)

@@ -54,6 +54,7 @@ class EvalConfig:
     adapters_dir: Path | None = None  # the adapter registry; None = EngineConfig's default
     model: str = DEFAULT_MODEL  # base model name, Hugging Face id or folder
     quantize: bool = True  # 4-bit NF4; False loads bf16
+    llm_url: str | None = None  # an OpenAI-compatible server runs the model (EngineConfig.llm_url); None = in-process
     split: str = "all"  # train, validation, test (the held-out split) or all
     users_file: Path | None = None  # resolves the QA set's `user` names
     top_k: int = 5  # passages given to the model (as `groundwork ask --top-k`)
@@ -125,7 +126,9 @@ def _fingerprint(config: EvalConfig, index_generation: int, adapter_resolved: st
             else None,
             "refusal_threshold": config.refusal_threshold if config.mode in WITH_DECODING else None,
             "guardrails": _guardrails_dict(config.guardrails),
-            "rewrite": config.rewrite}
+            "rewrite": config.rewrite,
+            # through a server: its answers may differ (a run folder resumes on the same backend only)
+            **({"llm_url": config.llm_url} if config.llm_url and model else {})}
 
 
 def _selection_weights_sha() -> str:
@@ -249,7 +252,7 @@ def _default_engine_factory(config: EvalConfig, embedder):
         extra = {"adapters_dir": Path(config.adapters_dir)} if config.adapters_dir is not None else {}
         engine_config = EngineConfig(index_dir=Path(config.index_dir), model=config.model, quantize=config.quantize,
                                      adapter=config.adapter, guardrails=config.guardrails or GuardrailConfig(),
-                                     **extra)
+                                     llm_url=config.llm_url, **extra)
         return Engine(engine_config, embedder=embedder)
 
     return build

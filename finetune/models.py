@@ -276,6 +276,15 @@ def _resolve(name_or_path: str, cache_dir: Path) -> _Resolved:
     return _Resolved(folder, folder_fingerprint(folder), (name_or_path,), name_or_path)
 
 
+def model_folder(name_or_path: str | os.PathLike = DEFAULT_MODEL,
+                 cache_dir: str | os.PathLike | None = None) -> tuple[Path, tuple[str, ...]]:
+    """(local folder with the original/bf16 weights and the tokenizer, names an adapter's base may use for it),
+    without loading the weights: what a serving engine (vLLM, app/llm_server.py) loads. A registry GGUF is
+    converted once, as by `load_model`."""
+    resolved = _resolve(str(name_or_path), Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    return resolved.folder, resolved.aliases
+
+
 # ------------------------------------------------------------------------------------------ adapters
 
 

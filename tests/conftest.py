@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ingest.embedding import Embedder
+from llm_server import vllm_server  # noqa: F401  (the session's real vLLM server: tests/llm_server.py)
 
 
 class CountingEmbedder(Embedder):

@@ -177,6 +177,7 @@ class ServeOptions:
     decoding: str = "quote"  # how answers are written (app.engine.DECODINGS)
     selection_threshold: float | None = None  # quote: refuse below this P(right); None = the fitted weights' own
     torch_threads: int = 1  # per generation; 1 leaves the other core to a second user or an ingestion
+    llm_url: str | None = None  # an OpenAI-compatible server runs the model (EngineConfig.llm_url); None = in-process
     warm_up: bool = True  # load the model before the first question
 
 
@@ -192,7 +193,8 @@ def serve(options: ServeOptions, on_ready: Callable[[str], None] | None = None) 
     reader.close()
     engine = Engine(EngineConfig(index_dir=options.index_dir, model=options.model, quantize=options.quantize,
                                  adapters_dir=options.adapters_dir, guardrails=guardrails.load(),
-                                 decoding=options.decoding, selection_threshold=options.selection_threshold),
+                                 decoding=options.decoding, selection_threshold=options.selection_threshold,
+                                 llm_url=options.llm_url),
                     embedder=LockedEmbedder(embedder_name))
     services = make_services(engine, options.users_file, options.guardrails_file, options.adapters_dir,
                              options.docs_dir, options.acl_file)
