@@ -197,8 +197,6 @@ def load_transformers_generator(model: str, quantize: bool, adapter: Path | None
     return TransformersGenerator(loaded)
 
 
-# name -> loader(model, quantize, adapter folder or None) -> Generator. A remote (e.g. OpenAI-compatible)
-# backend adds its class and one entry here, declaring what it cannot do in its `capabilities`.
 def load_openai_generator(model: str, quantize: bool, adapter: Path | None, *, url: str) -> Generator:
     """An OpenAI-compatible server (EngineConfig.llm_url; the engine passes `url`): app.openai_generator."""
     from app.openai_generator import OpenAIGenerator
@@ -206,7 +204,10 @@ def load_openai_generator(model: str, quantize: bool, adapter: Path | None, *, u
     return OpenAIGenerator(url, model, adapter)
 
 
-GENERATOR_BACKENDS: dict[str, Callable[[str, bool, Path | None], Generator]] = {
+# name -> loader(model, quantize, adapter folder or None, **backend options) -> Generator; the engine passes `url`
+# to the "openai" loader (EngineConfig.llm_url). Another backend adds its class and one entry here, declaring
+# what it cannot do in its `capabilities`.
+GENERATOR_BACKENDS: dict[str, Callable[..., Generator]] = {
     "transformers": load_transformers_generator,
     "openai": load_openai_generator,
 }
