@@ -12,9 +12,8 @@ whole candidate:
   embedding and by shared words), whether it is the first sentence under that heading, how many of the
   question's words its passage holds, and whether it is a list intro ending in ":";
 - what the question asks for: a quantity ("how long", "the minimum", "the heaviest") wants a sentence with a
-  number, best the one it opens with; a contact ("who do I contact") wants an address, phone or extension;
-- how it stands among the other candidates: the one closest to the question, by the whole span and by its first
-  sentence, and (for a quantity) whether the sentence that opens with the number is close to the question;
+  number, best the one it opens with, and that sentence close to the question; a contact ("who do I contact")
+  wants an address, phone or extension;
 - the passage's retrieval rank and score;
 - its length;
 - optionally the model: the mean log-probability of "[n] <candidate>" as the reply to the engine's quote prompt
@@ -46,7 +45,7 @@ WEIGHTS_FILE = Path(__file__).with_name("selection_weights.json")  # fitted by e
 FEATURES = ("sim", "sim_first", "heading_sim", "first_under_heading", "offset", "rank", "retrieval",
             "overlap", "two", "three", "words", "opens_passage", "top_opening", "heading_overlap",
             "passage_overlap", "list_intro", "quantity", "quantity_first", "no_quantity", "contact",
-            "quantity_first_sim", "most_similar", "most_similar_first")
+            "quantity_first_sim")
 MODEL_FEATURE = "model"  # mean token log-probability under the model, centred over the scored candidates
 
 
@@ -114,16 +113,9 @@ def features(question: str, passages: Sequence[SelectionPassage], found: Sequenc
             1.0 if wants_contact and _CONTACT.search(c.text) else 0.0,
         ))
     matrix = np.asarray(rows, dtype=np.float32)
-    sim, sim_first = matrix[:, 0], matrix[:, 1]
-    # How each candidate stands among the others: the number that opens an answer must be about the question (the
-    # sentence that opens with "within 10 working days" also answers "how long", but about the wrong thing), and
-    # the span, or the sentence, closest to the question is a different thing from a close one.
-    return np.column_stack([
-        matrix,
-        matrix[:, FEATURES.index("quantity_first")] * sim_first,
-        sim >= sim.max() - 1e-6,
-        sim_first >= sim_first.max() - 1e-6,
-    ]).astype(np.float32)
+    # The number that opens an answer must be about the question: the sentence that opens with "within 10 working
+    # days" also answers "how long", but about the wrong thing.
+    return np.column_stack([matrix, matrix[:, FEATURES.index("quantity_first")] * matrix[:, 1]]).astype(np.float32)
 
 
 def coverage(asked: set[str], passage: SelectionPassage) -> float:
