@@ -16,9 +16,9 @@ its right ones, L2-regularised); P(right) is a logistic fit of "the best candida
 the threshold maximises the mean of (answerable questions answered right) and (unanswerable questions refused),
 out of fold (5 folds of train+validation), among the thresholds that refuse at most 10% of the answerable ones
 (see choose_threshold); the weights are then fitted on all of train+validation. (Before, the threshold was chosen
-on the validation splits alone: 7 of acme's answerable questions set it.) Every fit weighs each corpus equally, however many questions it has. With --model-scores the
-model (the promoted adapter unless --adapter) also scores the best candidates and its centred log-probability
-becomes one more feature.
+on the validation splits alone: 7 of acme's answerable questions set it.) Every fit weighs each corpus equally,
+however many questions it has. With --model-scores the model (the promoted adapter unless --adapter) also scores
+the best candidates and its centred log-probability becomes one more feature.
 """
 from __future__ import annotations
 
@@ -440,7 +440,7 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", type=int, default=5,
                         help="folds of the out-of-fold outcomes the threshold is chosen on")
     parser.add_argument("--model-sample", type=int, default=None,
-                        help="score only this many answerable questions (and their gold-withheld twins) with the model, "
+                        help="score only this many answerable questions (and their withheld twins) with the model, "
                              "and fit on those: each costs a prefill on CPU")
     parser.add_argument("--card", type=Path, default=None,
                         help="also write the weights into this adapter folder's card (decoding.selection)")

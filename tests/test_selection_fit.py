@@ -44,3 +44,45 @@ def test_collect_cache_featurize_labels_the_gold_sentence_and_nothing_when_its_d
     assert not by_kind["withheld"].labels.any(), "with the gold document withheld no candidate is right"
     assert all(p["source"] != "expenses.md" for p in by_kind["withheld"].passages)
     assert not by_kind["unanswerable"].labels.any()
+
+
+def test_the_threshold_refuses_what_cannot_be_answered_within_the_cap_on_answerable_refusals():
+    from eval.selection_fit import Outcome, by_corpus, choose_threshold
+
+    # Two corpora: in "faq" right answers are sure (0.6-0.9) and unanswerable questions are not (0.05-0.2); in
+    # "free" the right answers are less sure (0.15-0.5), so a threshold that refuses all of faq's unanswerable
+    # questions refuses some of free's answerable ones.
+    outs = ([Outcome("faq", "answerable", True, p) for p in (0.6, 0.7, 0.8, 0.9)]
+            + [Outcome("faq", "cross", False, p) for p in (0.05, 0.1, 0.15, 0.2)]
+            + [Outcome("free", "answerable", True, p) for p in (0.15, 0.3, 0.4, 0.5)]
+            + [Outcome("free", "unanswerable", False, p) for p in (0.02, 0.04, 0.06, 0.08)])
+    loose = choose_threshold(outs, max_answerable_refused=0.125)
+    figures = by_corpus(outs, loose)
+    assert figures["faq"]["unanswerable_refused"] == 1.0 and figures["free"]["unanswerable_refused"] == 1.0
+    assert figures["free"]["answerable_refused"] == 0.25, "refusing free's 0.15 is within the averaged cap"
+    strict = choose_threshold(outs, max_answerable_refused=0.0)
+    figures = by_corpus(outs, strict)
+    assert figures["free"]["answerable_refused"] == 0.0 and figures["faq"]["answerable_refused"] == 0.0
+    assert figures["faq"]["unanswerable_refused"] < 1.0, "the cap binds: some of faq's unanswerable get answered"
+
+
+def test_out_of_fold_judges_each_question_and_its_twins_with_weights_fitted_without_them(monkeypatch):
+    import eval.selection_fit as fit_module
+    from app.selection import FEATURES, SelectionWeights
+
+    questions = [fit_module.Question(f"q{i}{twin}", "train", kind, "?", [], corpus="c")
+                 for i in range(10) for twin, kind in (("", "answerable"), ("#withheld", "withheld"))]
+    fitted_on = []
+    def fit(qs, names):
+        fitted_on.append({q.id for q in qs})
+        return SelectionWeights({})
+
+    monkeypatch.setattr(fit_module, "fit", fit)
+    monkeypatch.setattr(fit_module, "outcomes",
+                        lambda qs, weights, names: [fit_module.Outcome("c", q.kind, False, len(fitted_on)) for q in qs])
+    judged = fit_module.out_of_fold(questions, FEATURES, folds=5)
+    assert len(judged) == len(questions) and len(fitted_on) == 5
+    for k, seen in enumerate(fitted_on):
+        held = {q.id for q in questions} - seen
+        assert held and all(q.split("#")[0] + "#withheld" in held for q in held if "#" not in q)
+        assert all(q.split("#")[0] in held for q in held), "a twin is held out with its question"
