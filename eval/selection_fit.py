@@ -173,9 +173,11 @@ def collect(corpora, splits=("train", "validation"), top_k: int = 5, cross_per_p
             print(f"\r{corpus['qa'].parent.name}: {k + 1}/{len(items)} ({time.time() - started:.0f} s)", end="",
                   file=sys.stderr)
         print(file=sys.stderr)
-        # this corpus's questions against every other corpus's index: the documents cannot answer them
+        # this corpus's questions against every other index: the documents cannot answer them (two QA sets of one
+        # index, like acme's, are one corpus here: neither is asked of the other)
+        indexes = [Path(c["index"]).resolve() for c in corpora]
         for cj, (other, other_stage) in enumerate(engines):
-            if cj == ci:
+            if indexes[cj] == indexes[ci] or indexes[cj] in indexes[:cj]:
                 continue
             for item in [i for i in items if i.answerable][:cross_per_pair]:
                 passages = retrieve(other, other_stage, item.question, ANONYMOUS)

@@ -50,6 +50,23 @@ def test_pdf_sections_follow_its_headings_across_pages(tmp_path: Path) -> None:
     assert not any("When do I need a receipt?" in s.text for s in sections), "a heading is not body text"
 
 
+def test_a_pdfs_running_header_and_page_numbers_are_not_part_of_its_text(tmp_path: Path) -> None:
+    # Every page repeats the header and numbers itself; a sentence runs from page 1 onto page 2. Left in, the
+    # header lands in the middle of that sentence's section and becomes a quotable "answer" of its own.
+    header = "Acme Robotics - Expense Policy - Internal - all employees"
+    pdf = make_pdf(tmp_path / "policy.pdf", [
+        f"{header}\nExpense Policy\nAll expenses are claimed in Spendly.\nClaims must be submitted\nPage 1 of 3",
+        f"{header}\nwithin 30 days of the expense.\nA receipt is required above EUR 25.\nPage 2 of 3",
+        f"{header}\nMisuse of expenses is fraud.\nPage 3 of 3"])
+    text = "\n".join(s.text for s in load_document(pdf).sections)
+    assert header not in text and "Page" not in text
+    assert "Claims must be submitted" in text and "within 30 days of the expense." in text
+    assert "Expense Policy" in text and "Misuse of expenses is fraud." in text, "body lines near the edges stay"
+    # one page: nothing repeats, so only a bare page number is dropped
+    single = make_pdf(tmp_path / "memo.pdf", [f"{header}\nThe office is closed on Friday.\n1"])
+    assert load_document(single).sections[0].text.splitlines() == [header, "The office is closed on Friday."]
+
+
 def test_encrypted_pdf_is_reported_not_read(tmp_path: Path) -> None:
     pdf = make_pdf(tmp_path / "secret.pdf", ["Board minutes"], password="s3cret")
     with pytest.raises(LoadError, match="encrypted PDF"):

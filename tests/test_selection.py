@@ -89,9 +89,11 @@ def test_a_question_asking_for_a_quantity_is_answered_by_the_sentence_with_the_n
     assert chosen.best.text.startswith("All expenses are submitted in Spendly")
 
 
-def test_a_question_on_the_documents_topic_that_they_do_not_answer_is_refused(embedder) -> None:
+def test_a_question_on_the_documents_topic_that_they_do_not_answer_is_much_less_sure(embedder) -> None:
     # Expenses are the documents' subject, and the question shares their words ("claim", "expenses"); nothing in
-    # them says anything about gym memberships. The questions they answer are still answered.
+    # them says anything about gym memberships. Selection must be far less sure of it than of a question they
+    # answer, so that a deployment's stricter threshold (README: 0.13 out of fold for FAQ-style documents) refuses
+    # it and still answers the other; the fitted default leans to answering.
     policy = [("How do I submit an expense claim?\nAll expenses are claimed in Spendly, on the web or through the "
                "mobile app. Create one report per business trip. Expense claims must be submitted within 30 days of "
                "the purchase.\n", "Expense policy > How do I submit an expense claim?"),
@@ -99,13 +101,16 @@ def test_a_question_on_the_documents_topic_that_they_do_not_answer_is_refused(em
                "of final approval. You can follow each report in Spendly.\n",
                "Expense policy > When will I be reimbursed?")]
 
-    def ask(question, scores):
+    def ask(question, scores, threshold=None):
         passages = [SelectionPassage(text, heading, score) for (text, heading), score in zip(policy, scores)]
-        return select(question, passages, _embed(embedder), selection_weights())
+        return select(question, passages, _embed(embedder), selection_weights(), threshold=threshold)
 
-    assert ask("Can I claim expenses for my gym membership?", (0.45, 0.40)).refuse
+    gym = ask("Can I claim expenses for my gym membership?", (0.45, 0.40))
     answered = ask("How do I submit my expenses?", (0.62, 0.50))
     assert not answered.refuse and answered.best.text.startswith("All expenses are claimed in Spendly")
+    assert gym.probability < answered.probability / 2
+    assert ask("Can I claim expenses for my gym membership?", (0.45, 0.40), threshold=0.13).refuse
+    assert not ask("How do I submit my expenses?", (0.62, 0.50), threshold=0.13).refuse
 
 
 def test_refusal_is_calibrated_an_unrelated_question_is_refused_and_a_related_one_is_not(embedder) -> None:

@@ -42,7 +42,7 @@ def load_pdf(path: Path, ocr_timeout_s: float = OCR_TIMEOUT_S) -> LoadedDocument
                     ocr_pages.append(number)
             if text:
                 texts.append((number, text))
-        sections = _sections(texts, _headings(lines, sizes))
+        sections = _sections(_without_running_lines(texts), _headings(lines, sizes))
     except FileNotDecryptedError:
         raise LoadError("encrypted PDF: a password is needed to read it") from None
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -120,6 +120,34 @@ def _sections(pages: list[tuple[int, str]], headings: dict[str, float]) -> list[
             stack = [(s, t) for s, t in stack if s > size] + [(size, _NUMBERED.sub("", " ".join(line.split())))]
         flush()
     return sections
+
+
+EDGE_LINES = 3  # running headers and footers sit within this many lines of a page's top or bottom
+_PAGE_NUMBER = re.compile(r"^(?:page )?#(?: (?:of|/) #)?$")
+
+
+def _line_key(line: str) -> str:
+    return re.sub(r"\d+", "#", " ".join(line.split())).lower()  # "Page 2" and "Page 3" are the same line
+
+
+def _without_running_lines(pages: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Each page without its running header and footer: a line near the top or bottom of at least two pages and of
+    half of them ("Acme Robotics - Expense Policy - Internal", "Page 2 of 5"), and any bare page number there.
+    Left in, they are glued into the sentence a page break cuts, become chunks of their own, and get quoted."""
+    edges = [[_line_key(line) for line in text.splitlines() if line.strip()] for _, text in pages]
+    edges = [set(keys[:EDGE_LINES] + keys[-EDGE_LINES:]) for keys in edges]
+    seen = Counter(key for keys in edges for key in keys)
+    running = {key for key, count in seen.items() if count >= 2 and count * 2 >= len(pages)}
+    out = []
+    for (number, text), keys in zip(pages, edges):
+        lines = text.splitlines()
+        nonblank = [i for i, line in enumerate(lines) if line.strip()]
+        near = set(nonblank[:EDGE_LINES] + nonblank[-EDGE_LINES:])
+        kept = [line for i, line in enumerate(lines)
+                if i not in near or not (_line_key(line) in running or _PAGE_NUMBER.match(_line_key(line)))]
+        if any(line.strip() for line in kept):
+            out.append((number, "\n".join(kept)))
+    return out
 
 
 def _ocr_page(page, number: int, ocr: PageReader) -> str:
