@@ -115,7 +115,8 @@ def features(question: str, passages: Sequence[SelectionPassage], found: Sequenc
     matrix = np.asarray(rows, dtype=np.float32)
     # The number that opens an answer must be about the question: the sentence that opens with "within 10 working
     # days" also answers "how long", but about the wrong thing.
-    return np.column_stack([matrix, matrix[:, FEATURES.index("quantity_first")] * matrix[:, 1]]).astype(np.float32)
+    opening_number_sim = matrix[:, FEATURES.index("quantity_first")] * matrix[:, FEATURES.index("sim_first")]
+    return np.column_stack([matrix, opening_number_sim])
 
 
 def coverage(asked: set[str], passage: SelectionPassage) -> float:

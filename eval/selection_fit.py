@@ -381,10 +381,6 @@ def figures(outs: list[Outcome], threshold: float) -> dict:
             "best_right_if_answered": share([o.right for o in answerable])}
 
 
-def evaluate(questions, weights: SelectionWeights, names, threshold: float) -> dict:
-    return figures(outcomes(questions, weights, names), threshold)
-
-
 def by_corpus(outs: list[Outcome], threshold: float) -> dict:
     return {c: figures([o for o in outs if o.corpus == c], threshold) for c in sorted({o.corpus for o in outs})}
 
@@ -463,8 +459,8 @@ def main(argv=None) -> int:
         adapter = Path(args.adapter) if args.adapter and args.adapter != "none" else None
         generator = load_transformers_generator(args.model or DEFAULT_MODEL, True, adapter)
         if args.model_sample is not None:
-            keep = sorted({q.id for q in questions if q.kind == "answerable"})[: args.model_sample]
-            questions = [q for q in questions if q.id.split("#")[0] in set(keep) or q.kind in ("unanswerable", "cross")]
+            keep = set(sorted({q.id for q in questions if q.kind == "answerable"})[: args.model_sample])
+            questions = [q for q in questions if q.id.split("#")[0] in keep or q.kind in ("unanswerable", "cross")]
         add_model_scores(questions, SelectionWeights(fit_weights(questions, names)), generator, model_candidates)
         if args.cache:
             save_questions(questions, args.cache)
@@ -474,7 +470,7 @@ def main(argv=None) -> int:
     held_out = out_of_fold(questions, names, args.folds)
     threshold = choose_threshold(held_out, args.max_answerable_refused)
     weights = fit(questions, names)
-    figures_ = {"out of fold, by corpus": by_corpus(held_out, threshold)}
+    report = {"out of fold, by corpus": by_corpus(held_out, threshold)}
     fitted_on = {"command": "python -m eval.selection_fit " + " ".join(sys.argv[1:] if argv is None else argv),
                  "data": [{"qa": str(c["qa"]), "sha256": _sha256(c["qa"])} for c in args.corpus],
                  "splits": {"weights and calibration": "train+validation",
@@ -482,7 +478,7 @@ def main(argv=None) -> int:
                  "questions": {s: {k: sum(1 for q in questions if q.split == s and q.kind == k)
                                    for k in ("answerable", "unanswerable", "withheld", "cross")}
                                for s in ("train", "validation")},
-                 "figures": figures_}
+                 "figures": report}
     final = SelectionWeights(weights.weights, weights.calibration, threshold, model_candidates, fitted_on=fitted_on)
     args.out.write_text(json.dumps(final.to_json(), indent=2) + "\n", encoding="utf-8")
     if args.card is not None:
@@ -491,7 +487,7 @@ def main(argv=None) -> int:
         card.setdefault("decoding", {})["selection"] = final.to_json()
         card_path.write_text(json.dumps(card, indent=1, sort_keys=True), encoding="utf-8")
     print(json.dumps({"weights": final.weights, "calibration": final.calibration, "threshold": threshold,
-                      **figures_}, indent=2))
+                      **report}, indent=2))
     return 0
 
 

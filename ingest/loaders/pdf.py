@@ -134,17 +134,17 @@ def _without_running_lines(pages: list[tuple[int, str]]) -> list[tuple[int, str]
     """Each page without its running header and footer: a line near the top or bottom of at least two pages and of
     half of them ("Acme Robotics - Expense Policy - Internal", "Page 2 of 5"), and any bare page number there.
     Left in, they are glued into the sentence a page break cuts, become chunks of their own, and get quoted."""
-    edges = [[_line_key(line) for line in text.splitlines() if line.strip()] for _, text in pages]
-    edges = [set(keys[:EDGE_LINES] + keys[-EDGE_LINES:]) for keys in edges]
-    seen = Counter(key for keys in edges for key in keys)
+    split = [text.splitlines() for _, text in pages]
+    edges = []  # per page: {line index: key} of its first and last EDGE_LINES non-blank lines
+    for lines in split:
+        nonblank = [i for i, line in enumerate(lines) if line.strip()]
+        edges.append({i: _line_key(lines[i]) for i in nonblank[:EDGE_LINES] + nonblank[-EDGE_LINES:]})
+    seen = Counter(key for edge in edges for key in set(edge.values()))
     running = {key for key, count in seen.items() if count >= 2 and count * 2 >= len(pages)}
     out = []
-    for (number, text), keys in zip(pages, edges):
-        lines = text.splitlines()
-        nonblank = [i for i, line in enumerate(lines) if line.strip()]
-        near = set(nonblank[:EDGE_LINES] + nonblank[-EDGE_LINES:])
+    for (number, _), lines, edge in zip(pages, split, edges):
         kept = [line for i, line in enumerate(lines)
-                if i not in near or not (_line_key(line) in running or _PAGE_NUMBER.match(_line_key(line)))]
+                if i not in edge or not (edge[i] in running or _PAGE_NUMBER.match(edge[i]))]
         if any(line.strip() for line in kept):
             out.append((number, "\n".join(kept)))
     return out
