@@ -89,6 +89,26 @@ def test_a_question_asking_for_a_quantity_is_answered_by_the_sentence_with_the_n
     assert chosen.best.text.startswith("All expenses are submitted in Spendly")
 
 
+def test_of_two_sentences_opening_with_a_number_the_one_about_the_question_wins(embedder) -> None:
+    # Both sections open a sentence with a number of days that answers "how long"; the first one, better retrieved
+    # and first under its heading, is about reimbursement. Only how close the number-opening sentence is to the
+    # question (quantity_first_sim) picks the deadline for submitting.
+    from app.selection import SelectionWeights
+
+    passages = [SelectionPassage("When will I be reimbursed?\nWithin 10 working days of approval, reimbursements "
+                                 "reach your bank account. Payments go to the account you gave in PeopleHub.\n",
+                                 "Expense policy > When will I be reimbursed?", 0.60),
+                SelectionPassage("How do I submit a claim?\nAll claims are made in Spendly, on the web or on the "
+                                 "mobile app. Attach a receipt to every line. Within 30 days of the purchase, expense "
+                                 "claims must be submitted.\n", "Expense policy > How do I submit a claim?", 0.58)]
+    question = "How long do I have to submit my expense claims?"
+    weights = selection_weights()
+    chosen = select(question, passages, _embed(embedder), weights, threshold=0.0)
+    assert chosen.best.text == "Within 30 days of the purchase, expense claims must be submitted."
+    without = SelectionWeights({**weights.weights, "quantity_first_sim": 0.0}, weights.calibration, weights.threshold)
+    assert select(question, passages, _embed(embedder), without, threshold=0.0).best.text != chosen.best.text
+
+
 def test_a_question_on_the_documents_topic_that_they_do_not_answer_is_much_less_sure(embedder) -> None:
     # Expenses are the documents' subject, and the question shares their words ("claim", "expenses"); nothing in
     # them says anything about gym memberships. Selection must be far less sure of it than of a question they
