@@ -46,6 +46,9 @@ ENV_LLM_PYTHON = "GROUNDWORK_LLM_PYTHON"  # the Python of the vLLM environment; 
 LLM_VENV = ".venv-llm"  # created by `make llm`
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the --max-lora-rank values vLLM accepts
 MAX_MODEL_LEN = 4096  # cap on the context length: the KV cache is sized for it, and RAG prompts stay well under
+# the engine's repetition penalty over the answer only, inside vLLM (app/vllm_plugins/groundwork_answer_penalty.py)
+PLUGINS_DIR = Path(__file__).with_name("vllm_plugins")
+ANSWER_PENALTY = "groundwork_answer_penalty:AnswerRepetitionPenalty"
 MERGED_DIR = "merged"  # under the model cache: adapters merged into their base, one folder per label
 
 
@@ -219,7 +222,8 @@ class LLMServer:
         args = [str(self.python or find_llm_python()), "-m", "vllm.entrypoints.openai.api_server",
                 "--model", str(folder.resolve()), "--served-model-name", *served, "--host", self.host,
                 "--port", str(self.port), "--dtype", self.dtype,
-                "--max-model-len", str(context_length(folder, self.max_model_len))]
+                "--max-model-len", str(context_length(folder, self.max_model_len)),
+                "--logits-processors", ANSWER_PENALTY]
         if self.adapters_dir is not None and not self.merged and AdapterRegistry(self.adapters_dir).names():
             # LoRA on even with nothing promoted yet: a version promoted later is loaded at run time
             self.adapters = {version.ref: version.path for version in promoted}
@@ -233,7 +237,8 @@ class LLMServer:
         return args + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:
-        return {**os.environ, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib),
+        path = os.pathsep.join(filter(None, [str(PLUGINS_DIR), os.environ.get("PYTHONPATH", "")]))
+        return {**os.environ, "PYTHONPATH": path, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib),
                 "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
                 "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
 

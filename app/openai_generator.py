@@ -34,6 +34,7 @@ from typing import Iterator
 
 from app.config import ENV_LLM_API_KEY as ENV_API_KEY
 from app.generator import GenerationOptions, GeneratorCapabilities
+from app.vllm_plugins.groundwork_answer_penalty import KEY as ANSWER_PENALTY_KEY
 from ingest.errors import GroundworkError
 
 CONNECT_TIMEOUT_S = 5.0  # a server that does not accept the connection in this long is down
@@ -78,6 +79,7 @@ class OpenAIGenerator:
         scores = self.vllm and os.environ.get(ENV_PROMPT_LOGPROBS, "").strip().lower() in ("1", "true", "yes")
         self.capabilities = GeneratorCapabilities(streaming=True, logits_processors=False, logprobs=scores,
                                                   adapters=True, choices=self.vllm)
+        self.answer_penalty = self.vllm and self._has_answer_penalty()
         self._token_counts: dict[str, int] = {}
         self._tokenize = self.vllm
         self._lock = threading.Lock()
@@ -101,6 +103,21 @@ class OpenAIGenerator:
 
     def _models(self) -> list:
         return list(self._call("listing models", lambda: self.client.models.list()))
+
+    def _has_answer_penalty(self) -> bool:
+        """Whether the server runs the engine's repetition penalty over the answer only (`groundwork llm serve`
+        starts vLLM with it: app/vllm_plugins/groundwork_answer_penalty.py). Such a server refuses an invalid
+        penalty; one without it ignores the field and answers."""
+        openai = _openai()
+        try:
+            self.client.chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": "?"}], max_tokens=1,
+                extra_body={"vllm_xargs": {ANSWER_PENALTY_KEY: -1.0}})
+        except openai.BadRequestError:
+            return True
+        except openai.APIError:  # down, or another failure: the requests themselves will say so
+            return False
+        return False
 
     def _served_name(self, model: str, adapter: Path | None, served: list) -> str:
         """The `model` field of this generator's requests: the adapter's label, or the base model's served name.
@@ -180,13 +197,18 @@ class OpenAIGenerator:
     def _sampling(self, options: GenerationOptions) -> tuple[dict, dict]:
         """The request's sampling fields and the server-specific extra body.
 
-        vLLM's repetition_penalty also penalizes every prompt token, i.e. the words of the passages a quote must
-        copy (app.generator.logits_processors spares them in-process): it is sent for free answers, where a small
-        model loops without it, and not for quotes, which a choice list keeps from looping.
+        The penalty is the in-process one, over the answer's own tokens, on a server that runs it (see
+        _has_answer_penalty). Otherwise vLLM's repetition_penalty also penalizes every prompt token, i.e. the words
+        of the passages a quote must copy: it is then sent for free answers only, where a small model loops
+        without it, and not for quotes, which a choice list keeps from looping.
         """
         fields = {"max_tokens": options.max_new_tokens, "temperature": options.temperature}
         extra: dict = {}
-        if self.vllm and options.repetition_penalty != 1.0 and not (options.quotes and self.capabilities.choices):
+        if not self.vllm or options.repetition_penalty == 1.0:
+            return fields, extra
+        if self.answer_penalty:
+            extra["vllm_xargs"] = {ANSWER_PENALTY_KEY: float(options.repetition_penalty)}
+        elif not (options.quotes and self.capabilities.choices):
             extra["repetition_penalty"] = options.repetition_penalty
         return fields, extra
 

@@ -277,3 +277,25 @@ def test_the_repetition_penalty_spares_the_passages_the_answer_quotes() -> None:
     # Once the answer has used token 1, repeating it is penalized as usual.
     later = processors(torch.tensor([[0, 1, 1, 1]]), scores.clone())
     assert later[0, 1] < 4.0
+
+
+def test_the_penalty_inside_vllm_is_the_in_process_one() -> None:
+    """app/vllm_plugins: what vLLM applies to one request's row equals transformers' penalty over the answer
+    only (the prompt's tokens 1 and 2 are spared until the answer uses them)."""
+    import torch
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from app.vllm_plugins.groundwork_answer_penalty import penalize_answer_tokens, penalty_of
+
+    prompt, answer = [0, 1, 2, 2], [3, 1, 3]
+    scores = torch.tensor([[0.5, 4.0, -2.0, 3.0, -1.0]])
+    expected = RepetitionPenaltyLogitsProcessor(1.3, prompt_ignore_length=len(prompt))(
+        torch.tensor([prompt + answer]), scores.clone())
+    row = penalize_answer_tokens(1.3, answer, scores[0].clone())
+    assert torch.allclose(row, expected[0])
+    assert row[2] == -2.0 and row[1] == 4.0 / 1.3 and row[3] == 3.0 / 1.3  # 2: only in the prompt
+    assert torch.equal(penalize_answer_tokens(1.3, [], scores[0].clone()), scores[0])  # the first token: untouched
+    assert penalty_of({"answer_repetition_penalty": 1.1}) == 1.1 and penalty_of({}) is None
+    for bad in (-1.0, 0, "1.1", True):  # what a server with the processor refuses (the backend's probe)
+        with pytest.raises(ValueError):
+            penalty_of({"answer_repetition_penalty": bad})

@@ -76,6 +76,11 @@ def test_the_command_serves_promoted_adapters_that_fit_the_model_under_their_lab
     assert [reason.split(":")[0] for reason in server.skipped] == ["other@v1"]  # trained on another model
     env = server.environment()
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0" and env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    # the engine's answer-only repetition penalty, from a folder that holds nothing else vLLM could import
+    module, cls = args[args.index("--logits-processors") + 1].split(":")
+    plugins = Path(env["PYTHONPATH"].split(os.pathsep)[0])
+    assert (plugins / f"{module}.py").is_file() and cls == "AnswerRepetitionPenalty"
+    assert sorted(p.name for p in plugins.glob("*.py")) == ["__init__.py", f"{module}.py"]
 
 
 @pytest.mark.slow

@@ -90,6 +90,23 @@ def test_an_adapter_per_request_changes_the_answer(vllm_server) -> None:
 
 
 @pytest.mark.slow
+def test_the_repetition_penalty_spares_the_prompt_on_the_server_too(vllm_server) -> None:
+    """`llm serve` loads the engine's penalty into vLLM (app/vllm_plugins): the answer's own tokens are penalized,
+    the prompt's are not. vLLM's own repetition_penalty also penalizes the prompt, so its answer cannot even start
+    with the "," the prompt uses (that is how free answers drifted from the in-process ones)."""
+    generator = _generator(vllm_server)
+    assert generator.answer_penalty
+    count = [{"role": "user", "content": "Count from one to ten in words, separated by commas: one, two, three"}]
+    plain = _text(generator, count, repetition_penalty=1.0)
+    penalized = _text(generator, count, repetition_penalty=1e4)  # any token used once is never used again
+    theirs = generator.client.chat.completions.create(model=generator.model, messages=count, max_tokens=16,
+                                                      temperature=0.0, extra_body={"repetition_penalty": 1e4})
+    assert plain.startswith("One,") and plain.count(",") >= 2, plain
+    assert penalized.startswith("One,") and penalized.count(",") == 1, penalized
+    assert not theirs.choices[0].message.content.startswith("One,"), theirs.choices[0].message.content
+
+
+@pytest.mark.slow
 def test_the_choice_list_constrains_the_answer(vllm_server) -> None:
     """The server's structured outputs hold the model to the quotes and the refusal (vLLM 0.32 silently ignores
     the old `guided_choice` field: without the constraint this prompt gets a list of colours)."""

@@ -1,0 +1,1 @@
+"""Modules that vLLM itself imports (this folder goes on its PYTHONPATH): they import nothing from Groundwork."""
