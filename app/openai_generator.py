@@ -15,6 +15,9 @@ engine degrades explicitly for it (a "decoding" flag), never silently:
   a batch with other requests on a server started with --enable-lora (punica_cpu's bgmv_shrink: "einsum():
   subscript b has size 4 ... size 66", measured here): so it is opt-in, GROUNDWORK_LLM_PROMPT_LOGPROBS=1, for a
   server without LoRA or on a GPU; without it the engine selects quotes without the model's score, flagged.
+* the repetition penalty: the engine's, over the answer's own tokens, on a vLLM server started by `groundwork llm
+  serve` (a logits processor, app/vllm_plugins); elsewhere vLLM's own, which also penalizes the prompt, for free
+  answers only (see `_sampling`).
 * adapters: the request's `model` field names the adapter by its registry label (NAME@vN); a server that does
   not serve it yet is asked to load it at run time (vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True).
 * tokens: vLLM's /tokenize and `max_model_len`; other servers get an estimate of one token per 3 characters
