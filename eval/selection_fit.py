@@ -385,6 +385,18 @@ def by_corpus(outs: list[Outcome], threshold: float) -> dict:
     return {c: figures([o for o in outs if o.corpus == c], threshold) for c in sorted({o.corpus for o in outs})}
 
 
+def separation(outs: list[Outcome]) -> float | None:
+    """ROC AUC of P(right) for the questions the documents answer against those they do not: the chance that an
+    answerable question is surer than an unanswerable one (ties count half). 1.0: some threshold refuses every
+    unanswerable question and no answerable one; 0.5: no better than chance. None without both kinds."""
+    sure = [o.probability for o in outs if o.kind == "answerable"]
+    unsure = [o.probability for o in outs if o.kind != "answerable"]
+    if not sure or not unsure:
+        return None
+    wins = sum((a > b) + 0.5 * (a == b) for a in sure for b in unsure)
+    return round(wins / (len(sure) * len(unsure)), 4)
+
+
 def choose_threshold(outs: list[Outcome], max_answerable_refused: float = 0.10) -> float:
     """The threshold that maximises the mean of (answerable questions answered right) and (unanswerable ones
     refused), among those that refuse at most `max_answerable_refused` of the answerable questions; every corpus
@@ -470,7 +482,10 @@ def main(argv=None) -> int:
     held_out = out_of_fold(questions, names, args.folds)
     threshold = choose_threshold(held_out, args.max_answerable_refused)
     weights = fit(questions, names)
-    report = {"out of fold, by corpus": by_corpus(held_out, threshold)}
+    report = {"out of fold, by corpus": by_corpus(held_out, threshold),
+              # how well any threshold could do: where this is near 1, only the threshold limits the refusals
+              "out of fold, separation (ROC AUC, answerable vs not)": {
+                  c: separation([o for o in held_out if o.corpus == c]) for c in sorted({o.corpus for o in held_out})}}
     fitted_on = {"command": "python -m eval.selection_fit " + " ".join(sys.argv[1:] if argv is None else argv),
                  "data": [{"qa": str(c["qa"]), "sha256": _sha256(c["qa"])} for c in args.corpus],
                  "splits": {"weights and calibration": "train+validation",

@@ -66,6 +66,17 @@ def test_the_threshold_refuses_what_cannot_be_answered_within_the_cap_on_answera
     assert figures["faq"]["unanswerable_refused"] < 1.0, "the cap binds: some of faq's unanswerable get answered"
 
 
+def test_separation_says_whether_any_threshold_could_refuse_the_unanswerable_questions():
+    from eval.selection_fit import Outcome, separation
+
+    answerable = [Outcome("c", "answerable", True, p) for p in (0.6, 0.7, 0.9)]
+    assert separation(answerable + [Outcome("c", "cross", False, p) for p in (0.1, 0.2)]) == 1.0
+    # one unanswerable question surer than two of the three answerable ones, one tied with the third
+    mixed = answerable + [Outcome("c", "withheld", False, 0.8), Outcome("c", "unanswerable", False, 0.9)]
+    assert separation(mixed) == round((1 + 0.5) / 6, 4)
+    assert separation(answerable) is None
+
+
 def test_out_of_fold_judges_each_question_and_its_twins_with_weights_fitted_without_them(monkeypatch):
     import eval.selection_fit as fit_module
     from app.selection import FEATURES, SelectionWeights
