@@ -389,12 +389,13 @@ def separation(outs: list[Outcome]) -> float | None:
     """ROC AUC of P(right) for the questions the documents answer against those they do not: the chance that an
     answerable question is surer than an unanswerable one (ties count half). 1.0: some threshold refuses every
     unanswerable question and no answerable one; 0.5: no better than chance. None without both kinds."""
+    from scipy.stats import mannwhitneyu
+
     sure = [o.probability for o in outs if o.kind == "answerable"]
     unsure = [o.probability for o in outs if o.kind != "answerable"]
     if not sure or not unsure:
         return None
-    wins = sum((a > b) + 0.5 * (a == b) for a in sure for b in unsure)
-    return round(wins / (len(sure) * len(unsure)), 4)
+    return round(float(mannwhitneyu(sure, unsure).statistic) / (len(sure) * len(unsure)), 4)  # U / pairs = AUC
 
 
 def choose_threshold(outs: list[Outcome], max_answerable_refused: float = 0.10) -> float:

@@ -38,14 +38,14 @@ def penalty_of(extra_args: dict | None) -> float | None:
 
 
 def penalize_answer_tokens(penalty: float, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
-    """transformers' RepetitionPenaltyLogitsProcessor over the tokens generated so far only (one request's row):
-    a positive logit is divided by the penalty, a negative one multiplied."""
+    """One request's row through transformers' RepetitionPenaltyLogitsProcessor (the in-process one), given the
+    tokens generated so far only: the prompt's are not among them."""
     if not output_ids:
         return logits
-    ids = torch.tensor(sorted(set(output_ids)), dtype=torch.long, device=logits.device)
-    scores = logits[ids]
-    logits[ids] = torch.where(scores > 0, scores / penalty, scores * penalty)
-    return logits
+    from transformers import RepetitionPenaltyLogitsProcessor  # vLLM's environment has its own transformers
+
+    ids = torch.tensor([output_ids], dtype=torch.long, device=logits.device)
+    return RepetitionPenaltyLogitsProcessor(penalty)(ids, logits.unsqueeze(0))[0]
 
 
 if AdapterLogitsProcessor is not None:
