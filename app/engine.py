@@ -419,7 +419,8 @@ class GroundedAnswer:
 
         `generator` is None when the selection weights do not use the model."""
         started = time.perf_counter()
-        views = [SelectionPassage(s.text, p.chunk.heading, p.score, p.chunk.continues) for s, p in zip(shown, passages)]
+        views = [SelectionPassage(s.text, p.chunk.heading, p.score, p.chunk.continues, p.chunk.source)
+                 for s, p in zip(shown, passages)]
         score = None
         if generator is not None and capabilities_of(generator).logprobs and hasattr(generator, "score"):
             messages = build_messages(turn.question, shown, "quote")

@@ -19,10 +19,10 @@ whole candidate:
 - optionally the model: the mean log-probability of "[n] <candidate>" as the reply to the engine's quote prompt
   (one prefill of the prompt, then the best candidates' continuations in one batch; `Generator.score`).
 
-The score is a linear model whose weights are fitted on train splits (eval/selection_fit.py); the best
-candidate's score goes through a logistic calibration, and the question is refused when the probability that
-it is right falls below a threshold chosen on validation splits. Every answer is a verbatim quote of its
-(whitespace-normalised) passage, cited.
+The score is a linear model whose weights are fitted on train and validation splits (eval/selection_fit.py); the
+best candidate's score, with how sure and how backed it is (confidence_features), goes through a logistic
+calibration, and the question is refused when the probability that it is right falls below a threshold chosen
+out of fold. Every answer is a verbatim quote of its (whitespace-normalised) passage, cited.
 """
 from __future__ import annotations
 
@@ -128,22 +128,31 @@ def coverage(asked: set[str], passage: SelectionPassage) -> float:
 
 
 CONFIDENCE = ("best", "margin", "best_sim", "best_heading_sim", "top_retrieval", "refusal", "best_coverage",
-              "best_heading_overlap", "best_overlap")
+              "best_heading_overlap", "best_overlap", "best_share", "candidates", "best_source_share")
 
 
-def confidence_features(scores: np.ndarray, matrix: np.ndarray, top_retrieval: float,
-                        refusal: float = 0.0) -> np.ndarray:
+def confidence_features(scores: np.ndarray, matrix: np.ndarray, passages: Sequence[SelectionPassage],
+                        found: Sequence[Candidate], refusal: float = 0.0) -> np.ndarray:
     """What refusal is decided from: the best score, its margin over the runner-up, the best candidate's
     similarity and heading similarity, the top passage's retrieval cosine, (with the model) how much more likely
-    the model finds its refusal than its likeliest candidate (mean token log-probabilities), and the share of the
-    question's words that the best candidate's passage, its heading and the candidate itself hold."""
+    the model finds its refusal than its likeliest candidate (mean token log-probabilities), the share of the
+    question's words that the best candidate's passage, its heading and the candidate itself hold; and how
+    concentrated the evidence is: the best candidate's share of the candidate scores' softmax (the fitted
+    probability that it, of all of them, is the answer), how many candidates share it (log), and the share of
+    the shown passages that come from its document (where the documents answer, retrieval tends to return
+    several passages of the one that does; where they do not, passages of unrelated documents)."""
     order = np.argsort(-scores)
     best = int(order[0])
     margin = float(scores[best] - scores[order[1]]) if len(order) > 1 else 0.0
     of_best = [float(matrix[best, FEATURES.index(name)])
                for name in ("sim", "heading_sim", "passage_overlap", "heading_overlap", "overlap")]
-    return np.asarray([float(scores[best]), margin, *of_best[:2], top_retrieval, refusal, *of_best[2:]],
-                      dtype=np.float32)
+    shifted = np.exp(scores - scores[best])
+    best_share = float(1.0 / shifted.sum())
+    source = passages[found[best].n - 1].source
+    source_share = sum(p.source == source for p in passages) / len(passages)
+    top_retrieval = max(p.score for p in passages)
+    return np.asarray([float(scores[best]), margin, *of_best[:2], top_retrieval, refusal, *of_best[2:],
+                       best_share, math.log1p(len(found)), source_share], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -238,6 +247,6 @@ def select(question: str, passages: Sequence[SelectionPassage], embed: Callable[
             scores[i] += weights.weights[MODEL_FEATURE] * float(lp)
         order = sorted(range(len(found)), key=lambda i: -float(scores[i]))
     ranked = [(float(scores[i]), found[i]) for i in order]
-    probability = weights.probability(confidence_features(scores, matrix, max(p.score for p in passages), refusal))
+    probability = weights.probability(confidence_features(scores, matrix, passages, found, refusal))
     limit = weights.threshold if threshold is None else threshold
     return Selection(ranked[0][1], probability, probability < limit, ranked)

@@ -62,7 +62,8 @@ class Question:
     matrix: np.ndarray | None = None
     labels: np.ndarray | None = None
     texts: list[str] = field(default_factory=list)
-    top_retrieval: float = 0.0
+    views: list[SelectionPassage] = field(default_factory=list)  # the passages as selection sees them
+    found: list = field(default_factory=list)  # their candidates (ingest.answer_spans.Candidate), in matrix order
     messages: list[dict] = field(default_factory=list)  # the engine's quote prompt for these passages
     replies: list[str] = field(default_factory=list)  # "[n] candidate" per candidate, as the model would reply
     model: np.ndarray | None = None  # per candidate: centred log-probability (0 where the model did not score)
@@ -126,7 +127,8 @@ def featurize(questions: list[Question], embed) -> list[Question]:
 
     kept = []
     for q in questions:
-        views = [SelectionPassage(p["text"], p["heading"], p["score"], p["continues"]) for p in q.passages]
+        views = [SelectionPassage(p["text"], p["heading"], p["score"], p["continues"], p["source"])
+                 for p in q.passages]
         found = candidates(views)
         if not found:
             continue
@@ -134,7 +136,7 @@ def featurize(questions: list[Question], embed) -> list[Question]:
                                for c in found], dtype=np.float32)
         q.matrix = features(q.question, views, found, cached)
         q.texts = [c.text for c in found]
-        q.top_retrieval = max(p["score"] for p in q.passages)
+        q.views, q.found = views, found
         prompt = [PromptPassage(p["text"], passage_label(p["source"], p["heading"], None)) for p in q.passages]
         q.messages = build_messages(q.question, prompt, "quote")
         q.replies = replies(found)[:-1]  # the candidates as the model's replies (the refusal is scored apart)
@@ -283,7 +285,7 @@ def _scores(q: Question, weights: SelectionWeights, names) -> np.ndarray:
 def best_of(q: Question, weights: SelectionWeights, names) -> tuple[np.ndarray, bool]:
     """The question's confidence features and whether its best candidate is right."""
     scores = _scores(q, weights, names)
-    return (confidence_features(scores, q.matrix, q.top_retrieval, q.refusal if MODEL_FEATURE in names else 0.0),
+    return (confidence_features(scores, q.matrix, q.views, q.found, q.refusal if MODEL_FEATURE in names else 0.0),
             bool(q.labels[int(np.argmax(scores))]))
 
 
@@ -483,10 +485,12 @@ def main(argv=None) -> int:
     held_out = out_of_fold(questions, names, args.folds)
     threshold = choose_threshold(held_out, args.max_answerable_refused)
     weights = fit(questions, names)
+    corpora = sorted({o.corpus for o in held_out})
     report = {"out of fold, by corpus": by_corpus(held_out, threshold),
               # how well any threshold could do: where this is near 1, only the threshold limits the refusals
               "out of fold, separation (ROC AUC, answerable vs not)": {
-                  c: separation([o for o in held_out if o.corpus == c]) for c in sorted({o.corpus for o in held_out})}}
+                  **{c: separation([o for o in held_out if o.corpus == c]) for c in corpora},
+                  "all corpora together (one threshold serves them all)": separation(held_out)}}
     fitted_on = {"command": "python -m eval.selection_fit " + " ".join(sys.argv[1:] if argv is None else argv),
                  "data": [{"qa": str(c["qa"]), "sha256": _sha256(c["qa"])} for c in args.corpus],
                  "splits": {"weights and calibration": "train+validation",

@@ -150,6 +150,7 @@ class SelectionPassage:
     score: float  # retrieval cosine
     continues: bool = False  # the chunk starts mid-section (ChunkRecord.continues): its first sentence does not
     #                          open the section under its heading
+    source: str = ""  # the document it comes from
 
 
 def candidates(passages: Sequence[SelectionPassage], max_sentences: int = 3, max_words: int = 80) -> list[Candidate]:
