@@ -51,7 +51,7 @@ def rated(tmp_path_factory, _shared_embedder) -> tuple[Path, Path, dict[str, int
     service = Conversations.beside(engine, root / "users.json")
     turns = {}
     # A fixed refusal threshold, not the fitted one: the point here is what feedback does with answered and refused
-    # turns, and the noisy expenses question ("Call me on ...") sits below the fitted threshold (0.024 vs 0.08).
+    # turns, and the noisy expenses question ("Call me on ...") sits below the fitted threshold.
     options = AnswerOptions(selection_threshold=0.01)
     for question, (user, rating) in QUESTIONS.items():
         result = list(service.ask(user, question, options))[-1]
