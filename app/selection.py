@@ -128,11 +128,12 @@ def coverage(asked: set[str], passage: SelectionPassage) -> float:
 
 
 CONFIDENCE = ("best", "margin", "best_sim", "best_heading_sim", "top_retrieval", "refusal", "best_coverage",
-              "best_heading_overlap", "best_overlap", "best_share", "candidates", "best_source_share")
+              "best_heading_overlap", "best_overlap", "best_share", "candidates", "best_source_share", "question_words")
 
 
-def confidence_features(scores: np.ndarray, matrix: np.ndarray, passages: Sequence[SelectionPassage],
-                        found: Sequence[Candidate], refusal: float = 0.0) -> np.ndarray:
+def confidence_features(question: str, scores: np.ndarray, matrix: np.ndarray,
+                        passages: Sequence[SelectionPassage], found: Sequence[Candidate],
+                        refusal: float = 0.0) -> np.ndarray:
     """What refusal is decided from: the best score, its margin over the runner-up, the best candidate's
     similarity and heading similarity, the top passage's retrieval cosine, (with the model) how much more likely
     the model finds its refusal than its likeliest candidate (mean token log-probabilities), the share of the
@@ -140,7 +141,9 @@ def confidence_features(scores: np.ndarray, matrix: np.ndarray, passages: Sequen
     concentrated the evidence is: the best candidate's share of the candidate scores' softmax (the fitted
     probability that it, of all of them, is the answer), how many candidates share it (log), and the share of
     the shown passages that come from its document (where the documents answer, retrieval tends to return
-    several passages of the one that does; where they do not, passages of unrelated documents)."""
+    several passages of the one that does; where they do not, passages of unrelated documents); and how many
+    content words the question has (log): a question in someone's own words is longer than an FAQ heading, and
+    its similarities and word shares run lower whether or not the documents answer it."""
     order = np.argsort(-scores)
     best = int(order[0])
     margin = float(scores[best] - scores[order[1]]) if len(order) > 1 else 0.0
@@ -152,7 +155,8 @@ def confidence_features(scores: np.ndarray, matrix: np.ndarray, passages: Sequen
     source_share = sum(p.source == source for p in passages) / len(passages)
     top_retrieval = max(p.score for p in passages)
     return np.asarray([float(scores[best]), margin, *of_best[:2], top_retrieval, refusal, *of_best[2:],
-                       best_share, math.log1p(len(found)), source_share], dtype=np.float32)
+                       best_share, math.log1p(len(found)), source_share, math.log1p(len(_words(question)))],
+                      dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,6 @@ def select(question: str, passages: Sequence[SelectionPassage], embed: Callable[
             scores[i] += weights.weights[MODEL_FEATURE] * float(lp)
         order = sorted(range(len(found)), key=lambda i: -float(scores[i]))
     ranked = [(float(scores[i]), found[i]) for i in order]
-    probability = weights.probability(confidence_features(scores, matrix, passages, found, refusal))
+    probability = weights.probability(confidence_features(question, scores, matrix, passages, found, refusal))
     limit = weights.threshold if threshold is None else threshold
     return Selection(ranked[0][1], probability, probability < limit, ranked)

@@ -285,7 +285,8 @@ def _scores(q: Question, weights: SelectionWeights, names) -> np.ndarray:
 def best_of(q: Question, weights: SelectionWeights, names) -> tuple[np.ndarray, bool]:
     """The question's confidence features and whether its best candidate is right."""
     scores = _scores(q, weights, names)
-    return (confidence_features(scores, q.matrix, q.views, q.found, q.refusal if MODEL_FEATURE in names else 0.0),
+    refusal = q.refusal if MODEL_FEATURE in names else 0.0
+    return (confidence_features(q.question, scores, q.matrix, q.views, q.found, refusal),
             bool(q.labels[int(np.argmax(scores))]))
 
 
