@@ -149,8 +149,7 @@ def confidence_features(question: str, scores: np.ndarray, matrix: np.ndarray,
     margin = float(scores[best] - scores[order[1]]) if len(order) > 1 else 0.0
     of_best = [float(matrix[best, FEATURES.index(name)])
                for name in ("sim", "heading_sim", "passage_overlap", "heading_overlap", "overlap")]
-    shifted = np.exp(scores - scores[best])
-    best_share = float(1.0 / shifted.sum())
+    best_share = float(1.0 / np.exp(scores - scores[best]).sum())  # softmax(scores)[best], without overflow
     source = passages[found[best].n - 1].source
     source_share = sum(p.source == source for p in passages) / len(passages)
     top_retrieval = max(p.score for p in passages)

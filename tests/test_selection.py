@@ -158,6 +158,22 @@ def test_an_answer_backed_by_its_documents_other_passages_is_surer_than_one_amon
                                                                                   "parking.md"], blind))
 
 
+def test_a_long_question_in_someones_own_words_is_as_sure_as_its_faq_wording(embedder) -> None:
+    # Told at length, the question shares a smaller part of its words and meaning with the answer than its FAQ
+    # wording does, whether or not the documents answer it; refusal reads the question's length to make up for it.
+    from app.selection import SelectionWeights
+
+    passages = [SelectionPassage(FAQ, "Expenses FAQ", 0.6, source="expenses.md")]
+    told = ("I got back from a client visit in Berlin last week with a pile of taxi and hotel receipts; how long "
+            "do I have to submit my expenses?")
+    weights = selection_weights()
+    chosen = select(told, passages, _embed(embedder), weights)
+    assert not chosen.refuse and chosen.best.text.startswith("Claims must reach Finance within 30 days")
+    assert chosen.probability > 0.5
+    blind = SelectionWeights(weights.weights, {**weights.calibration, "question_words": 0.0}, weights.threshold)
+    assert select(told, passages, _embed(embedder), blind).refuse
+
+
 def test_refusal_is_calibrated_an_unrelated_question_is_refused_and_a_related_one_is_not(embedder) -> None:
     passages = [SelectionPassage(FAQ, "FAQ", 0.65)]
     embed = _embed(embedder)
