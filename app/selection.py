@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from finetune.prompt import NOT_FOUND
-from ingest.answer_spans import Candidate, SelectionPassage, candidates
+from ingest.answer_spans import Candidate, SelectionPassage, candidates, section_around
 from ingest.text import CLOSERS as _CLOSERS, PLAIN_WORD, TRAINING_STOPWORDS, content_words
 
 WEIGHTS_FILE = Path(__file__).with_name("selection_weights.json")  # fitted by eval/selection_fit.py
@@ -165,6 +165,9 @@ class SelectionWeights:
     weights: dict[str, float]  # feature -> weight of the candidate score (FEATURES, and MODEL_FEATURE if fitted)
     calibration: dict[str, float] = field(default_factory=dict)  # CONFIDENCE name (and "bias") -> logistic weight
     threshold: float = 0.5  # refuse when P(right) is below this (chosen on validation splits)
+    # answer with the best candidate's section (ingest.answer_spans.section_around) when P(right) is below this
+    # (but not refused): unsure which sentences answer, quote their neighbours too. 0: never (chosen out of fold)
+    widen_below: float = 0.0
     model_candidates: int = 6  # how many of the best feature-scored candidates the model scores
     fitted_on: dict = field(default_factory=dict)  # data, command and figures (the card)
 
@@ -184,13 +187,14 @@ class SelectionWeights:
 
     def to_json(self) -> dict:
         return {"weights": self.weights, "calibration": self.calibration, "threshold": self.threshold,
-                "model_candidates": self.model_candidates, "fitted_on": self.fitted_on}
+                "widen_below": self.widen_below, "model_candidates": self.model_candidates,
+                "fitted_on": self.fitted_on}
 
     @classmethod
     def from_json(cls, data: dict) -> SelectionWeights:
         return cls(weights={k: float(v) for k, v in data["weights"].items()},
                    calibration={k: float(v) for k, v in data.get("calibration", {}).items()},
-                   threshold=float(data.get("threshold", 0.5)),
+                   threshold=float(data.get("threshold", 0.5)), widen_below=float(data.get("widen_below", 0.0)),
                    model_candidates=int(data.get("model_candidates", 6)), fitted_on=data.get("fitted_on", {}))
 
     @classmethod
@@ -214,10 +218,11 @@ def selection_weights(card_decoding: dict | None = None) -> SelectionWeights:
 class Selection:
     """The outcome: the chosen candidate (None when nothing was a candidate) and how sure selection is."""
 
-    best: Candidate | None
-    probability: float  # calibrated P(the best candidate is right)
+    best: Candidate | None  # what is quoted: the best-ranked candidate, or its section when widened
+    probability: float  # calibrated P(the best-ranked candidate is right)
     refuse: bool
     ranked: list[tuple[float, Candidate]]  # (score, candidate), best first
+    widened: bool = False  # unsure (P below weights.widen_below): `best` is the best candidate's section
 
 
 def replies(found: Sequence[Candidate]) -> list[str]:
@@ -252,4 +257,7 @@ def select(question: str, passages: Sequence[SelectionPassage], embed: Callable[
     ranked = [(float(scores[i]), found[i]) for i in order]
     probability = weights.probability(confidence_features(question, scores, matrix, passages, found, refusal))
     limit = weights.threshold if threshold is None else threshold
-    return Selection(ranked[0][1], probability, probability < limit, ranked)
+    best, refuse = ranked[0][1], probability < limit
+    if not refuse and probability < weights.widen_below:
+        return Selection(section_around(passages, best), probability, refuse, ranked, widened=True)
+    return Selection(best, probability, refuse, ranked)

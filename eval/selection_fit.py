@@ -37,7 +37,7 @@ from app.selection import CONFIDENCE, FEATURES, MODEL_FEATURE, SelectionWeights,
 from eval.metrics import STRICT_RECALL, answer_recall, numbers_agree, split_source
 from finetune.prompt import NOT_FOUND
 from finetune.splits import split_of
-from ingest.answer_spans import SelectionPassage, candidates
+from ingest.answer_spans import SelectionPassage, candidates, section_around
 
 
 def is_right(text: str, source: str, q: "Question") -> bool:
@@ -339,13 +339,20 @@ class Outcome:
     kind: str
     right: bool
     probability: float
+    words: int = 0  # the best candidate's length
+    widened_right: bool = False  # ... and its section's (ingest.answer_spans.section_around), quoted when unsure
+    widened_words: int = 0
 
 
 def outcomes(questions, weights: SelectionWeights, names) -> list[Outcome]:
     out = []
     for q in questions:
         confidence, ok = best_of(q, weights, names)
-        out.append(Outcome(corpus_of(q), q.kind, ok, weights.probability(confidence)))
+        best = q.found[int(np.argmax(_scores(q, weights, names)))]
+        section = section_around(q.views, best)
+        source = q.passages[best.n - 1]["source"]
+        out.append(Outcome(corpus_of(q), q.kind, ok, weights.probability(confidence), len(best.text.split()),
+                           q.kind == "answerable" and is_right(section.text, source, q), len(section.text.split())))
     return out
 
 
@@ -369,23 +376,31 @@ def out_of_fold(questions, names, folds: int = 5, seed: int = 0) -> list[Outcome
     return out
 
 
-def figures(outs: list[Outcome], threshold: float) -> dict:
+def _widened(o: Outcome, widen_below: float) -> tuple[bool, int]:
+    """(right, words) of what selection quotes: the section when P(right) is below widen_below."""
+    return (o.widened_right, o.widened_words) if o.probability < widen_below else (o.right, o.words)
+
+
+def figures(outs: list[Outcome], threshold: float, widen_below: float = 0.0) -> dict:
     answerable = [o for o in outs if o.kind == "answerable"]
+    answered = [_widened(o, widen_below) for o in answerable if o.probability >= threshold]
     others = [o for o in outs if o.kind != "answerable"]
     by_kind: dict[str, list[int]] = {}
     for o in others:
         by_kind.setdefault(o.kind, []).append(int(o.probability < threshold))
     share = lambda xs: round(sum(xs) / max(1, len(xs)), 4)  # noqa: E731
     return {"answerable": len(answerable),
-            "right": share([o.right and o.probability >= threshold for o in answerable]),
+            "right": round(sum(r for r, _ in answered) / max(1, len(answerable)), 4),
+            "answer_words_p50": float(np.median([w for _, w in answered])) if answered else None,
             "answerable_refused": share([o.probability < threshold for o in answerable]),
             "unanswerable": len(others), "unanswerable_refused": share([o.probability < threshold for o in others]),
             "unanswerable_refused_by_kind": {k: share(v) for k, v in sorted(by_kind.items())},
             "best_right_if_answered": share([o.right for o in answerable])}
 
 
-def by_corpus(outs: list[Outcome], threshold: float) -> dict:
-    return {c: figures([o for o in outs if o.corpus == c], threshold) for c in sorted({o.corpus for o in outs})}
+def by_corpus(outs: list[Outcome], threshold: float, widen_below: float = 0.0) -> dict:
+    return {c: figures([o for o in outs if o.corpus == c], threshold, widen_below)
+            for c in sorted({o.corpus for o in outs})}
 
 
 def separation(outs: list[Outcome]) -> float | None:
@@ -425,6 +440,23 @@ def choose_threshold(outs: list[Outcome], max_answerable_refused: float = 0.10) 
     return round(best, 3)
 
 
+def choose_widen_below(outs: list[Outcome], threshold: float, max_words_p50: float = 60) -> float:
+    """The P(right) below which selection quotes the best candidate's section instead of the candidate: the one
+    that answers the most answerable questions right (every corpus weighing the same) while every corpus's median
+    answer stays within max_words_p50 words. A longer quote holds the answer more often when selection is unsure
+    which sentences give it, and costs the reader more words; the median bounds that."""
+    grid = [threshold] + [float(t) for t in np.linspace(0.05, 0.95, 19) if t > threshold]
+
+    def averaged(u: float) -> tuple[float, bool]:
+        per = list(by_corpus(outs, threshold, u).values())
+        short = all(m["answer_words_p50"] is None or m["answer_words_p50"] <= max_words_p50 for m in per)
+        return sum(m["right"] for m in per) / len(per), short
+
+    table = {u: averaged(u) for u in grid}
+    allowed = [u for u in grid if table[u][1]] or grid[:1]
+    return round(max(allowed, key=lambda u: (round(table[u][0], 6), -u)), 3)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -450,6 +482,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-answerable-refused", type=float, default=0.10,
                         help="the threshold refuses at most this share of the answerable questions, out of fold "
                              "(averaged over corpora)")
+    parser.add_argument("--max-words-p50", type=float, default=60,
+                        help="widening to the section stops where a corpus's median answer would pass this, out of fold")
     parser.add_argument("--model-candidates", type=int, default=6)
     parser.add_argument("--folds", type=int, default=5,
                         help="folds of the out-of-fold outcomes the threshold is chosen on")
@@ -485,9 +519,11 @@ def main(argv=None) -> int:
     # every train and validation question counts; then the weights are fitted on all of them.
     held_out = out_of_fold(questions, names, args.folds)
     threshold = choose_threshold(held_out, args.max_answerable_refused)
+    widen_below = choose_widen_below(held_out, threshold, args.max_words_p50)
     weights = fit(questions, names)
     corpora = sorted({o.corpus for o in held_out})
-    report = {"out of fold, by corpus": by_corpus(held_out, threshold),
+    report = {"out of fold, by corpus": by_corpus(held_out, threshold, widen_below),
+              "out of fold, by corpus, never widened": by_corpus(held_out, threshold),
               # how well any threshold could do: where this is near 1, only the threshold limits the refusals
               "out of fold, separation (ROC AUC, answerable vs not)": {
                   **{c: separation([o for o in held_out if o.corpus == c]) for c in corpora},
@@ -500,7 +536,8 @@ def main(argv=None) -> int:
                                    for k in ("answerable", "unanswerable", "withheld", "cross")}
                                for s in ("train", "validation")},
                  "figures": report}
-    final = SelectionWeights(weights.weights, weights.calibration, threshold, model_candidates, fitted_on=fitted_on)
+    final = SelectionWeights(weights.weights, weights.calibration, threshold, widen_below, model_candidates,
+                             fitted_on=fitted_on)
     args.out.write_text(json.dumps(final.to_json(), indent=2) + "\n", encoding="utf-8")
     if args.card is not None:
         card_path = args.card / "card.json"
@@ -508,6 +545,7 @@ def main(argv=None) -> int:
         card.setdefault("decoding", {})["selection"] = final.to_json()
         card_path.write_text(json.dumps(card, indent=1, sort_keys=True), encoding="utf-8")
     print(json.dumps({"weights": final.weights, "calibration": final.calibration, "threshold": threshold,
+                      "widen_below": widen_below,
                       **report}, indent=2))
     return 0
 

@@ -177,3 +177,29 @@ def candidates(passages: Sequence[SelectionPassage], max_sentences: int = 3, max
                 out.append(Candidate(n, i, j, tuple(u.text for u in units[i:j + 1]), heading, offset))
             offset += 1
     return out
+
+
+def section_around(passages: Sequence[SelectionPassage], chosen: Candidate, max_words: int = 120) -> Candidate:
+    """The chosen candidate widened to the quotable sentences around it in its passage: the next one, then the one
+    before, and so on, while the whole stays within max_words. Headings, questions and noise are passed over, never
+    quoted. What selection quotes when it is unsure which sentences answer (SelectionWeights.widen_below): out of
+    fold the answer was more often beside the best candidate, in its passage, than in the runner-up."""
+    units = passage_units(passages[chosen.n - 1].text)
+    quotable = ("sentence", "code")
+    first, last = chosen.first, chosen.last
+    words = sum(len(u.split()) for u in chosen.sentences)
+    grew = True
+    while grew:
+        grew = False
+        for step in (1, -1):
+            at = last + 1 if step > 0 else first - 1
+            while 0 <= at < len(units) and units[at].kind not in quotable:  # pass over a heading or noise
+                at += step
+            if not 0 <= at < len(units) or (step < 0 and units[at].kind == "code"):  # code follows its sentence
+                continue
+            size = len(units[at].text.split())
+            if words + size > max_words:
+                continue
+            first, last, words, grew = min(first, at), max(last, at), words + size, True
+    sentences = tuple(u.text for u in units[first:last + 1] if u.kind in quotable)
+    return Candidate(chosen.n, first, last, sentences, chosen.heading, max(0, chosen.offset - (chosen.first - first)))

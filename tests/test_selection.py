@@ -83,10 +83,11 @@ def test_a_question_asking_for_a_quantity_is_answered_by_the_sentence_with_the_n
     chosen = select("How long do I have to submit my expenses in Spendly?", passages, _embed(embedder),
                     selection_weights())
     assert not chosen.refuse
-    assert chosen.best.text.startswith("Claims are due 30 days after the purchase.")
+    best = chosen.ranked[0][1]  # the best-ranked candidate (an unsure answer quotes its neighbours too)
+    assert best.text.startswith("Claims are due 30 days after the purchase.")
     # asked how, not how long: the section's opening sentence answers
     chosen = select("How do I submit my expenses in Spendly?", passages, _embed(embedder), selection_weights())
-    assert chosen.best.text.startswith("All expenses are submitted in Spendly")
+    assert chosen.ranked[0][1].text.startswith("All expenses are submitted in Spendly")
 
 
 def test_of_two_sentences_opening_with_a_number_the_one_about_the_question_wins(embedder) -> None:
@@ -308,3 +309,43 @@ def test_a_table_row_is_one_quotable_candidate() -> None:
     assert units[1].text == "city: New York; currency: USD; lodging_cap_per_night: 350"
     assert "city: New York; currency: USD; lodging_cap_per_night: 350" in {
         c.text for c in candidates([SelectionPassage(text, None, 0.6)])}
+
+
+def test_an_unsure_answer_quotes_the_sentences_around_the_best_one_never_a_heading() -> None:
+    from ingest.answer_spans import section_around
+
+    text = ("Expenses\n"
+            "Claims go through Spendly. Submit them within 30 days of the purchase. Late claims need the CFO's "
+            "approval.\n"
+            "Mileage\n"
+            "Mileage is paid at EUR 0.45 per km.\n")
+    passages = [SelectionPassage("Parking is free for staff.", "Parking", 0.5), SelectionPassage(text, None, 0.4)]
+    best = next(c for c in candidates(passages) if c.text == "Claims go through Spendly.")
+    section = section_around(passages, best)
+    assert section.n == 2 and section.text == ("Claims go through Spendly. Submit them within 30 days of the "
+                                               "purchase. Late claims need the CFO's approval. Mileage is paid "
+                                               "at EUR 0.45 per km."), "headings are passed over, not quoted"
+    assert "Parking" not in section.text, "never beyond the best candidate's own passage"
+    # within the word budget: the next sentence first, then the one before
+    middle = next(c for c in candidates(passages) if c.text.startswith("Submit them"))
+    assert section_around(passages, middle, max_words=15).text == ("Submit them within 30 days of the purchase. "
+                                                                   "Late claims need the CFO's approval.")
+
+
+def test_below_the_widening_probability_selection_quotes_the_best_candidates_section(embedder) -> None:
+    from app.selection import SelectionWeights
+
+    passages = [SelectionPassage(FAQ, "Expenses FAQ", 0.62)]
+    question = "What happens if I am late with a claim?"
+    weights = selection_weights()
+    plain = select(question, passages, _embed(embedder), SelectionWeights(weights.weights, weights.calibration,
+                                                                           threshold=0.0))
+    unsure = select(question, passages, _embed(embedder), SelectionWeights(weights.weights, weights.calibration,
+                                                                            threshold=0.0, widen_below=1.0))
+    sure = select(question, passages, _embed(embedder), SelectionWeights(weights.weights, weights.calibration,
+                                                                          threshold=0.0, widen_below=0.0))
+    assert not plain.widened and sure.best == plain.best
+    assert unsure.widened and unsure.probability == plain.probability
+    assert plain.best.text in unsure.best.text and len(unsure.best.text) > len(plain.best.text)
+    assert "?" not in unsure.best.text and "3.1" not in unsure.best.text, "no FAQ question or number is quoted"
+    assert 0.0 < weights.widen_below <= 1.0, "the packaged weights widen below a fitted probability"

@@ -97,3 +97,21 @@ def test_out_of_fold_judges_each_question_and_its_twins_with_weights_fitted_with
         held = {q.id for q in questions} - seen
         assert held and all(q.split("#")[0] + "#withheld" in held for q in held if "#" not in q)
         assert all(q.split("#")[0] in held for q in held), "a twin is held out with its question"
+
+
+def test_widening_covers_the_unsure_answers_while_every_corpus_median_answer_stays_short():
+    from eval.selection_fit import Outcome, by_corpus, choose_widen_below
+
+    def answered(corpus, p, right, widened_right, widened_words):
+        return Outcome(corpus, "answerable", right, p, 30, widened_right, widened_words)
+
+    # In "free" the unsure answers (0.3, 0.5) are wrong but their sections hold the answer; the one at 0.8 would
+    # gain nothing. Widening all three pushes free's median answer to 90 words.
+    outs = ([answered("free", p, False, True, 90) for p in (0.3, 0.5)] + [answered("free", 0.8, True, True, 90)]
+            + [answered("free", 0.95, True, True, 90)] + [answered("faq", 0.9, True, True, 80)] * 3)
+    chosen = choose_widen_below(outs, threshold=0.2, max_words_p50=60)
+    figures = by_corpus(outs, 0.2, chosen)
+    assert figures["free"]["right"] == 1.0, "both unsure answers are widened"
+    assert figures["free"]["answer_words_p50"] <= 60 and figures["faq"]["answer_words_p50"] == 30
+    assert 0.5 < chosen <= 0.8
+    assert by_corpus(outs, 0.2)["free"]["right"] == 0.5, "never widened, the unsure answers stay wrong"
