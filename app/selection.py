@@ -22,7 +22,9 @@ whole candidate:
 The score is a linear model whose weights are fitted on train and validation splits (eval/selection_fit.py); the
 best candidate's score, with how sure and how backed it is (confidence_features), goes through a logistic
 calibration, and the question is refused when the probability that it is right falls below a threshold chosen
-out of fold. Every answer is a verbatim quote of its (whitespace-normalised) passage, cited.
+out of fold. Below a second probability, also chosen out of fold, selection is answering but unsure which sentences
+answer: it quotes the best candidate with the sentences around it in its passage (section_around). Every answer is
+a verbatim quote of its (whitespace-normalised) passage, cited.
 """
 from __future__ import annotations
 
