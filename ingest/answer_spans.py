@@ -179,7 +179,7 @@ def candidates(passages: Sequence[SelectionPassage], max_sentences: int = 3, max
     return out
 
 
-def section_around(passages: Sequence[SelectionPassage], chosen: Candidate, max_words: int = 120) -> Candidate:
+def section_around(passages: Sequence[SelectionPassage], chosen: Candidate, max_words: int = 50) -> Candidate:
     """The chosen candidate widened to the quotable sentences around it in its passage: the next one, then the one
     before, and so on, while the whole stays within max_words. Headings, questions and noise are passed over, never
     quoted. What selection quotes when it is unsure which sentences answer (SelectionWeights.widen_below): out of
