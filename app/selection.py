@@ -46,8 +46,7 @@ WEIGHTS_FILE = Path(__file__).with_name("selection_weights.json")  # fitted by e
 
 # Inputs weighed again by how much of the question the best-matching heading holds (FAQ wording): a question that
 # repeats its FAQ heading is answered by what sits under that heading, whatever the sentence says; one in someone's
-# own words is answered by the sentence that matches it. Out of fold this helped on every corpus (acme's best
-# candidate right 0.667 -> 0.722, the FAQ corpora +1-2 points).
+# own words is answered by the sentence that matches it (out of fold: README, Results).
 _BY_WORDING = ("sim", "overlap", "retrieval", "first_under_heading", "passage_overlap")
 FEATURES = ("sim", "sim_first", "heading_sim", "first_under_heading", "offset", "rank", "retrieval",
             "overlap", "two", "three", "words", "opens_passage", "top_opening", "heading_overlap",

@@ -282,12 +282,12 @@ def _scores(q: Question, weights: SelectionWeights, names) -> np.ndarray:
     return _matrix(q, names) @ np.asarray([weights.weights.get(n, 0.0) for n in names])
 
 
-def best_of(q: Question, weights: SelectionWeights, names) -> tuple[np.ndarray, bool]:
-    """The question's confidence features and whether its best candidate is right."""
+def best_of(q: Question, weights: SelectionWeights, names) -> tuple[np.ndarray, bool, int]:
+    """The question's confidence features, whether its best candidate is right, and which candidate that is."""
     scores = _scores(q, weights, names)
     refusal = q.refusal if MODEL_FEATURE in names else 0.0
-    return (confidence_features(q.question, scores, q.matrix, q.views, q.found, refusal),
-            bool(q.labels[int(np.argmax(scores))]))
+    best = int(np.argmax(scores))
+    return confidence_features(q.question, scores, q.matrix, q.views, q.found, refusal), bool(q.labels[best]), best
 
 
 def corpus_name(qa: Path) -> str:
@@ -347,8 +347,8 @@ class Outcome:
 def outcomes(questions, weights: SelectionWeights, names) -> list[Outcome]:
     out = []
     for q in questions:
-        confidence, ok = best_of(q, weights, names)
-        best = q.found[int(np.argmax(_scores(q, weights, names)))]
+        confidence, ok, index = best_of(q, weights, names)
+        best = q.found[index]
         section = section_around(q.views, best)
         source = q.passages[best.n - 1]["source"]
         out.append(Outcome(corpus_of(q), q.kind, ok, weights.probability(confidence), len(best.text.split()),

@@ -9,7 +9,7 @@ answer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ingest.text import CLOSERS as _CLOSERS, ends_sentence
@@ -201,5 +201,6 @@ def section_around(passages: Sequence[SelectionPassage], chosen: Candidate, max_
             if words + size > max_words:
                 continue
             first, last, words, grew = min(first, at), max(last, at), words + size, True
-    sentences = tuple(u.text for u in units[first:last + 1] if u.kind in quotable)
-    return Candidate(chosen.n, first, last, sentences, chosen.heading, max(0, chosen.offset - (chosen.first - first)))
+    # heading and offset stay the chosen candidate's: they describe where the answer was found
+    return replace(chosen, first=first, last=last,
+                   sentences=tuple(u.text for u in units[first:last + 1] if u.kind in quotable))
