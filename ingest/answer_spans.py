@@ -40,14 +40,18 @@ class Unit:
 def _logical_lines(text: str) -> list[list[str]]:
     """The passage's lines as word lists, hard-wrapped lines joined (a PDF wraps sentences across lines).
 
-    A line break is kept when the line ends a sentence (. ! ? :), is short (a heading, a list item), either line
-    is a table row, or the next line starts with a list marker or a code prompt.
+    A line break is kept when a blank line follows it (a paragraph ends there, whatever its last word: "(see the
+    manual)"), the line ends a sentence (. ! ? :), is short (a heading, a list item), either line is a table row, or
+    the next line starts with a list marker or a code prompt.
     """
-    lines = [line.split() for line in text.splitlines()]
-    lines = [words for words in lines if words]
     out: list[list[str]] = []
-    for words in lines:
-        if out:
+    after_blank = True
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            after_blank = True
+            continue
+        if out and not after_blank:
             previous = out[-1]
             last = previous[-1].rstrip(_CLOSERS)
             keeps_break = (not last or last[-1] in ".!?:" or len(previous) <= 8 or _LIST_MARKER.match(words[0])
@@ -57,6 +61,7 @@ def _logical_lines(text: str) -> list[list[str]]:
                 previous.extend(words)
                 continue
         out.append(list(words))
+        after_blank = False
     return out
 
 
@@ -93,7 +98,7 @@ def passage_units(text: str) -> list[Unit]:
             units.append(Unit(row, "sentence", at, at + len(row)))
             at += len(row) + 1
             continue
-        start = 0
+        start, line_start = 0, len(units)
         for i, word in enumerate(words):
             following = words[i + 1] if i + 1 < len(words) else None
             if following is None or ends_sentence(word, following):
@@ -110,6 +115,7 @@ def passage_units(text: str) -> list[Unit]:
                 units.append(Unit(unit_text, kind, at, at + len(unit_text)))
                 at += len(unit_text) + 1
                 start = i + 1
+        _join_question_line(units, line_start, len(words))
     # A chunk cut mid-sentence starts or ends with a fragment ("cost centre.", "You may use no more"): not a
     # sentence anyone should quote (the neighbouring chunk holds it whole).
     if units and units[0].kind == "sentence" and units[0].text[:1].islower() and 0 not in rows:
@@ -118,6 +124,23 @@ def passage_units(text: str) -> list[Unit]:
             and len(units) - 1 not in rows):
         units[-1] = Unit(units[-1].text, "noise", units[-1].start, units[-1].end)
     return units
+
+
+# An FAQ question is often a statement and then the question, on its own line: "w3m doesn't seem to use the variable
+# EDITOR. Why?", "I have this idea for a neat feature. Will you add it?". The statement is part of the question,
+# never its answer (quoted, it repeats the question back), and the question is the whole line, not "Why?".
+_QUESTION_LINE_WORDS = 30
+
+
+def _join_question_line(units: list[Unit], first: int, line_words: int) -> None:
+    """Units first.. of one line become one "question" when the line is short and ends with a question."""
+    if first < len(units) and units[first].kind == "noise" and _LIST_MARKER.match(units[first].text):
+        first += 1  # a list marker ("-", "2.") stays its own unit
+    line = units[first:]
+    if (len(line) < 2 or line[-1].kind != "question" or line_words > _QUESTION_LINE_WORDS
+            or any(u.kind == "code" for u in line)):
+        return
+    units[first:] = [Unit(" ".join(u.text for u in line), "question", line[0].start, line[-1].end)]
 
 
 # The offset given to the first sentence of a chunk that starts mid-section: the sentences before it are in the

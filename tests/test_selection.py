@@ -312,6 +312,34 @@ def test_a_table_row_is_one_quotable_candidate() -> None:
         c.text for c in candidates([SelectionPassage(text, None, 0.6)])}
 
 
+def test_a_question_line_that_opens_with_a_statement_is_all_question_never_quoted() -> None:
+    """FAQs ask "w3m doesn't seem to use the variable EDITOR. Why?": quoted, the statement repeats the question
+    back as its answer. The whole line is the question, and the heading of the answer below it."""
+    text = ("w3m doesn't seem to use the variable EDITOR. Why?\n\n"
+            "Go to the options setting panel using the o key. Any entry in the Editor field overrides it.\n")
+    units = passage_units(text)
+    assert [(u.kind, u.text) for u in units[:1]] == [("question", "w3m doesn't seem to use the variable EDITOR. Why?")]
+    found = candidates([SelectionPassage(text, None, 0.6)])
+    assert not any("EDITOR" in c.text for c in found)
+    assert found[0].text == "Go to the options setting panel using the o key."
+    assert found[0].heading == "w3m doesn't seem to use the variable EDITOR. Why?" and found[0].offset == 0
+    # a paragraph that only ends with a question keeps its sentences quotable
+    long_line = ("Reports to the ethics line can be made anonymously, by phone or online, and nobody at Acme sees "
+                 "who made them unless the reporter agrees. Questions? Ask Legal.")
+    assert "Reports to the ethics line can be made anonymously, by phone or online, and nobody at Acme sees who " \
+           "made them unless the reporter agrees." in {c.text for c in candidates([SelectionPassage(long_line, None, 0.6)])}
+
+
+def test_a_blank_line_ends_a_paragraph_whatever_its_last_word() -> None:
+    """Hard-wrapped lines are joined into sentences, but never across a blank line: "(see the manual)" and the next
+    paragraph's question stay apart."""
+    text = ("You can move to the next hyperlink using TAB. (see Section Functions of the manual)\n\n"
+            "Graphical browsers display a word red, but w3m doesn't. Why?\n\n"
+            "w3m doesn't support the attribute COLOR of HTML.\n")
+    units = passage_units(text)
+    assert [u.kind for u in units] == ["sentence", "sentence", "question", "sentence"]
+    assert units[1].text == "(see Section Functions of the manual)"
+
 def test_an_unsure_answer_quotes_the_sentences_around_the_best_one_never_a_heading() -> None:
     from ingest.answer_spans import section_around
 
