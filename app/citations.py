@@ -95,7 +95,10 @@ def verify(answer: str, passages: list[str], embed=None, options: VerifyOptions 
             candidates = [n for n in range(1, len(passages) + 1) if support(i, n)]
             if len(candidates) > 1 and embed is not None:
                 candidates.sort(key=lambda n: -similarity(i, n))
-            supported = candidates[:1]
+            # "[2] A. B." cites [2] for B too: an uncited sentence keeps the previous sentence's passage when that
+            # passage supports it (a quote's later sentences were re-attributed to a look-alike passage)
+            previous = [n for n in (checks[-1].supported if checks else []) if n in candidates]
+            supported = previous[:1] or candidates[:1]
         checks.append(SentenceCheck(sentence_texts[i], cited, supported, unsupported, invalid))
         body = sentence_texts[i]
         if options.drop_unsupported and not supported:

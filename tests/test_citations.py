@@ -66,3 +66,18 @@ def test_fragments_without_a_claim_are_not_counted_as_supported() -> None:
     result = verify("1 [1]. 2 [3]. Yes [1]. You get 27 days of annual leave [1].", PASSAGES)
     assert result.text == "You get 27 days of annual leave [1]."
     assert len(result.dropped) == 3
+
+
+def test_a_quotes_later_sentences_stay_with_the_passage_it_quotes() -> None:
+    """"[2] A. B." quotes passage 2; B must not be re-cited to another passage that merely holds its words too
+    (a zsh FAQ answer's second sentence had been cited to the neighbouring passage about mailing lists)."""
+    passages = ["Mail bug reports to zsh-workers with debugging information. Security reports go to the private "
+                "mailing list for security reports, zsh-security.",
+                "Several lists exist. Finally, there is a private mailing list for security reports: zsh-security."]
+    result = verify("[2] Several lists exist. Finally, there is a private mailing list for security reports: "
+                    "zsh-security.", passages)
+    assert result.cited == [2] and result.unsupported == []
+    assert result.text.endswith("zsh-security [2].")
+    # an uncited sentence that the previous one's passage does not hold still gets the passage that does
+    result = verify("[2] Several lists exist. Mail bug reports to zsh-workers with debugging information.", passages)
+    assert result.cited == [2, 1]
