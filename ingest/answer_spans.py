@@ -51,7 +51,7 @@ def _logical_lines(text: str) -> list[list[str]]:
         if not words:
             after_blank = True
             continue
-        if out and not after_blank:
+        if not after_blank:  # the first line is after_blank too
             previous = out[-1]
             last = previous[-1].rstrip(_CLOSERS)
             keeps_break = (not last or last[-1] in ".!?:" or len(previous) <= 8 or _LIST_MARKER.match(words[0])

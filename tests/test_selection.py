@@ -324,10 +324,10 @@ def test_a_question_line_that_opens_with_a_statement_is_all_question_never_quote
     assert found[0].text == "Go to the options setting panel using the o key."
     assert found[0].heading == "w3m doesn't seem to use the variable EDITOR. Why?" and found[0].offset == 0
     # a paragraph that only ends with a question keeps its sentences quotable
-    long_line = ("Reports to the ethics line can be made anonymously, by phone or online, and nobody at Acme sees "
-                 "who made them unless the reporter agrees. Questions? Ask Legal.")
-    assert "Reports to the ethics line can be made anonymously, by phone or online, and nobody at Acme sees who " \
-           "made them unless the reporter agrees." in {c.text for c in candidates([SelectionPassage(long_line, None, 0.6)])}
+    statement = ("Reports to the ethics line can be made anonymously, by phone or online, and nobody at Acme sees "
+                 "who made them unless the reporter agrees.")
+    long_line = statement + " Questions? Ask Legal."
+    assert statement in {c.text for c in candidates([SelectionPassage(long_line, None, 0.6)])}
 
 
 def test_a_blank_line_ends_a_paragraph_whatever_its_last_word() -> None:
@@ -339,6 +339,7 @@ def test_a_blank_line_ends_a_paragraph_whatever_its_last_word() -> None:
     units = passage_units(text)
     assert [u.kind for u in units] == ["sentence", "sentence", "question", "sentence"]
     assert units[1].text == "(see Section Functions of the manual)"
+
 
 def test_an_unsure_answer_quotes_the_sentences_around_the_best_one_never_a_heading() -> None:
     from ingest.answer_spans import section_around
